@@ -1,0 +1,1 @@
+"""fabric bench: the fabric measured against HTTP REST, NATS and Zenoh."""

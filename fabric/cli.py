@@ -1,0 +1,168 @@
+"""The ``fabric`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from .errors import FabricError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Agent Fabric: a message fabric for AI agent swarms.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.command()
+def node(
+    config: Annotated[
+        Path | None, typer.Option(help="TOML file with node settings.", exists=True)
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Node name (default: host name).")] = None,
+    site: Annotated[str | None, typer.Option(help="Site label (default: local).")] = None,
+    socket: Annotated[
+        Path | None, typer.Option(help="Unix socket for local agents.")
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="ZeroMQ endpoint for remote agents, tcp://HOST:PORT.")
+    ] = None,
+    max_payload: Annotated[int | None, typer.Option(help="Largest payload, bytes.")] = None,
+    heartbeat_interval: Annotated[
+        float | None, typer.Option(help="Seconds between liveness checks.")
+    ] = None,
+    tracing: Annotated[
+        str | None, typer.Option(help="off, console or otlp.")
+    ] = None,
+) -> None:
+    """Run a broker node in the foreground (stop with Ctrl-C or SIGTERM).
+
+    Settings come from these flags, then FABRIC_* environment variables, then --config.
+    """
+    from .config import load_settings
+    from .runner import run_node
+
+    try:
+        settings = load_settings(
+            config,
+            name=name,
+            site=site,
+            socket=socket,
+            listen=listen,
+            max_payload=max_payload,
+            heartbeat_interval=heartbeat_interval,
+            tracing=tracing,
+        )
+    except ValidationError as exc:
+        err_console.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        run_node(settings)
+    except FabricError as exc:
+        err_console.print(f"[red]node failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def status(
+    url: Annotated[
+        str | None, typer.Option(help="Node URL (default: FABRIC_URL or the local node).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print raw JSON.")] = False,
+) -> None:
+    """Show a node's sessions, subscriptions and counters."""
+    from .runner import install_uvloop
+
+    install_uvloop()
+    try:
+        snapshot = asyncio.run(_fetch_status(url))
+    except FabricError as exc:
+        err_console.print(f"[red]cannot reach node:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        console.print_json(json.dumps(snapshot))
+        return
+    _print_status(snapshot)
+
+
+async def _fetch_status(url: str | None) -> dict[str, Any]:
+    from sdk import connect
+
+    async with connect("fabric-cli", url, reconnect=False) as agent:
+        return await agent.node_status()
+
+
+def _print_status(snapshot: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console.print(
+        f"[bold]{snapshot['node']}[/bold] site={snapshot['site']} "
+        f"endpoints={' '.join(snapshot['endpoints'])}"
+    )
+    stats = Table("counter", "value", title="counters")
+    for key, value in snapshot["stats"].items():
+        stats.add_row(key, str(value))
+    console.print(stats)
+    sessions = Table("id", "agent", "peer", "subscriptions", "dropped", title="sessions")
+    for s in snapshot["sessions"]:
+        subs = ", ".join(
+            x["subject"] + (f" [{x['queue']}]" if x["queue"] else "")
+            for x in s["subscriptions"]
+            if not x["subject"].startswith("_INBOX.")
+        )
+        sessions.add_row(str(s["id"]), s["name"], s["peer"], subs, str(s["dropped"]))
+    console.print(sessions)
+
+
+@app.command()
+def demo(
+    url: Annotated[
+        str | None,
+        typer.Option(help="Use this node instead of starting an embedded one."),
+    ] = None,
+) -> None:
+    """Start an embedded node and a few agents, and show every messaging pattern working."""
+    from .demo import run_demo
+
+    try:
+        run_demo(url)
+    except FabricError as exc:
+        err_console.print(f"[red]demo failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _register_optional() -> None:
+    """Commands that live in other packages; absent extras leave a helpful stub."""
+    try:
+        from bench.cli import bench_command
+    except ImportError as exc:
+        missing = str(exc)
+
+        @app.command(name="bench")
+        def bench_missing() -> None:
+            """Benchmark the fabric (needs the [bench] extra)."""
+            err_console.print(
+                f"[red]fabric bench needs the bench extra[/red] ({missing}): "
+                "pip install 'agent-fabric[bench]'"
+            )
+            raise typer.Exit(2)
+    else:
+        app.command(name="bench")(bench_command)
+
+
+_register_optional()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

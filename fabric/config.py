@@ -1,0 +1,81 @@
+"""Node configuration: flags, then ``FABRIC_*`` environment, then a TOML file, then defaults."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from .paths import default_socket_path
+
+__all__ = ["NodeSettings", "load_settings"]
+
+MiB = 1024 * 1024
+
+
+class NodeSettings(BaseSettings):
+    """Everything a node can be told. Every field has a default that runs as-is."""
+
+    model_config = SettingsConfigDict(env_prefix="FABRIC_", extra="forbid")
+
+    name: str = Field(default_factory=socket.gethostname, description="Node name, unique in a mesh.")
+    site: str = Field("local", description="Site label (cloud, edge-paris, ...).")
+    socket: Path = Field(
+        default_factory=default_socket_path,
+        description="Unix socket for agents on this host.",
+    )
+    listen: str | None = Field(
+        None, description="ZeroMQ endpoint for agents on other hosts, e.g. tcp://0.0.0.0:4250."
+    )
+    max_payload: int = Field(64 * MiB, gt=0, description="Largest payload accepted, in bytes.")
+    heartbeat_interval: float = Field(
+        2.0, gt=0, description="Seconds between liveness checks; 3 missed = gone."
+    )
+    slow_consumer_bytes: int = Field(
+        64 * MiB, gt=0, description="Bytes queued for one agent before messages to it are dropped."
+    )
+    tracing: Literal["off", "console", "otlp"] = Field(
+        "off", description="OpenTelemetry span export for node hops."
+    )
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint when tracing=otlp.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _TOML_FILE.get("path")
+        if toml is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+
+_TOML_FILE: dict[str, Path] = {}
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> NodeSettings:
+    """Build settings: ``overrides`` (flags) win over environment, over the TOML file.
+
+    Raises:
+        pydantic.ValidationError: when a value is out of range or a key is unknown.
+    """
+    if config_file is not None:
+        _TOML_FILE["path"] = config_file
+    try:
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return NodeSettings(**clean)  # type: ignore[arg-type]
+    finally:
+        _TOML_FILE.pop("path", None)

@@ -1,0 +1,337 @@
+"""The broker node: a thin asyncio driver around the interest table and agent sessions.
+
+It listens on a Unix socket for agents on its host and, optionally, on a ZeroMQ ROUTER for
+agents elsewhere. Every frame is decoded (header only), checked against the session's state,
+and routed. Payload bytes pass through untouched. A frame that breaks the protocol is counted
+and answered with ERR; only a stream that lost framing is closed, because nothing after it can
+be trusted. Nothing an agent sends can stop the node serving the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing_extensions import Buffer
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from .config import NodeSettings
+from .errors import (
+    FabricError,
+    InvalidSubject,
+    PayloadTooLarge,
+    RemoteProtocolError,
+)
+from .routing import InterestTable
+from .session import Session, SessionState
+from .subjects import validate_subject
+from .transports import Link, StreamLink, ZmqRouterListener
+from .wire import Flags, Header, Kind, Status, decode_header, encode_header
+
+__all__ = ["Node", "NodeStats"]
+
+log = logging.getLogger("fabric.node")
+
+_MAX_CONTROL_BYTES = 1024 * 1024
+
+
+@dataclass(slots=True)
+class NodeStats:
+    """Counters the node reports (``fabric status``, metrics)."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    malformed: int = 0
+    no_responders: int = 0
+    dropped_slow: int = 0
+    sessions_opened: int = 0
+    sessions_dropped: int = 0
+
+
+class _SessionLink:
+    """Binds one link to its session and forwards link events to the node."""
+
+    __slots__ = ("link", "node", "session")
+
+    def __init__(self, node: Node, link: Link) -> None:
+        self.node = node
+        self.link = link
+        self.session = Session(last_seen=time.monotonic())
+
+    def frame_received(self, header: bytes, payload: memoryview) -> None:
+        self.node._frame(self, header, payload)
+
+    def link_lost(self, exc: BaseException | None) -> None:
+        if exc is not None and isinstance(exc, FabricError):
+            self.node.stats.malformed += 1
+            log.warning("closing %s: %s", self.session, exc)
+        self.node._drop(self)
+
+
+class Node:
+    """One broker process. ``await node.start()``, then ``await node.aclose()``."""
+
+    def __init__(self, settings: NodeSettings | None = None) -> None:
+        self.settings = settings or NodeSettings()
+        self.interest = InterestTable()
+        self.stats = NodeStats()
+        self._links: dict[Session, _SessionLink] = {}
+        self._unix_server: asyncio.AbstractServer | None = None
+        self._zmq: ZmqRouterListener | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Where agents can reach this node."""
+        urls = [f"unix://{self.settings.socket}"]
+        if self._zmq is not None:
+            urls.append(self._zmq.endpoint)
+        return urls
+
+    async def start(self) -> None:
+        """Start listening.
+
+        Raises:
+            ConnectionLost: when an endpoint cannot be bound (in use, no permission).
+        """
+        loop = asyncio.get_running_loop()
+        path = self.settings.socket
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a stale socket from a node that died; binding would fail
+        self._unix_server = await loop.create_unix_server(self._accept_stream, str(path))
+        os.chmod(path, 0o600)
+        if self.settings.listen:
+            self._zmq = ZmqRouterListener(self.settings.listen, self._accept)
+        self._sweeper = loop.create_task(self._sweep())
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def aclose(self) -> None:
+        """Stop listening and drop every session."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._unix_server is not None:
+            self._unix_server.close()
+        if self._zmq is not None:
+            self._zmq.close()
+        for bound in list(self._links.values()):
+            bound.link.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.settings.socket.unlink()
+        self._closed.set()
+
+    def _accept_stream(self) -> StreamLink:
+        link = StreamLink(self.settings.max_payload)
+        self._accept(link)
+        return link
+
+    def _accept(self, link: Link) -> None:
+        bound = _SessionLink(self, link)
+        link.handler = bound
+        self._links[bound.session] = bound
+        self.stats.sessions_opened += 1
+
+    def _drop(self, bound: _SessionLink) -> None:
+        session = bound.session
+        if session.state is SessionState.CLOSED:
+            return
+        session.close()
+        self._links.pop(session, None)
+        self.interest.drop_session(session)
+        self.stats.sessions_dropped += 1
+        log.debug("session %s closed", session)
+
+    async def _sweep(self) -> None:
+        """Drop sessions silent for three heartbeat intervals (agents ping while idle)."""
+        interval = self.settings.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            deadline = time.monotonic() - 3 * interval
+            for bound in list(self._links.values()):
+                if bound.session.last_seen < deadline:
+                    log.info("session %s missed its heartbeats; dropping it", bound.session)
+                    bound.link.close()
+                    self._drop(bound)
+
+    # -- frames -------------------------------------------------------------------------
+
+    def _frame(self, bound: _SessionLink, raw_header: bytes, payload: memoryview) -> None:
+        session = bound.session
+        session.last_seen = time.monotonic()
+        session.frames_in += 1
+        self.stats.frames_in += 1
+        try:
+            header = decode_header(raw_header)
+        except FabricError as exc:
+            self._reject(bound, exc, None)
+            return
+        try:
+            session.check(header.kind)
+            kind = header.kind
+            if kind is Kind.PUB:
+                self._publish(bound, header, payload)
+            elif kind is Kind.SUB:
+                self.interest.add(session, header.sid, header.subject, header.queue)
+            elif kind is Kind.UNSUB:
+                self.interest.remove(session, header.sid)
+            elif kind is Kind.PING:
+                self._send(bound, Header(Kind.PONG, msg_id=header.msg_id))
+            elif kind is Kind.HELLO:
+                self._hello(bound, header, payload)
+            elif kind is Kind.CONTROL:
+                self._control(bound, header, payload)
+            # PONG and ERR from an agent need no answer; last_seen is already updated.
+        except FabricError as exc:
+            self._reject(bound, exc, header)
+
+    def _reject(self, bound: _SessionLink, exc: FabricError, header: Header | None) -> None:
+        """Answer a bad frame with ERR; the session and every other one carry on."""
+        if isinstance(exc, RemoteProtocolError | InvalidSubject | PayloadTooLarge):
+            self.stats.malformed += 1
+        log.debug("rejecting frame from %s: %s", bound.session, exc)
+        err = Header(
+            Kind.ERR,
+            subject=(header.subject if header else "") or "",
+            reply=header.reply if header else "",
+            msg_id=header.msg_id if header else 0,
+            sid=header.sid if header else 0,
+        )
+        self._send(bound, err, msgpack.packb((exc.code, exc.message)))
+
+    def _hello(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
+        info = _decode_map(payload)
+        name = info.get("name")
+        labels = info.get("labels") or {}
+        if type(name) is not str or not name or not isinstance(labels, dict):
+            raise RemoteProtocolError("HELLO needs a name and a map of labels")
+        labels = {str(k): str(v) for k, v in labels.items()}
+        bound.session.activate(name, labels, time.monotonic())
+        welcome = {
+            "node": self.settings.name,
+            "site": self.settings.site,
+            "session": bound.session.id,
+            "max_payload": self.settings.max_payload,
+            "heartbeat": self.settings.heartbeat_interval,
+        }
+        self._send(bound, Header(Kind.WELCOME, msg_id=header.msg_id), msgpack.packb(welcome))
+
+    def _publish(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
+        subject = header.subject
+        validate_subject(subject)
+        route = self.interest.route(subject)
+        reached = 0
+        for sub in route.targets:
+            target = self._links.get(sub.session)  # type: ignore[call-overload]
+            if target is None:
+                continue
+            out = Header(
+                Kind.MSG,
+                subject=subject,
+                reply=header.reply,
+                msg_id=header.msg_id,
+                timeout_ms=header.timeout_ms,
+                traceparent=header.traceparent,
+                headers=header.headers,
+                sid=sub.sid,
+                status=header.status,
+                seq=header.seq,
+            )
+            if self._send(target, out, payload):
+                reached += 1
+        if header.flags and header.reply:
+            if reached == 0 and header.flags & Flags.NO_RESPONDERS:
+                self.stats.no_responders += 1
+                status = Header(
+                    Kind.STATUS,
+                    subject=header.reply,
+                    msg_id=header.msg_id,
+                    status=Status.NO_RESPONDERS,
+                )
+                self._send(bound, status)
+            elif header.flags & Flags.COUNT:
+                status = Header(
+                    Kind.STATUS,
+                    subject=header.reply,
+                    msg_id=header.msg_id,
+                    status=Status.ROUTED,
+                    seq=reached,
+                )
+                self._send(bound, status)
+
+    def _control(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
+        request = _decode_map(payload)
+        op = request.get("op")
+        if op == "stats":
+            result: dict[str, Any] = self.status()
+        else:
+            raise RemoteProtocolError(f"unknown control operation {op!r}")
+        self._send(
+            bound,
+            Header(Kind.CONTROL, subject=header.subject, msg_id=header.msg_id),
+            msgpack.packb(result),
+        )
+
+    def _send(self, bound: _SessionLink, header: Header, payload: Buffer = b"") -> bool:
+        """Send to one session; False when it is gone or too far behind (slow consumer)."""
+        link = bound.link
+        if link.closed:
+            return False
+        if link.buffered() > self.settings.slow_consumer_bytes:
+            bound.session.dropped += 1
+            self.stats.dropped_slow += 1
+            return False
+        try:
+            link.send(encode_header(header), payload)
+        except FabricError:
+            return False
+        bound.session.frames_out += 1
+        self.stats.frames_out += 1
+        return True
+
+    # -- introspection ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for ``fabric status`` and the control plane."""
+        return {
+            "node": self.settings.name,
+            "site": self.settings.site,
+            "endpoints": self.endpoints,
+            "stats": {k: getattr(self.stats, k) for k in NodeStats.__slots__},  # type: ignore[attr-defined]
+            "sessions": [
+                {
+                    "id": b.session.id,
+                    "name": b.session.name,
+                    "labels": b.session.labels,
+                    "state": b.session.state.value,
+                    "peer": b.link.peer,
+                    "subscriptions": [
+                        {"sid": s.sid, "subject": s.pattern, "queue": s.queue}
+                        for s in self.interest.subscriptions(b.session)
+                    ],
+                    "dropped": b.session.dropped,
+                }
+                for b in self._links.values()
+            ],
+        }
+
+
+def _decode_map(payload: memoryview) -> dict[str, Any]:
+    if len(payload) > _MAX_CONTROL_BYTES:
+        raise RemoteProtocolError(f"control payload larger than {_MAX_CONTROL_BYTES} bytes")
+    try:
+        value = msgpack.unpackb(payload, raw=False)
+    except Exception:
+        raise RemoteProtocolError("control payload is not msgpack") from None
+    if not isinstance(value, dict):
+        raise RemoteProtocolError("control payload must be a map")
+    return value

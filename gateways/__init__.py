@@ -1,0 +1,1 @@
+"""Gateways for clients without the SDK."""

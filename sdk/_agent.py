@@ -1,0 +1,664 @@
+"""``Agent``: what an agent process holds to talk to the fabric."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from fabric.errors import (
+    Cancelled,
+    ConnectionLost,
+    FabricError,
+    LocalProtocolError,
+    PayloadTooLarge,
+    RemoteError,
+    Timeout,
+    error_from_wire,
+)
+from fabric.paths import default_url
+from fabric.subjects import validate_pattern, validate_subject
+from fabric.wire import Flags, Header, Kind, Status
+
+from ._connection import Connection, parse_urls
+from ._deadline import current_deadline, effective_deadline, timeout_ms
+from ._msg import Msg
+from ._payload import Payload, encode_payload
+from ._replies import (
+    CreditGate,
+    GatherCollector,
+    GatherResult,
+    ReplyWaiter,
+    RequestWaiter,
+)
+from ._stream import StreamReply
+from ._subscription import DEFAULT_PENDING_LIMIT, Subscription
+from ._tracing import AgentTracer
+
+__all__ = ["Agent", "AgentStats", "connect"]
+
+log = logging.getLogger("sdk.agent")
+
+#: How long a publish waits for a lost link to come back before raising ConnectionLost.
+RECONNECT_WAIT = 5.0
+#: Bytes queued on the link before ``publish`` waits for the kernel to take them.
+_SEND_HIGH_WATER = 8 * 1024 * 1024
+
+Handler = Callable[[Msg], Any]
+
+
+@dataclass(slots=True)
+class AgentStats:
+    """What an agent counts."""
+
+    published: int = 0
+    received: int = 0
+    #: Replies that arrived after their request, gather or stream had finished.
+    late_replies: int = 0
+    #: Messages dropped because a subscription's reader fell behind.
+    dropped: int = 0
+    handler_errors: int = 0
+
+
+class Agent:
+    """A named participant in the fabric. Create it with ``connect()``."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str | None = None,
+        *,
+        labels: dict[str, str] | None = None,
+        credential: str | None = None,
+        default_timeout: float = 5.0,
+        reconnect: bool = True,
+    ) -> None:
+        validate_subject(name)  # names appear in subjects; same rules
+        self.name = name
+        self.labels = dict(labels or {})
+        self.default_timeout = default_timeout
+        self.stats = AgentStats()
+        self._urls = parse_urls(url or default_url())
+        hello: dict[str, Any] = {"name": name, "labels": self.labels}
+        if credential is not None:
+            hello["credential"] = credential
+        self._conn = Connection(
+            self._urls, hello, self._on_frame, self._on_lost, self._on_restored,
+            reconnect=reconnect,
+        )
+        self._inbox = f"_INBOX.{os.urandom(9).hex()}"
+        self._inbox_len = len(self._inbox) + 1
+        self._next_reply = 0
+        self._waiters: dict[int, ReplyWaiter] = {}
+        self._subs: dict[int, Subscription] = {}
+        self._next_sid = 0
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._tracer = AgentTracer.from_env(name)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Agent {self.name!r} node={self._conn.node!r}>"
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        await self._conn.open()
+        self._conn.send(Header(Kind.SUB, subject=f"{self._inbox}.>", sid=0))
+
+    async def aclose(self) -> None:
+        """Stop handlers, drop subscriptions, close the link. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._handler_tasks):
+            task.cancel()
+        for task in list(self._handler_tasks):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        for sub in list(self._subs.values()):
+            sub._close_local()
+        self._fail_waiters(ConnectionLost("agent closed"))
+        await self._conn.aclose()
+
+    @property
+    def node(self) -> str:
+        """Name of the node this agent is connected to."""
+        return self._conn.node
+
+    @property
+    def connected(self) -> bool:
+        return self._conn.connected
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the link was lost and restored."""
+        return self._conn.reconnects
+
+    # -- publish / subscribe ------------------------------------------------------------
+
+    async def publish(
+        self,
+        subject: str,
+        data: Payload = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        reply: str = "",
+    ) -> None:
+        """Send a message to every subscriber of ``subject`` (one per queue group).
+
+        Raises:
+            InvalidSubject: ``subject`` is not a literal dotted subject.
+            PayloadTooLarge: larger than the node's limit.
+            ConnectionLost: the node is unreachable for longer than the reconnect wait.
+        """
+        validate_subject(subject)
+        payload = encode_payload(data)
+        if not self._conn.connected:
+            await self._ensure_connected()
+        if self._tracer is None:
+            self._send_pub(subject, payload, headers=headers, reply=reply)
+        else:
+            span = self._tracer.start("publish", subject)
+            try:
+                self._send_pub(subject, payload, headers=headers, reply=reply)
+            finally:
+                span.end()
+        await self._backpressure()
+
+    def _send_pub(
+        self,
+        subject: str,
+        payload: bytes | memoryview,
+        *,
+        headers: dict[str, str] | None = None,
+        reply: str = "",
+        deadline: float | None = None,
+        status: int = 0,
+        seq: int = 0,
+        flags: int = 0,
+    ) -> int:
+        if len(payload) > self._conn.max_payload:
+            raise PayloadTooLarge(
+                subject=subject, size=len(payload), limit=self._conn.max_payload
+            )
+        msg_id = self._conn.next_id()
+        traceparent = self._tracer.current_traceparent() if self._tracer else ""
+        self._conn.send(
+            Header(
+                Kind.PUB,
+                subject=subject,
+                reply=reply,
+                msg_id=msg_id,
+                timeout_ms=timeout_ms(deadline),
+                traceparent=traceparent,
+                headers=headers,
+                status=status,
+                seq=seq,
+                flags=flags,
+            ),
+            payload,
+        )
+        self.stats.published += 1
+        return msg_id
+
+    async def _backpressure(self) -> None:
+        link = self._conn.link
+        if link is not None and link.buffered() > _SEND_HIGH_WATER:
+            await link.drain()
+
+    async def _ensure_connected(self, deadline: float | None = None) -> None:
+        if not self._conn.connected:
+            await self._conn.ready(deadline or time.monotonic() + RECONNECT_WAIT)
+
+    async def subscribe(
+        self,
+        subject: str,
+        queue: str | None = None,
+        *,
+        callback: Callable[[Msg], Awaitable[None] | None] | None = None,
+        pending_limit: int = DEFAULT_PENDING_LIMIT,
+    ) -> Subscription:
+        """Receive messages matching ``subject`` (``*`` and ``>`` wildcards allowed).
+
+        With ``queue``, each message goes to one member of the group. Iterate the returned
+        subscription, or pass ``callback`` to have it called for each message.
+
+        Raises:
+            InvalidSubject: malformed pattern. ConnectionLost: node unreachable.
+        """
+        validate_pattern(subject)
+        await self._ensure_connected()
+        self._next_sid += 1
+        sub = Subscription(
+            self, self._next_sid, subject, queue or "", callback=callback,
+            pending_limit=pending_limit,
+        )
+        self._subs[sub.sid] = sub
+        self._conn.send(Header(Kind.SUB, subject=subject, queue=sub.queue, sid=sub.sid))
+        return sub
+
+    async def _unsubscribe(self, sub: Subscription) -> None:
+        self._subs.pop(sub.sid, None)
+        if self._conn.connected:
+            self._conn.send(Header(Kind.UNSUB, subject=sub.subject, sid=sub.sid))
+
+    def handler(
+        self, subject: str, queue: str | None = None
+    ) -> Callable[[Handler], Handler]:
+        """Decorator: serve requests on ``subject``.
+
+        The function's return value (bytes, str, model) is the reply; an async generator
+        streams its items. An exception becomes a typed error at the requester. The
+        subscription is made when the agent next yields to the loop; ``await agent.flush()``
+        makes sure it reached the node.
+        """
+        validate_pattern(subject)
+
+        def register(fn: Handler) -> Handler:
+            async def subscribe() -> None:
+                await self.subscribe(subject, queue, callback=lambda m: self._dispatch(fn, m))
+
+            self._spawn(subscribe())
+            return fn
+
+        return register
+
+    async def serve(
+        self, subject: str, fn: Handler, *, queue: str | None = None
+    ) -> Subscription:
+        """``handler`` as a call: subscribe ``fn`` now and return the subscription."""
+        return await self.subscribe(subject, queue, callback=lambda m: self._dispatch(fn, m))
+
+    # -- request / reply ----------------------------------------------------------------
+
+    def _new_reply(self, waiter: ReplyWaiter) -> tuple[int, str]:
+        self._next_reply += 1
+        n = self._next_reply
+        self._waiters[n] = waiter
+        return n, f"{self._inbox}.{n}"
+
+    async def request(
+        self,
+        subject: str,
+        data: Payload = b"",
+        *,
+        timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Msg:
+        """Send and wait for the first reply.
+
+        The deadline (``timeout``, or what is left of the one inherited from the message
+        being handled) travels with the message.
+
+        Raises:
+            NoResponders: nobody listens on ``subject`` (at once, not after the timeout).
+            Timeout: no reply before the deadline.
+            RemoteError (or the responder's typed error): the handler raised.
+            ConnectionLost: the link dropped while waiting.
+            InvalidSubject, PayloadTooLarge: before anything is sent.
+        """
+        validate_subject(subject)
+        deadline = effective_deadline(timeout, self.default_timeout)
+        payload = encode_payload(data)
+        if not self._conn.connected:
+            await self._ensure_connected(deadline)
+        waiter = RequestWaiter(subject)
+        n, reply = self._new_reply(waiter)
+        span = self._tracer.start("request", subject) if self._tracer else None
+        timer = asyncio.get_running_loop().call_at(
+            _loop_time(deadline), waiter.fail, Timeout("no reply before the deadline", subject=subject)
+        )
+        try:
+            self._send_pub(
+                subject, payload, headers=headers, reply=reply, deadline=deadline,
+                flags=Flags.NO_RESPONDERS,
+            )
+            return await waiter.future
+        finally:
+            timer.cancel()
+            self._waiters.pop(n, None)
+            if span is not None:
+                span.end()
+
+    async def gather(
+        self,
+        subject: str,
+        data: Payload = b"",
+        *,
+        quorum: int | None = None,
+        deadline: float = 1.5,
+        headers: dict[str, str] | None = None,
+    ) -> GatherResult:
+        """Fan a request out to every subscriber (one per queue group) and fan replies in.
+
+        Returns as soon as every responder the message reached has answered, or after
+        ``quorum`` replies, or at ``deadline`` seconds with what arrived (``.missing`` says
+        how many did not). Replies after that are dropped and counted in
+        ``stats.late_replies``.
+
+        Raises:
+            NoResponders: nobody listens. ConnectionLost: the link dropped meanwhile.
+        """
+        validate_subject(subject)
+        if quorum is not None and quorum < 1:
+            raise ValueError("quorum must be at least 1")
+        until = effective_deadline(deadline, deadline)
+        payload = encode_payload(data)
+        if not self._conn.connected:
+            await self._ensure_connected(until)
+        collector = GatherCollector(subject, quorum)
+        n, reply = self._new_reply(collector)
+        span = self._tracer.start("gather", subject) if self._tracer else None
+        try:
+            self._send_pub(
+                subject, payload, headers=headers, reply=reply, deadline=until,
+                flags=Flags.COUNT | Flags.NO_RESPONDERS,
+            )
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(collector.done), max(0.0, until - time.monotonic())
+                )
+            except TimeoutError:
+                pass  # partial result: what arrived by the deadline
+            return collector.result
+        finally:
+            self._waiters.pop(n, None)
+            if span is not None:
+                span.end()
+
+    async def map(
+        self,
+        subject: str,
+        items: Iterable[Payload],
+        *,
+        timeout: float | None = None,
+        concurrency: int = 16,
+        headers: dict[str, str] | None = None,
+    ) -> list[Msg | FabricError]:
+        """One request per item over ``subject`` (usually a queue group), at most
+        ``concurrency`` in flight. Results are in input order; an item that failed holds
+        its typed error instead of a reply.
+
+        Raises:
+            InvalidSubject: before anything is sent.
+        """
+        validate_subject(subject)
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        work = list(items)
+        results: list[Msg | FabricError] = [
+            Timeout("not started", subject=subject) for _ in work
+        ]
+        cursor = iter(range(len(work)))
+
+        async def worker() -> None:
+            for i in cursor:
+                try:
+                    results[i] = await self.request(
+                        subject, work[i], timeout=timeout, headers=headers
+                    )
+                except FabricError as exc:
+                    results[i] = exc
+
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(work)))))
+        return results
+
+    def stream(
+        self,
+        subject: str,
+        data: Payload = b"",
+        *,
+        timeout: float | None = None,
+        window: int = 64,
+        headers: dict[str, str] | None = None,
+    ) -> StreamReply:
+        """Stream a reply: ``async for chunk in agent.stream(...)``.
+
+        The responder sends at most ``window`` chunks ahead of the reader (credit-based
+        backpressure); leaving the loop early cancels the responder's generator.
+
+        Raises (while iterating):
+            NoResponders, Timeout, ConnectionLost, or the responder's typed error.
+        """
+        validate_subject(subject)
+        if window < 2:
+            raise ValueError("window must be at least 2")
+        return StreamReply(self, subject, encode_payload(data), timeout, window, headers)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until everything sent so far has been processed by the node.
+
+        Raises:
+            Timeout, ConnectionLost.
+        """
+        await self._ensure_connected()
+        await self._conn.flush(timeout)
+
+    async def node_status(self) -> dict[str, Any]:
+        """The node's status snapshot (sessions, subscriptions, counters).
+
+        Raises:
+            Timeout, ConnectionLost.
+        """
+        await self._ensure_connected()
+        result = await self._conn.control({"op": "stats"})
+        return dict(result)
+
+    def _grant_credit(self, control: str, credit: int) -> None:
+        try:
+            self._send_pub(control, b"", status=Status.STREAM_CREDIT, seq=credit)
+        except ConnectionLost:
+            pass  # the stream fails on its own when the link is gone
+
+    def _cancel_stream(self, control: str) -> None:
+        try:
+            self._send_pub(control, b"", status=Status.CANCELLED)
+        except ConnectionLost:
+            pass
+
+    # -- handlers -----------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+
+    def _dispatch(self, fn: Handler, msg: Msg) -> None:
+        self._spawn(self._run_handler(fn, msg))
+
+    async def _run_handler(self, fn: Handler, msg: Msg) -> None:
+        current_deadline.set(msg.deadline)
+        span = self._tracer.start_handle(msg) if self._tracer else None
+        try:
+            result = fn(msg)
+            if inspect.isasyncgen(result):
+                await self._serve_stream(msg, result)
+                return
+            if inspect.isawaitable(result):
+                result = await result
+            if msg.reply:
+                if msg.status == Status.STREAM_OPEN:
+                    # A plain handler asked for a stream: one chunk, then the end.
+                    self._send_reply(msg, result, Status.STREAM_CHUNK)
+                    self._send_reply(msg, b"", Status.STREAM_END)
+                else:
+                    self._send_reply(msg, result, Status.OK)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats.handler_errors += 1
+            if msg.reply:
+                self._send_error(msg, exc)
+            else:
+                log.exception("handler for %s failed", msg.subject)
+        finally:
+            if span is not None:
+                span.end()
+
+    def _send_reply(
+        self, msg: Msg, data: Any, status: int, *, seq: int = 0, reply: str = ""
+    ) -> None:
+        try:
+            self._send_pub(
+                msg.reply, encode_payload(data), status=status, seq=seq, reply=reply,
+                deadline=msg.deadline,
+            )
+        except ConnectionLost:
+            log.debug("reply to %s lost: link down", msg.subject)
+
+    def _send_error(self, msg: Msg, exc: BaseException) -> None:
+        code = exc.code if isinstance(exc, FabricError) else RemoteError.code
+        text = exc.message if isinstance(exc, FabricError) else f"{type(exc).__name__}: {exc}"
+        self._send_reply(msg, msgpack.packb((code, text)), Status.ERROR)
+
+    async def _serve_stream(self, msg: Msg, chunks: Any) -> None:
+        if msg.status != Status.STREAM_OPEN or not msg.reply:
+            await chunks.aclose()
+            raise LocalProtocolError(
+                "this handler streams: call it with agent.stream()", subject=msg.subject
+            )
+        gate = CreditGate(msg.subject, credit=msg.seq)
+        task = asyncio.current_task()
+        gate.on_cancel = task.cancel if task is not None else None
+        n, control = self._new_reply(gate)
+        seq = 0
+        try:
+            async for item in chunks:
+                await gate.take(msg.deadline)
+                self._send_reply(msg, item, Status.STREAM_CHUNK, seq=seq, reply=control)
+                seq += 1
+            self._send_reply(msg, b"", Status.STREAM_END, reply=control)
+        except asyncio.CancelledError:
+            if not gate.cancelled:
+                raise
+        except Cancelled:
+            pass  # the requester left; the generator is closed below
+        finally:
+            self._waiters.pop(n, None)
+            await chunks.aclose()
+
+    # -- frames from the node -----------------------------------------------------------
+
+    def _waiter_for(self, subject: str) -> ReplyWaiter | None:
+        if not subject.startswith(self._inbox):
+            return None
+        try:
+            return self._waiters.get(int(subject[self._inbox_len :]))
+        except ValueError:
+            return None
+
+    def _on_frame(self, header: Header, payload: memoryview) -> None:
+        kind = header.kind
+        if kind is Kind.MSG:
+            self.stats.received += 1
+            deadline = (
+                time.monotonic() + header.timeout_ms / 1000 if header.timeout_ms else None
+            )
+            msg = Msg(
+                header.subject, payload, headers=header.headers, reply=header.reply,
+                deadline=deadline, status=header.status, seq=header.seq,
+                msg_id=header.msg_id, traceparent=header.traceparent, agent=self,
+            )
+            if header.sid == 0:
+                waiter = self._waiter_for(header.subject)
+                if waiter is None:
+                    self.stats.late_replies += 1
+                else:
+                    waiter.deliver(msg)
+                return
+            sub = self._subs.get(header.sid)
+            if sub is None:
+                return  # unsubscribed while the message was in flight
+            if sub.callback is not None:
+                sub.delivered += 1
+                result = sub.callback(msg)
+                if inspect.isawaitable(result):
+                    self._spawn(_await(result))
+            else:
+                sub._deliver(msg)
+        elif kind is Kind.STATUS:
+            waiter = self._waiter_for(header.subject)
+            if waiter is None:
+                return
+            if header.status == Status.NO_RESPONDERS:
+                waiter.no_responders()
+            elif header.status == Status.ROUTED:
+                waiter.routed(header.seq)
+        elif kind is Kind.ERR:
+            try:
+                code, message = msgpack.unpackb(payload, raw=False)
+                error = error_from_wire(str(code), str(message), subject=header.subject)
+            except Exception:
+                error = RemoteError("node sent an undecodable error")
+            waiter = self._waiter_for(header.reply) if header.reply else None
+            if waiter is not None:
+                waiter.fail(error)
+            else:
+                log.warning("node reported: %s", error)
+
+    def _fail_waiters(self, exc: FabricError) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for waiter in waiters.values():
+            waiter.fail(exc)
+
+    def _on_lost(self) -> None:
+        self._fail_waiters(ConnectionLost("link to the node dropped", subject=None))
+
+    async def _on_restored(self) -> None:
+        self._conn.send(Header(Kind.SUB, subject=f"{self._inbox}.>", sid=0))
+        for sub in self._subs.values():
+            self._conn.send(Header(Kind.SUB, subject=sub.subject, queue=sub.queue, sid=sub.sid))
+
+
+async def _await(result: Awaitable[Any]) -> None:
+    await result
+
+
+def _loop_time(deadline: float) -> float:
+    """Convert a ``time.monotonic()`` deadline to the running loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - time.monotonic())
+
+
+@asynccontextmanager
+async def connect(
+    name: str,
+    url: str | None = None,
+    *,
+    labels: dict[str, str] | None = None,
+    credential: str | None = None,
+    default_timeout: float = 5.0,
+    reconnect: bool = True,
+) -> AsyncIterator[Agent]:
+    """Join the fabric as ``name``; the agent is closed when the block exits.
+
+    ``url`` is a node URL or a comma-separated list to fail over between (``unix:///path``,
+    ``tcp://host:port``); None means ``FABRIC_URL`` or the local node's default socket.
+
+    Raises:
+        ConnectionLost: no node in the list answered. NotAuthorized: the node refused us.
+        InvalidSubject: ``name`` is not usable in subjects. ConfigError: bad URL.
+    """
+    agent = Agent(
+        name, url, labels=labels, credential=credential, default_timeout=default_timeout,
+        reconnect=reconnect,
+    )
+    try:
+        await agent._open()
+    except BaseException:
+        await agent.aclose()
+        raise
+    try:
+        yield agent
+    finally:
+        await agent.aclose()

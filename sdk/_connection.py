@@ -1,0 +1,363 @@
+"""The agent's link to its node: dial, handshake, heartbeat, reconnect.
+
+``Connection`` owns exactly one live ``Link`` at a time. When it drops, everything in flight is
+failed with ``ConnectionLost`` by the owner (``on_lost``), the connection dials the node list
+again with backoff, handshakes, and lets the owner restore its subscriptions (``on_restored``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from typing_extensions import Buffer
+from enum import Enum
+from typing import Any
+
+import msgpack
+
+from fabric.errors import ConnectionLost, FabricError, error_from_wire
+from fabric.transports import Link, open_unix_link, open_zmq_link
+from fabric.wire import Header, Kind, decode_header, encode_header
+
+__all__ = ["Connection", "ConnectionState", "parse_urls"]
+
+log = logging.getLogger("sdk.connection")
+
+_DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
+_HANDSHAKE_TIMEOUT = 5.0
+
+
+class ConnectionState(Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
+
+
+def parse_urls(url: str) -> list[str]:
+    """Split a comma-separated node list and check each scheme.
+
+    Raises:
+        ConfigError: for an empty list or an unknown scheme.
+    """
+    from fabric.errors import ConfigError
+
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ConfigError("no node URL given")
+    for u in urls:
+        if not u.startswith(("unix://", "tcp://", "ipc://")):
+            raise ConfigError(f"unsupported node URL {u!r}: use unix:///path or tcp://host:port")
+    return urls
+
+
+FrameCallback = Callable[[Header, memoryview], None]
+
+
+class Connection:
+    """Dial, handshake and keep alive one link to a node from ``urls``."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        hello: dict[str, Any],
+        on_frame: FrameCallback,
+        on_lost: Callable[[], None],
+        on_restored: Callable[[], Awaitable[None]],
+        *,
+        reconnect: bool = True,
+    ) -> None:
+        self._urls = urls
+        self._hello = hello
+        self._on_frame = on_frame
+        self._on_lost = on_lost
+        self._on_restored = on_restored
+        self._reconnect = reconnect
+        self.state = ConnectionState.CONNECTING
+        self.link: Link | None = None
+        self.welcome: dict[str, Any] = {}
+        self.max_payload = _DEFAULT_MAX_PAYLOAD
+        self._heartbeat = 2.0
+        self._last_rx = time.monotonic()
+        self._connected = asyncio.Event()
+        self._handshake: asyncio.Future[dict[str, Any]] | None = None
+        self._pongs: dict[int, asyncio.Future[None]] = {}
+        self._controls: dict[int, asyncio.Future[Any]] = {}
+        self._ids = random.getrandbits(48)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reconnects = 0
+
+    # -- public -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.state is ConnectionState.CONNECTED
+
+    @property
+    def node(self) -> str:
+        """Name of the node currently connected to ("" when none)."""
+        return str(self.welcome.get("node", ""))
+
+    @property
+    def reconnects(self) -> int:
+        return self._reconnects
+
+    def next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    async def open(self) -> None:
+        """Dial the first reachable node and handshake.
+
+        Raises:
+            ConnectionLost: when no node in the list answers.
+        """
+        await self._dial_any()
+        self._spawn(self._keepalive())
+
+    def send(self, header: Header, payload: Buffer = b"") -> None:
+        """Send one frame now.
+
+        Raises:
+            ConnectionLost: while disconnected.
+        """
+        link = self.link
+        if link is None or self.state is not ConnectionState.CONNECTED:
+            raise ConnectionLost(f"not connected to a node ({self.state.value})")
+        link.send(encode_header(header), payload)
+
+    async def ready(self, deadline: float | None) -> None:
+        """Wait until connected, at most until ``deadline`` (monotonic).
+
+        Raises:
+            ConnectionLost: when the connection is closed, or not back by the deadline.
+        """
+        if self.state is ConnectionState.CONNECTED:
+            return
+        if self.state is ConnectionState.CLOSED:
+            raise ConnectionLost("connection is closed")
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(self._connected.wait(), wait)
+        except TimeoutError:
+            raise ConnectionLost("node not reachable before the deadline") from None
+        if self.state is not ConnectionState.CONNECTED:
+            raise ConnectionLost("connection is closed")
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Round-trip a PING: everything sent before has been processed by the node.
+
+        Raises:
+            ConnectionLost: when the link drops meanwhile. Timeout: no PONG in time.
+        """
+        from fabric.errors import Timeout
+
+        msg_id = self.next_id()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pongs[msg_id] = fut
+        try:
+            self.send(Header(Kind.PING, msg_id=msg_id))
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise Timeout("node did not answer PING") from None
+        finally:
+            self._pongs.pop(msg_id, None)
+
+    async def control(self, request: dict[str, Any], timeout: float = 5.0) -> Any:
+        """A control-plane call to the node (stats, state, pool).
+
+        Raises:
+            ConnectionLost, Timeout, or the typed error the node answered with.
+        """
+        from fabric.errors import Timeout
+
+        msg_id = self.next_id()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._controls[msg_id] = fut
+        try:
+            self.send(Header(Kind.CONTROL, msg_id=msg_id), msgpack.packb(request))
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise Timeout(f"node did not answer {request.get('op')!r}") from None
+        finally:
+            self._controls.pop(msg_id, None)
+
+    async def aclose(self) -> None:
+        """Close the link and stop reconnecting."""
+        self.state = ConnectionState.CLOSED
+        self._connected.set()  # wake waiters; they see CLOSED
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.link is not None:
+            self.link.close()
+        self._fail_waiters(ConnectionLost("connection closed"))
+
+    # -- LinkHandler --------------------------------------------------------------------
+
+    def frame_received(self, raw: bytes, payload: memoryview) -> None:
+        self._last_rx = time.monotonic()
+        try:
+            header = decode_header(raw)
+        except FabricError as exc:
+            log.warning("dropping undecodable frame from node: %s", exc)
+            return
+        kind = header.kind
+        if kind is Kind.MSG or kind is Kind.STATUS:
+            self._on_frame(header, payload)
+        elif kind is Kind.ERR:
+            if self._session_gone(payload):
+                if self.link is not None:
+                    self.link.close()
+            elif not self._control_error(header, payload):
+                self._on_frame(header, payload)
+        elif kind is Kind.PONG:
+            fut = self._pongs.get(header.msg_id)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif kind is Kind.PING:
+            with contextlib.suppress(FabricError):
+                self.send(Header(Kind.PONG, msg_id=header.msg_id))
+        elif kind is Kind.WELCOME:
+            if self._handshake is not None and not self._handshake.done():
+                try:
+                    self._handshake.set_result(dict(msgpack.unpackb(payload, raw=False)))
+                except Exception:
+                    self._handshake.set_exception(ConnectionLost("node sent a bad WELCOME"))
+        elif kind is Kind.CONTROL:
+            fut = self._controls.get(header.msg_id)
+            if fut is not None and not fut.done():
+                try:
+                    fut.set_result(msgpack.unpackb(payload, raw=False))
+                except Exception:
+                    fut.set_exception(ConnectionLost("node sent an undecodable control reply"))
+
+    def link_lost(self, exc: BaseException | None) -> None:
+        if self.state is ConnectionState.CLOSED:
+            return
+        if self._handshake is not None and not self._handshake.done():
+            self._handshake.set_exception(ConnectionLost("link dropped during handshake"))
+        if self.state is not ConnectionState.CONNECTED:
+            return
+        log.info("lost node %s: %s", self.node, exc or "closed")
+        self.state = ConnectionState.RECONNECTING
+        self._connected.clear()
+        self._fail_waiters(ConnectionLost(f"link to node {self.node} dropped"))
+        self._on_lost()
+        if self._reconnect:
+            self._spawn(self._redial())
+        else:
+            self.state = ConnectionState.CLOSED
+            self._connected.set()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _session_gone(self, payload: memoryview) -> bool:
+        """The node answered "no session": it restarted or dropped us; dial again."""
+        try:
+            code, _ = msgpack.unpackb(payload, raw=False)
+        except Exception:
+            return False
+        return bool(code == ConnectionLost.code and self.state is ConnectionState.CONNECTED)
+
+    def _control_error(self, header: Header, payload: memoryview) -> bool:
+        """An ERR answering a control call or handshake fails that call."""
+        fut = self._controls.get(header.msg_id)
+        if fut is None and self._handshake is not None and not self._handshake.done():
+            fut = self._handshake
+        if fut is None or fut.done():
+            return False
+        try:
+            code, message = msgpack.unpackb(payload, raw=False)
+            fut.set_exception(error_from_wire(str(code), str(message), subject=header.subject))
+        except Exception:
+            fut.set_exception(ConnectionLost("node sent an undecodable error"))
+        return True
+
+    def _fail_waiters(self, exc: FabricError) -> None:
+        for fut in [*self._pongs.values(), *self._controls.values()]:
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dial(self, url: str) -> None:
+        if url.startswith("unix://"):
+            link: Link = await open_unix_link(url[len("unix://") :], _DEFAULT_MAX_PAYLOAD, self)
+        else:
+            link = await open_zmq_link(url, self)
+        loop = asyncio.get_running_loop()
+        self._handshake = loop.create_future()
+        self.link = link
+        try:
+            msg_id = self.next_id()
+            link.send(encode_header(Header(Kind.HELLO, msg_id=msg_id)), msgpack.packb(self._hello))
+            welcome = await asyncio.wait_for(self._handshake, _HANDSHAKE_TIMEOUT)
+        except (TimeoutError, FabricError) as exc:
+            link.close()
+            self.link = None
+            if isinstance(exc, FabricError) and not isinstance(exc, ConnectionLost):
+                raise  # refused (e.g. NotAuthorized): retrying will not help
+            raise ConnectionLost(f"no handshake from {url}") from None
+        self.welcome = welcome
+        self.max_payload = int(welcome.get("max_payload", _DEFAULT_MAX_PAYLOAD))
+        self._heartbeat = float(welcome.get("heartbeat", 2.0))
+        self._last_rx = time.monotonic()
+        self.state = ConnectionState.CONNECTED
+
+    async def _dial_any(self) -> None:
+        errors = []
+        for url in self._urls:
+            try:
+                await self._dial(url)
+            except ConnectionLost as exc:
+                errors.append(str(exc))
+                continue
+            self._connected.set()
+            return
+        raise ConnectionLost("; ".join(errors) or "no node reachable")
+
+    async def _redial(self) -> None:
+        delay = 0.02
+        while self.state is ConnectionState.RECONNECTING:
+            try:
+                await self._dial_any()
+            except ConnectionLost:
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+                continue
+            except FabricError as exc:
+                log.error("node refused reconnect: %s", exc)
+                await asyncio.sleep(2.0)
+                continue
+            self._reconnects += 1
+            log.info("reconnected to node %s", self.node)
+            try:
+                await self._on_restored()
+            except FabricError as exc:
+                log.warning("restoring subscriptions failed: %s", exc)
+            return
+
+    async def _keepalive(self) -> None:
+        """PING while idle; three silent intervals mean the node is gone."""
+        while self.state is not ConnectionState.CLOSED:
+            await asyncio.sleep(self._heartbeat)
+            if self.state is not ConnectionState.CONNECTED or self.link is None:
+                continue
+            silent = time.monotonic() - self._last_rx
+            if silent > 3 * self._heartbeat:
+                log.warning("node %s silent for %.1fs; reconnecting", self.node, silent)
+                self.link.close()
+            elif silent > self._heartbeat:
+                with contextlib.suppress(FabricError):
+                    self.send(Header(Kind.PING, msg_id=self.next_id()))

@@ -1,0 +1,114 @@
+"""``Msg``: what an agent receives."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgpack
+from pydantic import BaseModel
+
+from fabric.errors import FabricError, RemoteError, error_from_wire
+from fabric.wire import Status
+
+from ._payload import Payload, decode_model
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+
+__all__ = ["Msg"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Msg:
+    """One delivered message (or reply, or stream chunk)."""
+
+    __slots__ = (
+        "_agent",
+        "data",
+        "deadline",
+        "headers",
+        "msg_id",
+        "reply",
+        "seq",
+        "status",
+        "subject",
+        "traceparent",
+    )
+
+    def __init__(
+        self,
+        subject: str,
+        data: bytes | memoryview,
+        *,
+        headers: dict[str, str] | None = None,
+        reply: str = "",
+        deadline: float | None = None,
+        status: int = 0,
+        seq: int = 0,
+        msg_id: int = 0,
+        traceparent: str = "",
+        agent: Agent | None = None,
+    ) -> None:
+        self.subject = subject
+        #: The payload, bytes-like (a memoryview for large or shared-memory payloads).
+        self.data = data
+        self.headers: dict[str, str] = headers or {}
+        #: Where a reply goes; "" when the sender expects none.
+        self.reply = reply
+        #: Absolute ``time.monotonic()`` deadline carried by the message, or None.
+        self.deadline = deadline
+        self.status = status
+        self.seq = seq
+        self.msg_id = msg_id
+        self.traceparent = traceparent
+        self._agent = agent
+
+    def __repr__(self) -> str:
+        return f"<Msg {self.subject!r} {len(self.data)} bytes>"
+
+    def time_left(self) -> float | None:
+        """Seconds until the sender's deadline, or None when it set none."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def parse(self, model: type[M]) -> M:
+        """Validate the payload into a pydantic model.
+
+        Raises:
+            PayloadValidationError: naming the fields that failed.
+        """
+        return decode_model(self.data, model, subject=self.subject)
+
+    def text(self) -> str:
+        """The payload as UTF-8 text."""
+        return bytes(self.data).decode()
+
+    @property
+    def error(self) -> FabricError | None:
+        """The typed error a responder sent instead of a reply, else None."""
+        if self.status != Status.ERROR:
+            return None
+        try:
+            code, message = msgpack.unpackb(self.data, raw=False)
+            return error_from_wire(str(code), str(message), subject=self.subject)
+        except Exception:
+            return RemoteError("responder failed (undecodable error)", subject=self.subject)
+
+    async def respond(self, data: Payload = b"", *, headers: dict[str, str] | None = None) -> None:
+        """Reply to the sender.
+
+        Raises:
+            LocalProtocolError: when the message carries no reply subject.
+            ConnectionLost: when the link to the node is down.
+        """
+        from fabric.errors import LocalProtocolError
+
+        if not self.reply:
+            raise LocalProtocolError("this message expects no reply", subject=self.subject)
+        if self._agent is None:
+            raise LocalProtocolError("message is not bound to an agent", subject=self.subject)
+        await self._agent.publish(self.reply, data, headers=headers)
+
+    def __getstate__(self) -> Any:
+        raise TypeError("Msg is bound to a live connection and cannot be pickled")

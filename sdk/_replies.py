@@ -1,0 +1,263 @@
+"""Everything that waits on the agent's inbox: requests, gathers, streams, stream credits.
+
+Each agent subscribes once to ``_INBOX.<token>.>``; every exchange takes a number and gets the
+reply subject ``_INBOX.<token>.<n>``. A reply whose number has no waiter any more is late: it
+is dropped and counted, never delivered anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from collections import deque
+from dataclasses import dataclass, field
+
+from fabric.errors import (
+    Cancelled,
+    FabricError,
+    NoResponders,
+    Timeout,
+)
+from fabric.wire import Status
+
+from ._msg import Msg
+
+__all__ = [
+    "CreditGate",
+    "GatherCollector",
+    "GatherResult",
+    "ReplyWaiter",
+    "RequestWaiter",
+    "StreamReceiver",
+]
+
+
+class ReplyWaiter:
+    """Base: something registered under an inbox number."""
+
+    subject: str = ""
+
+    def deliver(self, msg: Msg) -> None:
+        raise NotImplementedError
+
+    def no_responders(self) -> None:
+        self.fail(NoResponders("no agent is subscribed", subject=self.subject))
+
+    def routed(self, count: int) -> None:
+        """The node reports how many responders the message reached."""
+
+    def fail(self, exc: FabricError) -> None:
+        raise NotImplementedError
+
+
+class RequestWaiter(ReplyWaiter):
+    """First reply wins."""
+
+    __slots__ = ("future", "subject")
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        self.future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+
+    def deliver(self, msg: Msg) -> None:
+        if self.future.done():
+            return
+        error = msg.error
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(msg)
+
+    def fail(self, exc: FabricError) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+class GatherResult(list[Msg]):
+    """Replies of a gather, in arrival order; a list of ``Msg`` with the bookkeeping."""
+
+    #: How many responders the message reached (None if the node never said).
+    reached: int | None
+    #: Replies that were errors, as typed errors.
+    errors: list[FabricError]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = None
+        self.errors = []
+
+    @property
+    def missing(self) -> int:
+        """Responders reached that had not answered when the gather returned."""
+        if self.reached is None:
+            return 0
+        return max(0, self.reached - len(self) - len(self.errors))
+
+    @property
+    def complete(self) -> bool:
+        """Every responder reached has answered."""
+        return self.reached is not None and self.missing == 0
+
+
+class GatherCollector(ReplyWaiter):
+    """Collect replies until all reached responders answered, the quorum, or the deadline."""
+
+    def __init__(self, subject: str, quorum: int | None) -> None:
+        self.subject = subject
+        self.quorum = quorum
+        self.result = GatherResult()
+        self.done = asyncio.get_running_loop().create_future()
+        self._error: FabricError | None = None
+
+    def _check(self) -> None:
+        if self.done.done():
+            return
+        answered = len(self.result) + len(self.result.errors)
+        if self.quorum is not None and len(self.result) >= self.quorum:
+            self.done.set_result(None)
+        elif self.result.reached is not None and answered >= self.result.reached:
+            self.done.set_result(None)
+
+    def deliver(self, msg: Msg) -> None:
+        error = msg.error
+        if error is not None:
+            self.result.errors.append(error)
+        else:
+            self.result.append(msg)
+        self._check()
+
+    def routed(self, count: int) -> None:
+        self.result.reached = count
+        if count == 0:
+            self.no_responders()
+        else:
+            self._check()
+
+    def fail(self, exc: FabricError) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
+@dataclass(slots=True)
+class _StreamState:
+    queue: deque[Msg] = field(default_factory=deque)
+    ended: bool = False
+    error: FabricError | None = None
+
+
+class StreamReceiver(ReplyWaiter):
+    """Chunks of one streamed reply. Bounded by the credit window the requester grants."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        self.state = _StreamState()
+        #: The responder's control subject (credits, cancel), learnt from its first chunk.
+        self.control = ""
+        self._waiter: asyncio.Future[None] | None = None
+        #: Extra responders that answered the same stream and must be told to stop.
+        self.rivals: list[str] = []
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def deliver(self, msg: Msg) -> None:
+        state = self.state
+        if state.ended:
+            return
+        if msg.reply:
+            if not self.control:
+                self.control = msg.reply
+            elif msg.reply != self.control:
+                # Several responders took the stream; the first one keeps it.
+                if msg.reply not in self.rivals:
+                    self.rivals.append(msg.reply)
+                return
+        if msg.status == Status.STREAM_CHUNK:
+            state.queue.append(msg)
+        elif msg.status == Status.STREAM_END:
+            state.ended = True
+        else:
+            state.error = msg.error or FabricError(
+                f"unexpected reply status {msg.status} in a stream", subject=self.subject
+            )
+            state.ended = True
+        self._wake()
+
+    def fail(self, exc: FabricError) -> None:
+        if not self.state.ended:
+            self.state.error = exc
+            self.state.ended = True
+            self._wake()
+
+    async def next(self, deadline: float) -> Msg | None:
+        """The next chunk, or None at the end of the stream.
+
+        Raises:
+            Timeout: at the deadline. The responder's error, or ConnectionLost, as raised.
+        """
+        state = self.state
+        while True:
+            if state.queue:
+                return state.queue.popleft()
+            if state.ended:
+                if state.error is not None:
+                    raise state.error
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._waiter, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise Timeout("stream did not finish before its deadline", subject=self.subject) from None
+            finally:
+                self._waiter = None
+
+
+class CreditGate(ReplyWaiter):
+    """Responder side of a stream: credits granted by the requester, or its cancel."""
+
+    def __init__(self, subject: str, credit: int) -> None:
+        self.subject = subject
+        self.credit = credit
+        self.cancelled = False
+        #: Called when the requester cancels, so a generator stuck in its own await stops
+        #: at once rather than at its next chunk.
+        self.on_cancel: Callable[[], object] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def deliver(self, msg: Msg) -> None:
+        if msg.status == Status.STREAM_CREDIT:
+            self.credit += msg.seq
+        elif msg.status == Status.CANCELLED and not self.cancelled:
+            self.cancelled = True
+            if self.on_cancel is not None:
+                self.on_cancel()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def fail(self, exc: FabricError) -> None:
+        self.cancelled = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def take(self, deadline: float | None) -> None:
+        """Wait for one credit.
+
+        Raises:
+            Cancelled: the requester went away. Timeout: the deadline passed.
+        """
+        while not self.cancelled and self.credit <= 0:
+            self._waiter = asyncio.get_running_loop().create_future()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(self._waiter, timeout)
+            except TimeoutError:
+                raise Timeout("requester granted no credit before the deadline") from None
+            finally:
+                self._waiter = None
+        if self.cancelled:
+            raise Cancelled("the requester cancelled the stream", subject=self.subject)
+        self.credit -= 1
+
+

@@ -1,0 +1,135 @@
+"""``StreamReply``: the requester's side of a streamed reply."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from fabric.errors import FabricError
+from fabric.wire import Flags, Status
+
+from ._deadline import effective_deadline
+from ._msg import Msg
+from ._replies import ReplyWaiter, StreamReceiver
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+
+__all__ = ["StreamReply"]
+
+
+class _Canceller(ReplyWaiter):
+    """Stands in for a stream the reader left before its responder was known: any chunk
+    that still arrives is answered with a cancel, so the responder stops instead of waiting
+    out its deadline."""
+
+    def __init__(self, agent: Agent, subject: str) -> None:
+        self._agent = agent
+        self.subject = subject
+
+    def deliver(self, msg: Msg) -> None:
+        if msg.reply:
+            self._agent._cancel_stream(msg.reply)
+
+    def fail(self, exc: FabricError) -> None:
+        pass
+
+
+class StreamReply:
+    """Async iterator over the chunks (``Msg``) of one streamed reply.
+
+    Leaving the loop early (``break``, an exception, ``aclose()``, or dropping the iterator)
+    cancels the responder.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        subject: str,
+        payload: bytes | memoryview,
+        timeout: float | None,
+        window: int,
+        headers: dict[str, str] | None,
+    ) -> None:
+        self._agent = agent
+        self.subject = subject
+        self._payload = payload
+        self._timeout = timeout
+        self._window = window
+        self._headers = headers
+        self._receiver: StreamReceiver | None = None
+        self._n = 0
+        self._deadline = 0.0
+        self._unacked = 0
+        self._finished = False
+
+    def __aiter__(self) -> StreamReply:
+        return self
+
+    async def _start(self) -> StreamReceiver:
+        agent = self._agent
+        self._deadline = effective_deadline(self._timeout, agent.default_timeout)
+        await agent._ensure_connected(self._deadline)
+        receiver = StreamReceiver(self.subject)
+        self._n, reply = agent._new_reply(receiver)
+        self._receiver = receiver
+        agent._send_pub(
+            self.subject, self._payload, headers=self._headers, reply=reply,
+            deadline=self._deadline, status=Status.STREAM_OPEN, seq=self._window,
+            flags=Flags.NO_RESPONDERS,
+        )
+        return receiver
+
+    async def __anext__(self) -> Msg:
+        if self._finished:
+            raise StopAsyncIteration
+        receiver = self._receiver or await self._start()
+        try:
+            chunk = await receiver.next(self._deadline)
+        except BaseException:
+            self._close(cancel=True)
+            raise
+        for rival in receiver.rivals:
+            self._agent._cancel_stream(rival)
+        receiver.rivals.clear()
+        if chunk is None:
+            self._close(cancel=False)
+            raise StopAsyncIteration
+        # Grant credit in batches of half a window: one message per 32 chunks, not per chunk.
+        self._unacked += 1
+        if self._unacked >= self._window // 2 and receiver.control:
+            self._agent._grant_credit(receiver.control, self._unacked)
+            self._unacked = 0
+        return chunk
+
+    async def aclose(self) -> None:
+        """Stop reading and cancel the responder. Idempotent."""
+        self._close(cancel=True)
+
+    def __del__(self) -> None:
+        if not self._finished and self._receiver is not None:
+            self._close(cancel=True)
+
+    def _close(self, *, cancel: bool) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        receiver = self._receiver
+        if receiver is None:
+            return
+        agent = self._agent
+        agent._waiters.pop(self._n, None)
+        if not cancel or receiver.state.ended:
+            return
+        if receiver.control:
+            agent._cancel_stream(receiver.control)
+            return
+        # No chunk yet, so no address to cancel: answer whatever still comes.
+        agent._waiters[self._n] = _Canceller(agent, self.subject)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        delay = max(0.0, self._deadline - time.monotonic())
+        loop.call_later(delay, agent._waiters.pop, self._n, None)

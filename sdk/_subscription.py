@@ -1,0 +1,130 @@
+"""``Subscription``: an async iterator of ``Msg`` with a bounded buffer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from fabric.errors import ConnectionLost, FabricError, SlowConsumer
+
+from ._msg import Msg
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+
+__all__ = ["Subscription"]
+
+#: Messages buffered for a reader before newer ones are dropped.
+DEFAULT_PENDING_LIMIT = 65_536
+
+
+class Subscription:
+    """Interest in a subject pattern. Iterate it, or give a callback when subscribing.
+
+    Memory is bounded: past ``pending_limit`` buffered messages, new ones are dropped and
+    counted, and the next read raises ``SlowConsumer`` once (then reading goes on).
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        sid: int,
+        subject: str,
+        queue: str,
+        *,
+        callback: Callable[[Msg], Awaitable[None] | None] | None = None,
+        pending_limit: int = DEFAULT_PENDING_LIMIT,
+    ) -> None:
+        self._agent = agent
+        self.sid = sid
+        self.subject = subject
+        self.queue = queue
+        self.callback = callback
+        self._pending: deque[Msg] = deque()
+        self._pending_limit = pending_limit
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        #: Messages dropped because the reader fell behind.
+        self.dropped = 0
+        self._dropped_reported = 0
+        #: Messages delivered to this subscription.
+        self.delivered = 0
+
+    def __repr__(self) -> str:
+        queue = f" queue={self.queue!r}" if self.queue else ""
+        return f"<Subscription {self.subject!r}{queue} sid={self.sid}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _deliver(self, msg: Msg) -> None:
+        self.delivered += 1
+        if len(self._pending) >= self._pending_limit:
+            self.dropped += 1
+            self._agent.stats.dropped += 1
+            return
+        self._pending.append(msg)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _close_local(self) -> None:
+        self._closed = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Msg:
+        return await self.next()
+
+    async def next(self, timeout: float | None = None) -> Msg:
+        """The next message.
+
+        Raises:
+            StopAsyncIteration: once the subscription is closed and drained.
+            SlowConsumer: once after messages were dropped (reading may go on).
+            Timeout: when ``timeout`` passes first.
+        """
+        from fabric.errors import Timeout
+
+        while True:
+            if self.dropped > self._dropped_reported:
+                lost = self.dropped - self._dropped_reported
+                self._dropped_reported = self.dropped
+                raise SlowConsumer(
+                    f"{lost} messages dropped: reader fell {self._pending_limit} behind",
+                    subject=self.subject,
+                )
+            if self._pending:
+                return self._pending.popleft()
+            if self._closed:
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._waiter, timeout)
+            except TimeoutError:
+                raise Timeout("no message before the timeout", subject=self.subject) from None
+            finally:
+                self._waiter = None
+
+    async def aclose(self) -> None:
+        """Stop receiving; buffered messages can still be read. Idempotent."""
+        if self._closed:
+            return
+        self._close_local()
+        try:
+            await self._agent._unsubscribe(self)
+        except (ConnectionLost, FabricError):
+            pass  # the node forgets our interest when the link drops anyway
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
