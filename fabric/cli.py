@@ -31,9 +31,7 @@ def node(
     ] = None,
     name: Annotated[str | None, typer.Option(help="Node name (default: host name).")] = None,
     site: Annotated[str | None, typer.Option(help="Site label (default: local).")] = None,
-    socket: Annotated[
-        Path | None, typer.Option(help="Unix socket for local agents.")
-    ] = None,
+    socket: Annotated[Path | None, typer.Option(help="Unix socket for local agents.")] = None,
     listen: Annotated[
         str | None, typer.Option(help="ZeroMQ endpoint for remote agents, tcp://HOST:PORT.")
     ] = None,
@@ -41,9 +39,7 @@ def node(
     heartbeat_interval: Annotated[
         float | None, typer.Option(help="Seconds between liveness checks.")
     ] = None,
-    tracing: Annotated[
-        str | None, typer.Option(help="off, console or otlp.")
-    ] = None,
+    tracing: Annotated[str | None, typer.Option(help="off, console or otlp.")] = None,
 ) -> None:
     """Run a broker node in the foreground (stop with Ctrl-C or SIGTERM).
 

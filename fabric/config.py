@@ -26,7 +26,9 @@ class NodeSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FABRIC_", extra="forbid")
 
-    name: str = Field(default_factory=socket.gethostname, description="Node name, unique in a mesh.")
+    name: str = Field(
+        default_factory=socket.gethostname, description="Node name, unique in a mesh."
+    )
     site: str = Field("local", description="Site label (cloud, edge-paris, ...).")
     socket: Path = Field(
         default_factory=default_socket_path,

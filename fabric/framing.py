@@ -13,6 +13,7 @@ cannot make the decoder hold more than one maximal frame.
 from __future__ import annotations
 
 import struct
+
 from typing_extensions import Buffer
 
 from .errors import PayloadTooLarge, RemoteProtocolError

@@ -14,11 +14,11 @@ import contextlib
 import logging
 import os
 import time
-from typing_extensions import Buffer
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+from typing_extensions import Buffer
 
 from .config import NodeSettings
 from .errors import (
@@ -27,7 +27,7 @@ from .errors import (
     PayloadTooLarge,
     RemoteProtocolError,
 )
-from .routing import InterestTable
+from .routing import INBOX_PREFIX, InterestTable
 from .session import Session, SessionState
 from .subjects import validate_subject
 from .transports import Link, StreamLink, ZmqRouterListener
@@ -85,6 +85,7 @@ class Node:
         self._zmq: ZmqRouterListener | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
+        self._valid_subjects: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -227,7 +228,12 @@ class Node:
 
     def _publish(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
         subject = header.subject
-        validate_subject(subject)
+        if subject not in self._valid_subjects:
+            validate_subject(subject)
+            if len(self._valid_subjects) >= 4096:
+                self._valid_subjects.clear()  # bounded; refilled by the hot subjects
+            if not subject.startswith(INBOX_PREFIX):
+                self._valid_subjects.add(subject)
         route = self.interest.route(subject)
         reached = 0
         for sub in route.targets:

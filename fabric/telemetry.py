@@ -36,9 +36,7 @@ def make_tracer(service: str, mode: str, endpoint: str | None = None) -> Any:
             SimpleSpanProcessor,
         )
     except ImportError:
-        raise ConfigError(
-            "tracing needs OpenTelemetry: pip install 'agent-fabric[otel]'"
-        ) from None
+        raise ConfigError("tracing needs OpenTelemetry: pip install 'agent-fabric[otel]'") from None
     key = f"{service}/{mode}/{endpoint}"
     provider = _PROVIDERS.get(key)
     if provider is None:

@@ -120,7 +120,7 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 def encode_header(h: Header) -> bytes:
     """Pack a header for the wire. Raises nothing for a header built from valid fields."""
-    return _packer.pack(
+    return _packer.pack(  # type: ignore[no-any-return]
         (
             h.version,
             int(h.kind),
@@ -195,24 +195,71 @@ def decode_header(data: bytes | memoryview) -> Header:
         raise RemoteProtocolError(f"undecodable header: {exc.__class__.__name__}") from None
     if type(fields) is not tuple or len(fields) != _ARITY:
         raise RemoteProtocolError("header must be an array of 13 fields")
-    version = fields[0]
+    (
+        version,
+        kind,
+        subject,
+        reply,
+        msg_id,
+        timeout_ms,
+        traceparent,
+        headers,
+        sid,
+        queue,
+        status,
+        seq,
+        flags,
+    ) = fields
     if version != PROTOCOL_VERSION or type(version) is not int:
         raise RemoteProtocolError(f"unsupported protocol version {version!r}")
-    kind = _KINDS.get(fields[1]) if type(fields[1]) is int else None
-    if kind is None:
-        raise RemoteProtocolError(f"unknown message kind {fields[1]!r}")
+    kind_enum = _KINDS.get(kind) if type(kind) is int else None
+    if kind_enum is None:
+        raise RemoteProtocolError(f"unknown message kind {kind!r}")
+    # One combined test on the hot path; the precise complaint is worked out only on failure.
+    if (
+        type(subject) is not str
+        or type(reply) is not str
+        or type(traceparent) is not str
+        or type(queue) is not str
+        or type(msg_id) is not int
+        or type(timeout_ms) is not int
+        or type(sid) is not int
+        or type(status) is not int
+        or type(seq) is not int
+        or type(flags) is not int
+        or (msg_id | timeout_ms | sid | status | seq | flags) < 0
+    ):
+        _explain(fields)
+    if headers is not None:
+        headers = _user_headers(headers)
     return Header(
-        kind=kind,
-        subject=_str(fields[2], "subject"),
-        reply=_str(fields[3], "reply"),
-        msg_id=_uint(fields[4], "msg_id"),
-        timeout_ms=_uint(fields[5], "timeout_ms"),
-        traceparent=_str(fields[6], "traceparent"),
-        headers=_user_headers(fields[7]),
-        sid=_uint(fields[8], "sid"),
-        queue=_str(fields[9], "queue"),
-        status=_uint(fields[10], "status"),
-        seq=_uint(fields[11], "seq"),
-        flags=_uint(fields[12], "flags"),
-        version=version,
+        kind_enum,
+        subject,
+        reply,
+        msg_id,
+        timeout_ms,
+        traceparent,
+        headers,
+        sid,
+        queue,
+        status,
+        seq,
+        flags,
+        version,
     )
+
+
+def _explain(fields: tuple[Any, ...]) -> None:
+    """Raise the precise error for a header that failed the combined check."""
+    for index, name in ((2, "subject"), (3, "reply"), (6, "traceparent"), (9, "queue")):
+        _str(fields[index], name)
+    for index, name in (
+        (4, "msg_id"),
+        (5, "timeout_ms"),
+        (8, "sid"),
+        (10, "status"),
+        (11, "seq"),
+        (12, "flags"),
+    ):
+        _uint(fields[index], name)
+    raise RemoteProtocolError("malformed header")

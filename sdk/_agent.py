@@ -91,7 +91,11 @@ class Agent:
         if credential is not None:
             hello["credential"] = credential
         self._conn = Connection(
-            self._urls, hello, self._on_frame, self._on_lost, self._on_restored,
+            self._urls,
+            hello,
+            self._on_frame,
+            self._on_lost,
+            self._on_restored,
             reconnect=reconnect,
         )
         self._inbox = f"_INBOX.{os.urandom(9).hex()}"
@@ -188,9 +192,7 @@ class Agent:
         flags: int = 0,
     ) -> int:
         if len(payload) > self._conn.max_payload:
-            raise PayloadTooLarge(
-                subject=subject, size=len(payload), limit=self._conn.max_payload
-            )
+            raise PayloadTooLarge(subject=subject, size=len(payload), limit=self._conn.max_payload)
         msg_id = self._conn.next_id()
         traceparent = self._tracer.current_traceparent() if self._tracer else ""
         self._conn.send(
@@ -240,7 +242,11 @@ class Agent:
         await self._ensure_connected()
         self._next_sid += 1
         sub = Subscription(
-            self, self._next_sid, subject, queue or "", callback=callback,
+            self,
+            self._next_sid,
+            subject,
+            queue or "",
+            callback=callback,
             pending_limit=pending_limit,
         )
         self._subs[sub.sid] = sub
@@ -252,9 +258,7 @@ class Agent:
         if self._conn.connected:
             self._conn.send(Header(Kind.UNSUB, subject=sub.subject, sid=sub.sid))
 
-    def handler(
-        self, subject: str, queue: str | None = None
-    ) -> Callable[[Handler], Handler]:
+    def handler(self, subject: str, queue: str | None = None) -> Callable[[Handler], Handler]:
         """Decorator: serve requests on ``subject``.
 
         The function's return value (bytes, str, model) is the reply; an async generator
@@ -273,9 +277,7 @@ class Agent:
 
         return register
 
-    async def serve(
-        self, subject: str, fn: Handler, *, queue: str | None = None
-    ) -> Subscription:
+    async def serve(self, subject: str, fn: Handler, *, queue: str | None = None) -> Subscription:
         """``handler`` as a call: subscribe ``fn`` now and return the subscription."""
         return await self.subscribe(subject, queue, callback=lambda m: self._dispatch(fn, m))
 
@@ -316,11 +318,17 @@ class Agent:
         n, reply = self._new_reply(waiter)
         span = self._tracer.start("request", subject) if self._tracer else None
         timer = asyncio.get_running_loop().call_at(
-            _loop_time(deadline), waiter.fail, Timeout("no reply before the deadline", subject=subject)
+            _loop_time(deadline),
+            waiter.fail,
+            Timeout("no reply before the deadline", subject=subject),
         )
         try:
             self._send_pub(
-                subject, payload, headers=headers, reply=reply, deadline=deadline,
+                subject,
+                payload,
+                headers=headers,
+                reply=reply,
+                deadline=deadline,
                 flags=Flags.NO_RESPONDERS,
             )
             return await waiter.future
@@ -361,7 +369,11 @@ class Agent:
         span = self._tracer.start("gather", subject) if self._tracer else None
         try:
             self._send_pub(
-                subject, payload, headers=headers, reply=reply, deadline=until,
+                subject,
+                payload,
+                headers=headers,
+                reply=reply,
+                deadline=until,
                 flags=Flags.COUNT | Flags.NO_RESPONDERS,
             )
             try:
@@ -396,9 +408,7 @@ class Agent:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         work = list(items)
-        results: list[Msg | FabricError] = [
-            Timeout("not started", subject=subject) for _ in work
-        ]
+        results: list[Msg | FabricError] = [Timeout("not started", subject=subject) for _ in work]
         cursor = iter(range(len(work)))
 
         async def worker() -> None:
@@ -510,7 +520,11 @@ class Agent:
     ) -> None:
         try:
             self._send_pub(
-                msg.reply, encode_payload(data), status=status, seq=seq, reply=reply,
+                msg.reply,
+                encode_payload(data),
+                status=status,
+                seq=seq,
+                reply=reply,
                 deadline=msg.deadline,
             )
         except ConnectionLost:
@@ -561,13 +575,18 @@ class Agent:
         kind = header.kind
         if kind is Kind.MSG:
             self.stats.received += 1
-            deadline = (
-                time.monotonic() + header.timeout_ms / 1000 if header.timeout_ms else None
-            )
+            deadline = time.monotonic() + header.timeout_ms / 1000 if header.timeout_ms else None
             msg = Msg(
-                header.subject, payload, headers=header.headers, reply=header.reply,
-                deadline=deadline, status=header.status, seq=header.seq,
-                msg_id=header.msg_id, traceparent=header.traceparent, agent=self,
+                header.subject,
+                payload,
+                headers=header.headers,
+                reply=header.reply,
+                deadline=deadline,
+                status=header.status,
+                seq=header.seq,
+                msg_id=header.msg_id,
+                traceparent=header.traceparent,
+                agent=self,
             )
             if header.sid == 0:
                 waiter = self._waiter_for(header.subject)
@@ -650,7 +669,11 @@ async def connect(
         InvalidSubject: ``name`` is not usable in subjects. ConfigError: bad URL.
     """
     agent = Agent(
-        name, url, labels=labels, credential=credential, default_timeout=default_timeout,
+        name,
+        url,
+        labels=labels,
+        credential=credential,
+        default_timeout=default_timeout,
         reconnect=reconnect,
     )
     try:

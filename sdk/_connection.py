@@ -13,12 +13,11 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-
-from typing_extensions import Buffer
 from enum import Enum
 from typing import Any
 
 import msgpack
+from typing_extensions import Buffer
 
 from fabric.errors import ConnectionLost, FabricError, error_from_wire
 from fabric.transports import Link, open_unix_link, open_zmq_link
@@ -146,7 +145,7 @@ class Connection:
             await asyncio.wait_for(self._connected.wait(), wait)
         except TimeoutError:
             raise ConnectionLost("node not reachable before the deadline") from None
-        if self.state is not ConnectionState.CONNECTED:
+        if not self.connected:  # woken by aclose(), not by a reconnect
             raise ConnectionLost("connection is closed")
 
     async def flush(self, timeout: float = 5.0) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fabric.errors import (
@@ -114,9 +114,9 @@ class GatherCollector(ReplyWaiter):
         if self.done.done():
             return
         answered = len(self.result) + len(self.result.errors)
-        if self.quorum is not None and len(self.result) >= self.quorum:
-            self.done.set_result(None)
-        elif self.result.reached is not None and answered >= self.result.reached:
+        if (self.quorum is not None and len(self.result) >= self.quorum) or (
+            self.result.reached is not None and answered >= self.result.reached
+        ):
             self.done.set_result(None)
 
     def deliver(self, msg: Msg) -> None:
@@ -209,7 +209,9 @@ class StreamReceiver(ReplyWaiter):
             try:
                 await asyncio.wait_for(self._waiter, max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                raise Timeout("stream did not finish before its deadline", subject=self.subject) from None
+                raise Timeout(
+                    "stream did not finish before its deadline", subject=self.subject
+                ) from None
             finally:
                 self._waiter = None
 
@@ -259,5 +261,3 @@ class CreditGate(ReplyWaiter):
         if self.cancelled:
             raise Cancelled("the requester cancelled the stream", subject=self.subject)
         self.credit -= 1
-
-

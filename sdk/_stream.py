@@ -75,8 +75,13 @@ class StreamReply:
         self._n, reply = agent._new_reply(receiver)
         self._receiver = receiver
         agent._send_pub(
-            self.subject, self._payload, headers=self._headers, reply=reply,
-            deadline=self._deadline, status=Status.STREAM_OPEN, seq=self._window,
+            self.subject,
+            self._payload,
+            headers=self._headers,
+            reply=reply,
+            deadline=self._deadline,
+            status=Status.STREAM_OPEN,
+            seq=self._window,
             flags=Flags.NO_RESPONDERS,
         )
         return receiver

@@ -75,7 +75,9 @@ class AgentTracer:
 
     def start_handle(self, msg: Msg) -> _ActiveSpan:
         """A span for handling ``msg``, child of the sender's span."""
-        parent = self._propagator.extract({"traceparent": msg.traceparent}) if msg.traceparent else None
+        parent = (
+            self._propagator.extract({"traceparent": msg.traceparent}) if msg.traceparent else None
+        )
         span = self._tracer.start_span(
             f"handle {msg.subject}",
             context=parent,

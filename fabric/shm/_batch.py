@@ -28,7 +28,7 @@ def decode_release_batch(data: bytes | bytearray | memoryview) -> list[Descripto
     Raises:
         BadDescriptor: the length is not a multiple of the descriptor size, the batch is
             empty or longer than ``MAX_BATCH``, or any descriptor is malformed (then none is
-            returned: the node applies all of a batch or none of it).
+            returned).
     """
     view = memoryview(data).cast("B")
     n, rest = divmod(len(view), DESCRIPTOR_SIZE)

@@ -61,10 +61,10 @@ class PoolGate:
     def publish(
         self, owner: Hashable, descriptor: Descriptor, receivers: Iterable[Hashable]
     ) -> int:
-        """``SlotPool.publish``, waking waiters if the slot was freed."""
+        """``SlotPool.publish``, waking waiters: the slot may be free again, and the owner
+        has one unpublished slot fewer (its own cap may have been what it waited on)."""
         holds = self.pool.publish(owner, descriptor, receivers)
-        if holds == 0:
-            self._wake()
+        self._wake()
         return holds
 
     def release(self, holder: Hashable, descriptor: Descriptor) -> bool:

@@ -86,9 +86,16 @@ class PoolStats:
 class SlotPool:
     """Allocate, publish, release and reclaim slots of one node's pool."""
 
-    def __init__(self, layout: PoolLayout, *, spill_to_larger: bool = False) -> None:
+    def __init__(
+        self,
+        layout: PoolLayout,
+        *,
+        spill_to_larger: bool = False,
+        max_unpublished_per_owner: int | None = None,
+    ) -> None:
         self.layout = layout
         self._spill = spill_to_larger
+        self._owner_cap = max_unpublished_per_owner
         self._records = [_Record() for _ in layout.slots]
         # Stacks, popped from the end: the most recently freed slot goes out first, so the
         # pages already touched (and mapped by every agent) are reused before fresh ones.
@@ -108,7 +115,11 @@ class SlotPool:
     @classmethod
     def from_settings(cls, settings: PoolSettings) -> SlotPool:
         """A pool laid out as ``settings`` says."""
-        return cls(PoolLayout.from_settings(settings), spill_to_larger=settings.spill_to_larger)
+        return cls(
+            PoolLayout.from_settings(settings),
+            spill_to_larger=settings.spill_to_larger,
+            max_unpublished_per_owner=settings.max_unpublished_per_owner,
+        )
 
     # --- the four operations -------------------------------------------------------------
 
@@ -121,7 +132,8 @@ class SlotPool:
         Raises:
             RemoteProtocolError: ``size`` is not a non-negative integer.
             PayloadTooLarge: ``size`` exceeds the largest class.
-            PoolExhausted: no slot of the class (or a larger one, with spilling) is free.
+            PoolExhausted: no slot of the class (or a larger one, with spilling) is free, or
+                ``owner`` already has ``max_unpublished_per_owner`` slots unpublished.
         """
         if type(size) is not int or size < 0:
             raise RemoteProtocolError(f"allocation size must be a non-negative int, got {size!r}")
@@ -130,6 +142,10 @@ class SlotPool:
             self._too_large += 1
             raise PayloadTooLarge(size=size, limit=sizes[-1])
         first = bisect_left(sizes, size)
+        mine = self._allocated_by.get(owner)
+        if self._owner_cap is not None and mine is not None and len(mine) >= self._owner_cap:
+            self._refused += 1
+            raise PoolExhausted(f"{len(mine)} slots allocated and not yet published")
         for c in range(first, len(sizes) if self._spill else first + 1):
             if self._free[c]:
                 index = self._free[c].pop()

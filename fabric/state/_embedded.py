@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from ..errors import BackendUnavailable
-from ._store import StateStore, blob_ref
+from ._store import StateStore, blob_ref, freeze
 from ._types import (
     DEFAULT_MAX_BLOB_BYTES,
     DEFAULT_MAX_VALUE_BYTES,
@@ -84,10 +84,12 @@ class EmbeddedBackend:
         """See ``StateBackend.share``."""
         self._now()
         size = check_size(data, self.store.max_blob_bytes, "blob")
-        ref = None
-        if size > _HASH_OFF_LOOP_BYTES:
-            ref = await asyncio.to_thread(blob_ref, data)
-        return self.store.share(data, holder, ref=ref)
+        if size <= _HASH_OFF_LOOP_BYTES:
+            return self.store.share(data, holder)
+        # Freeze first: the bytes hashed in the thread must be the bytes stored.
+        frozen = freeze(data)
+        ref = await asyncio.to_thread(blob_ref, frozen)
+        return self.store.share(frozen, holder, ref=ref)
 
     async def open_blob(self, ref: str, holder: str) -> memoryview:
         """See ``StateBackend.open_blob``."""

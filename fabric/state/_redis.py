@@ -67,6 +67,15 @@ _REFUSALS: dict[bytes, type[StateError]] = {
 }
 
 
+#: Server-side refusals that mean "cannot serve now" rather than "bad request".
+_REFUSING_WORK = (
+    rexc.OutOfMemoryError,
+    rexc.ReadOnlyError,
+    rexc.ClusterDownError,
+    rexc.TryAgainError,
+)
+
+
 @contextmanager
 def _translate(key: str | None) -> Iterator[None]:
     """Turn redis-py and socket errors into the fabric's typed errors (httpcore's map_exceptions).
@@ -78,11 +87,13 @@ def _translate(key: str | None) -> Iterator[None]:
     """
     try:
         yield
-    except (rexc.ConnectionError, rexc.TimeoutError, OSError, TimeoutError) as exc:
+    except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+        # ConnectionError covers BusyLoadingError (LOADING after a restart) as well.
         raise BackendUnavailable(f"redis unreachable: {exc}", key=key) from exc
-    except rexc.ResponseError as exc:
+    except _REFUSING_WORK as exc:
         raise BackendUnavailable(f"redis refused: {exc}", key=key) from exc
     except rexc.RedisError as exc:
+        # A script or protocol error: a bug on one side, not an outage.
         raise StateError(f"redis error: {exc}", key=key) from exc
 
 
@@ -128,6 +139,7 @@ class RedisBackend:
         self._ns = namespace
         self.max_value_bytes = max_value_bytes
         self.max_blob_bytes = max_blob_bytes
+        self._closed = False
         # Registered once: redis-py sends EVALSHA and loads the script on NOSCRIPT (after a
         # server restart, say), so the source crosses the wire once per server lifetime.
         reg = client.register_script
@@ -189,7 +201,13 @@ class RedisBackend:
         return f"{self._ns}:{{o:{owner}}}"
 
     async def _call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        self._check_open()
         return await script(keys=keys, args=args)
+
+    def _check_open(self) -> None:
+        # redis-py would silently reconnect after aclose(); a closed backend stays closed.
+        if self._closed:
+            raise BackendUnavailable("the redis state backend is closed")
 
     # --- private values --------------------------------------------------------------------
 
@@ -212,6 +230,7 @@ class RedisBackend:
         """See ``StateBackend.get``."""
         check_key(key)
         v, ver, _, _ = self._skeys(key)
+        self._check_open()
         with _translate(key):
             # One MGET is atomic: value and version always belong together.
             value, version = await self._r.mget(v, ver)
@@ -240,6 +259,7 @@ class RedisBackend:
         check_identity(owner, "lease owner")
         check_ttl(ttl, key)
         _, _, lease, fence = self._skeys(key)
+        self._check_open()
         with _translate(key):
             await self._r.sadd(self._owner_index(owner), key)
             status, n = await self._call(self._acquire, [lease, fence], [owner, _ms(ttl)])
@@ -274,6 +294,7 @@ class RedisBackend:
         check_size(data, self.max_blob_bytes, "blob")
         ref = blob_ref(data)
         keys = self._bkeys(ref)
+        self._check_open()
         with _translate(ref):
             await self._r.sadd(self._holder_index(holder), ref)
             # Try without the bytes first: a blob already stored costs no upload.
@@ -284,6 +305,7 @@ class RedisBackend:
     async def open_blob(self, ref: str, holder: str) -> bytes:
         """See ``StateBackend.open_blob``."""
         check_identity(holder, "blob holder")
+        self._check_open()
         with _translate(ref):
             await self._r.sadd(self._holder_index(holder), ref)
             data = await self._call(self._blob_open, self._bkeys(ref), [holder])
@@ -308,6 +330,7 @@ class RedisBackend:
         """
         blobs = leases = 0
         hindex, oindex = self._holder_index(holder), self._owner_index(holder)
+        self._check_open()
         with _translate(None):
             for raw in await self._r.smembers(hindex):
                 ref = _as_bytes(raw).decode()
@@ -327,6 +350,7 @@ class RedisBackend:
         Walks the namespace with SCAN: O(keys), meant for diagnostics, not the hot path.
         """
         ns = self._ns
+        self._check_open()
         with _translate(None):
             values = [k async for k in self._r.scan_iter(match=f"{ns}:{{s:*}}:v", count=1000)]
             private = sum(await self._sizes(values, "strlen"))
@@ -352,6 +376,7 @@ class RedisBackend:
         return [int(n) for n in await pipe.execute()]
 
     async def aclose(self) -> None:
-        """Close the connection pool. Never raises."""
+        """Close the connection pool; later calls raise ``BackendUnavailable``. Never raises."""
+        self._closed = True
         with suppress(rexc.RedisError, OSError):
             await self._r.aclose()

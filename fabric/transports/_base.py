@@ -9,8 +9,9 @@ message, which is measurable against a 30 µs wake-up.
 from __future__ import annotations
 
 import abc
-from typing_extensions import Buffer
 from typing import Protocol
+
+from typing_extensions import Buffer
 
 __all__ = ["Link", "LinkHandler"]
 

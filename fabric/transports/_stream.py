@@ -7,9 +7,10 @@ protocol callbacks saves a poller hop and a task switch per message (docs/archit
 from __future__ import annotations
 
 import asyncio
-from typing import cast
-from typing_extensions import Buffer
 from pathlib import Path
+from typing import cast
+
+from typing_extensions import Buffer
 
 from ..errors import ConnectionLost, FabricError
 from ..framing import FrameDecoder, frame_prefix

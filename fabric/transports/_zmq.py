@@ -14,10 +14,9 @@ import contextlib
 import os
 from collections.abc import Callable
 
-from typing_extensions import Buffer
-
 import zmq
 import zmq.asyncio
+from typing_extensions import Buffer
 
 from ..errors import ConnectionLost
 from ._base import Link, LinkHandler
@@ -165,7 +164,7 @@ class ZmqRouterListener:
         except zmq.ZMQError as err:
             self._sock.close(linger=0)
             raise ConnectionLost(f"cannot listen on {endpoint}: {err}") from None
-        self.endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoint = bytes(self._sock.getsockopt(zmq.LAST_ENDPOINT)).decode()
         self._on_link = on_link
         self._peers: dict[bytes, _RouterPeerLink] = {}
         self._reader = asyncio.get_running_loop().create_task(self._read())

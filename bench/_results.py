@@ -1,0 +1,201 @@
+"""The JSON document of a run, its schema check, and the fabric's ratios against baselines.
+
+Pure: builds and checks dictionaries; writing them is the CLI's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench._outcome import CaseOutcome
+
+__all__ = [
+    "SCHEMA",
+    "SUBJECT",
+    "RunRecord",
+    "SystemStatus",
+    "build_document",
+    "ratios",
+    "validate_document",
+]
+
+SCHEMA = "agent-fabric.bench/1"
+#: The system every ratio is about.
+SUBJECT = "fabric"
+
+
+@dataclass
+class SystemStatus:
+    """How a system fared as a whole: ran, skipped (with hint) or failed (with reason)."""
+
+    name: str
+    label: str
+    status: str
+    reason: str = ""
+    hint: str = ""
+    reference: bool = False
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "status": self.status,
+            "reason": self.reason,
+            "hint": self.hint,
+            "reference": self.reference,
+            "versions": self.versions,
+        }
+
+
+@dataclass
+class RunRecord:
+    """Everything one run measured."""
+
+    config: dict[str, Any]
+    machine: dict[str, Any]
+    started_at: str
+    duration_s: float = 0.0
+    systems: list[SystemStatus] = field(default_factory=list)
+    outcomes: list[CaseOutcome] = field(default_factory=list)
+
+
+def ratios(outcomes: Iterable[CaseOutcome], subject: str = SUBJECT) -> list[dict[str, Any]]:
+    """The subject's speed-up over every other system, case by case.
+
+    ``speedup`` > 1 means the subject is faster: baseline p50 / subject p50 for latencies,
+    subject rate / baseline rate for rates. ``speedup_min``/``speedup_max`` bound it with the
+    spreads of both sides (worst and best pairing of the repeats' p50s or rates).
+    """
+    by_case: dict[str, dict[str, CaseOutcome]] = {}
+    for outcome in outcomes:
+        if outcome.status == "ok" and outcome.headline() is not None:
+            by_case.setdefault(outcome.case, {})[outcome.system] = outcome
+    found: list[dict[str, Any]] = []
+    for case, systems in by_case.items():
+        mine = systems.get(subject)
+        if mine is None:
+            continue
+        for name, other in systems.items():
+            if name == subject:
+                continue
+            found.append(
+                {"case": case, "scenario": mine.scenario, "baseline": name, **_speedup(mine, other)}
+            )
+    return found
+
+
+def _speedup(mine: CaseOutcome, other: CaseOutcome) -> dict[str, float]:
+    a, b = mine.summary(), other.summary()
+    if mine.kind == "latency":
+        return {
+            "speedup": b["p50_us"] / a["p50_us"],
+            "speedup_min": b["p50_min_us"] / a["p50_max_us"],
+            "speedup_max": b["p50_max_us"] / a["p50_min_us"],
+        }
+    return {
+        "speedup": a["rate"] / b["rate"],
+        "speedup_min": a["rate_min"] / b["rate_max"],
+        "speedup_max": a["rate_max"] / b["rate_min"],
+    }
+
+
+def build_document(record: RunRecord) -> dict[str, Any]:
+    """The JSON document of a run (``--json``), schema :data:`SCHEMA`."""
+    return {
+        "schema": SCHEMA,
+        "started_at": record.started_at,
+        "duration_s": round(record.duration_s, 3),
+        "config": record.config,
+        "machine": record.machine,
+        "systems": [s.to_json() for s in record.systems],
+        "results": [o.to_json() for o in record.outcomes],
+        "ratios": ratios(record.outcomes),
+    }
+
+
+_TOP: dict[str, type | tuple[type, ...]] = {
+    "schema": str,
+    "started_at": str,
+    "duration_s": (int, float),
+    "config": dict,
+    "machine": dict,
+    "systems": list,
+    "results": list,
+    "ratios": list,
+}
+_MACHINE = ("cpu_model", "cores", "memory_bytes", "python", "kernel", "packages")
+_SYSTEM = ("name", "label", "status", "reason", "hint")
+_RESULT = ("scenario", "case", "system", "kind", "unit", "status", "reason", "summary", "repeats")
+_LATENCY_SUMMARY = ("p50_us", "p50_min_us", "p50_max_us", "p90_us", "p99_us", "p999_us", "max_us")
+_LATENCY_REPEAT = ("count", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "hdr")
+_RATE_SUMMARY = ("rate", "rate_min", "rate_max")
+
+
+def validate_document(doc: Any) -> list[str]:
+    """Problems that make ``doc`` not a valid bench document (empty list: valid)."""
+    problems: list[str] = []
+    if not isinstance(doc, dict):
+        return ["document is not an object"]
+    for key, kind in _TOP.items():
+        if not isinstance(doc.get(key), kind):
+            problems.append(f"{key}: missing or not {kind}")
+    if problems:
+        return problems
+    if doc["schema"] != SCHEMA:
+        problems.append(f"schema is {doc['schema']!r}, expected {SCHEMA!r}")
+    problems += _missing(doc["machine"], _MACHINE, "machine")
+    names = set()
+    for i, system in enumerate(doc["systems"]):
+        problems += _missing(system, _SYSTEM, f"systems[{i}]")
+        if isinstance(system, dict):
+            names.add(system.get("name"))
+            if system.get("status") not in ("ok", "skipped", "failed"):
+                problems.append(f"systems[{i}].status invalid: {system.get('status')!r}")
+            if system.get("status") == "skipped" and not system.get("reason"):
+                problems.append(f"systems[{i}] skipped without a reason")
+    for i, result in enumerate(doc["results"]):
+        problems += _check_result(result, f"results[{i}]", names)
+    for i, ratio in enumerate(doc["ratios"]):
+        problems += _missing(ratio, ("case", "baseline", "speedup"), f"ratios[{i}]")
+    return problems
+
+
+def _check_result(result: Any, where: str, systems: set[Any]) -> list[str]:
+    problems = _missing(result, _RESULT, where)
+    if problems:
+        return problems
+    if result["system"] not in systems:
+        problems.append(f"{where}.system {result['system']!r} not among the systems")
+    if result["kind"] not in ("latency", "rate"):
+        problems.append(f"{where}.kind invalid: {result['kind']!r}")
+        return problems
+    if result["status"] not in ("ok", "failed", "n/a"):
+        problems.append(f"{where}.status invalid: {result['status']!r}")
+    if result["status"] != "ok":
+        if not result["reason"]:
+            problems.append(f"{where}: status {result['status']} without a reason")
+        return problems
+    summary_keys: Sequence[str] = _LATENCY_SUMMARY if result["kind"] == "latency" else _RATE_SUMMARY
+    repeat_keys: Sequence[str] = _LATENCY_REPEAT if result["kind"] == "latency" else ("rate",)
+    problems += _missing(result["summary"], summary_keys, f"{where}.summary", numeric=True)
+    if not result["repeats"]:
+        problems.append(f"{where}: ok without repeats")
+    for j, repeat in enumerate(result["repeats"]):
+        problems += _missing(repeat, repeat_keys, f"{where}.repeats[{j}]")
+    return problems
+
+
+def _missing(obj: Any, keys: Sequence[str], where: str, *, numeric: bool = False) -> list[str]:
+    if not isinstance(obj, dict):
+        return [f"{where} is not an object"]
+    problems = [f"{where}.{k} missing" for k in keys if k not in obj]
+    if numeric:
+        problems += [
+            f"{where}.{k} is not a number"
+            for k in keys
+            if k in obj and (not isinstance(obj[k], (int, float)) or isinstance(obj[k], bool))
+        ]
+    return problems

@@ -1,0 +1,224 @@
+"""Runs the selected scenarios against the selected systems, one system at a time.
+
+For each system: check it can run here (else *skipped*), start its environment (servers),
+start its worker processes in parallel and wait for each one's ready line, open a client, run
+every scenario, and always tear everything down, in reverse, bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench._harness import Profile, ScenarioContext
+from bench._machine import describe_machine
+from bench._outcome import CaseOutcome
+from bench._plan import ProcPlan, plan_layout
+from bench._procs import Child, start_child, worker_argv
+from bench._results import RunRecord, SystemStatus
+from bench._scenario import Scenario, registered
+from bench.systems import SYSTEMS, Client, System, WorkerInfo, get_system
+from fabric.errors import ConnectionLost
+
+__all__ = ["Progress", "RunConfig", "run_bench", "steps_for"]
+
+_WORKER_READY_S = 60.0
+_BASE_PACKAGES = ("agent-fabric", "hdrhistogram", "uvloop", "rich", "typer", "matplotlib")
+
+
+class Progress(Protocol):
+    """What the runner reports while it works (the CLI draws progress bars from it)."""
+
+    def system_started(self, name: str, label: str, steps: int) -> None: ...
+
+    def step(self, name: str, case: str) -> None: ...
+
+    def system_finished(self, name: str, status: str) -> None: ...
+
+
+class _Silent:
+    def system_started(self, name: str, label: str, steps: int) -> None:
+        pass
+
+    def step(self, name: str, case: str) -> None:
+        pass
+
+    def system_finished(self, name: str, status: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What to run: scenario and system names (already validated), the profile, options."""
+
+    scenarios: Sequence[str]
+    systems: Sequence[str]
+    profile: Profile
+    fabric_url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenarios": list(self.scenarios),
+            "systems": list(self.systems),
+            "profile": self.profile.name,
+            "repeats": self.profile.repeats,
+            "budget_s": self.profile.budget_s,
+            "scale": self.profile.scale,
+            "fabric_url": self.fabric_url,
+        }
+
+
+def _systems_in_run(config: RunConfig) -> list[str]:
+    """Chosen systems plus every reference row that applies to a chosen scenario."""
+    names = list(config.systems)
+    for name, cls in SYSTEMS.items():
+        if cls.reference and name not in names and set(cls.only_scenarios) & set(config.scenarios):
+            names.append(name)
+    return names
+
+
+def _scenarios_for(system: System, scenarios: Sequence[Scenario]) -> list[Scenario]:
+    if not system.only_scenarios:
+        return list(scenarios)
+    return [s for s in scenarios if s.name in system.only_scenarios]
+
+
+def steps_for(scenarios: Sequence[Scenario], profile: Profile) -> int:
+    """Progress steps of one system: one per repeat of every case."""
+    return sum(s.cases for s in scenarios) * profile.repeats
+
+
+async def run_bench(config: RunConfig, progress: Progress | None = None) -> RunRecord:
+    """Measure every selected scenario for every selected system; never raises for a system
+    that cannot run or fails (that is recorded), only for bugs in the bench itself."""
+    progress = progress or _Silent()
+    all_scenarios = registered()
+    scenarios = [all_scenarios[name] for name in config.scenarios]
+    names = _systems_in_run(config)
+    packages = set(_BASE_PACKAGES)
+    for name in names:
+        packages.update(SYSTEMS[name].packages)
+    record = RunRecord(
+        config=config.to_json(),
+        machine=describe_machine(packages),
+        started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fabric-bench-") as tmp:
+        for name in names:
+            system = get_system(name, {"url": config.fabric_url})
+            mine = _scenarios_for(system, scenarios)
+            status = SystemStatus(
+                name=name,
+                label=system.label,
+                status="ok",
+                hint=system.hint,
+                reference=system.reference,
+                versions=system.versions(),
+            )
+            record.systems.append(status)
+            reason = system.skip_reason()
+            if reason is not None:
+                status.status, status.reason = "skipped", reason
+                progress.system_finished(name, "skipped")
+                continue
+            workdir = Path(tmp) / name
+            workdir.mkdir()
+            progress.system_started(name, system.label, steps_for(mine, config.profile))
+            try:
+                await _run_system(system, mine, config.profile, workdir, record.outcomes, progress)
+            except Exception as exc:
+                status.status = "failed"
+                status.reason = f"{type(exc).__name__}: {exc}"[:2000]
+            progress.system_finished(name, status.status)
+    record.duration_s = time.perf_counter() - started
+    return record
+
+
+async def _run_system(
+    system: System,
+    scenarios: Sequence[Scenario],
+    profile: Profile,
+    workdir: Path,
+    outcomes: list[CaseOutcome],
+    progress: Progress,
+) -> None:
+    roles = {role for s in scenarios for role in s.roles}
+    layout = plan_layout(roles) if not system.reference else []
+    children: list[Child] = []
+    client: Client | None = None
+    try:
+        env = await system.start_env(workdir)
+        children, infos = await _start_workers(system, layout, env)
+        client = await system.open_client(env, layout, infos)
+        for scenario in scenarios:
+            await _check_alive(children)
+            ctx = ScenarioContext(
+                scenario=scenario.name,
+                system=system.name,
+                client=client,
+                profile=profile,
+                outcomes=outcomes,
+                on_repeat=lambda case: progress.step(system.name, case),
+            )
+            try:
+                await scenario.fn(ctx)
+            except Exception as exc:
+                outcomes.append(
+                    CaseOutcome(
+                        scenario.name,
+                        scenario.name,
+                        system.name,
+                        "latency",
+                        status="failed",
+                        reason=f"{type(exc).__name__}: {exc}"[:500],
+                    )
+                )
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), 10)
+        await asyncio.gather(*(c.stop() for c in children), return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(system.stop_env(), 15)
+
+
+async def _start_workers(
+    system: System, layout: Sequence[ProcPlan], env: dict[str, Any]
+) -> tuple[list[Child], list[WorkerInfo]]:
+    env_json = json.dumps(env)
+    started = await asyncio.gather(
+        *(
+            start_child(
+                f"{system.name} worker {plan.index}",
+                worker_argv(system.name, json.dumps(plan.to_json()), env_json),
+                ready="ready ",
+                timeout_s=_WORKER_READY_S,
+            )
+            for plan in layout
+        ),
+        return_exceptions=True,
+    )
+    children = [c for c in started if isinstance(c, Child)]
+    errors = [e for e in started if isinstance(e, BaseException)]
+    if errors:
+        await asyncio.gather(*(c.stop() for c in children), return_exceptions=True)
+        raise errors[0]
+    infos = [json.loads(c.ready_line.split("ready ", 1)[1]) for c in children]
+    return children, infos
+
+
+async def _check_alive(children: Sequence[Child]) -> None:
+    for child in children:
+        if child.proc.returncode is not None:
+            raise ConnectionLost(
+                f"{child.name} exited with {child.proc.returncode}:\n{child.describe_failure()}"
+            )

@@ -1,0 +1,141 @@
+"""``fabric bench``: the fabric against HTTP REST, NATS and Zenoh, measured in one run.
+
+``bench_command`` is a typer command (the fabric CLI registers it as ``bench``); ``python -m
+bench`` runs it on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
+
+from bench._harness import FULL, QUICK
+from bench._plan import parse_selection
+from bench._results import build_document, validate_document
+from bench._runner import RunConfig, run_bench
+from bench._scenario import registered
+from bench._table import problems_table, results_table, skipped_table
+from bench.systems import system_names
+from fabric.errors import ConfigError
+
+__all__ = ["app", "bench_command", "main"]
+
+
+class _Bars:
+    """Progress bars, one per system, advanced after every repeat of every case."""
+
+    def __init__(self, progress: RichProgress) -> None:
+        self._progress = progress
+        self._tasks: dict[str, TaskID] = {}
+
+    def system_started(self, name: str, label: str, steps: int) -> None:
+        self._tasks[name] = self._progress.add_task(label, total=steps, case="starting")
+
+    def step(self, name: str, case: str) -> None:
+        self._progress.update(self._tasks[name], advance=1, case=case)
+
+    def system_finished(self, name: str, status: str) -> None:
+        task = self._tasks.get(name)
+        if task is not None:
+            total = self._progress.tasks[task].total
+            self._progress.update(task, completed=total, case=status)
+
+
+def bench_command(
+    scenarios: Annotated[
+        str, typer.Option("--scenarios", help="comma list of scenarios, or 'all'")
+    ] = "all",
+    systems: Annotated[
+        str, typer.Option("--systems", help="comma list of systems, or 'all'")
+    ] = "all",
+    quick: Annotated[
+        bool, typer.Option("--quick", help="smoke run: tiny counts, under a minute")
+    ] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="write every number and the machine here")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="write an HTML report with plots here")
+    ] = None,
+    repeats: Annotated[
+        int | None, typer.Option("--repeats", min=1, max=20, help="repeats of each case")
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="measure this fabric node instead of starting one"),
+    ] = None,
+) -> None:
+    """Measure the fabric against HTTP (FastAPI, aiohttp), NATS and Zenoh on this machine.
+
+    Raises:
+        typer.Exit: code 2 for a bad selection, 1 when a system or case failed.
+    """
+    console = Console()
+    try:
+        scenario_names = parse_selection(scenarios, list(registered()), "scenarios")
+        system_list = parse_selection(systems, system_names(), "systems")
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    profile = QUICK if quick else FULL
+    if repeats is not None:
+        from dataclasses import replace
+
+        profile = replace(profile, repeats=repeats)
+    config = RunConfig(scenario_names, system_list, profile, fabric_url=url)
+    with RichProgress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("[dim]{task.fields[case]}"),
+        console=console,
+        transient=False,
+    ) as progress:
+        record = asyncio.run(run_bench(config, _Bars(progress)))
+    console.print(results_table(record, wide=console.width >= 110))
+    for extra in (problems_table(record), skipped_table(record)):
+        if extra is not None:
+            console.print(extra)
+    console.print(
+        f"[dim]{record.machine['cpu_model']}, {record.machine['cores']} cores, "
+        f"Python {record.machine['python']}; run took {record.duration_s:.0f} s[/dim]"
+    )
+    document = build_document(record)
+    problems = validate_document(document)
+    if problems:  # a bug in the bench, not in a system: say it loudly
+        console.print(f"[red]result document invalid: {problems[:5]}[/red]")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(document, indent=2))
+        console.print(f"JSON written to {json_path}")
+    if report is not None:
+        from bench._report import write_report
+
+        index = write_report(document, report)
+        console.print(f"report written to {index}")
+    if problems or _failed(document):
+        raise typer.Exit(1)
+
+
+def _failed(document: dict[str, Any]) -> bool:
+    return any(s["status"] == "failed" for s in document["systems"]) or any(
+        r["status"] == "failed" for r in document["results"]
+    )
+
+
+app = typer.Typer(add_completion=False)
+app.command()(bench_command)
+
+
+def main() -> None:
+    """Entry point of ``python -m bench``."""
+    app(prog_name="fabric bench" if "fabric" in sys.argv[0] else "python -m bench")

@@ -1,0 +1,137 @@
+"""Agent processes the integration tests start: ``python agent_roles.py ROLE URL [ARGS]``.
+
+Each role prints ``ready`` once its subscriptions reached the node, and then one stdout line
+per event the test may await.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sdk import Agent, Msg, connect
+
+
+def say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+async def serve_forever(agent: Agent) -> None:
+    await agent.flush()
+    say("ready", agent.name, os.getpid())
+    await asyncio.Event().wait()
+
+
+async def echo(url: str, name: str = "echo-1", queue: str = "echo") -> None:
+    """svc.echo (queue group) echoes; svc.who answers the agent's name; svc.fail raises;
+    svc.slow sleeps the number of seconds in the payload, then answers."""
+    async with connect(name, url) as agent:
+
+        async def echo_handler(msg: Msg) -> bytes:
+            return bytes(msg.data)
+
+        async def who(msg: Msg) -> str:
+            return agent.name
+
+        async def fail(msg: Msg) -> bytes:
+            raise ValueError("the handler refused this input")
+
+        async def slow(msg: Msg) -> str:
+            await asyncio.sleep(float(msg.text()))
+            return "slept"
+
+        async def nested(msg: Msg) -> str:
+            # The deadline inherited from msg must bound this inner request.
+            left = msg.time_left()
+            reply = await agent.request("svc.slow", b"30")
+            return f"{left} {reply.text()}"
+
+        await agent.serve("svc.echo", echo_handler, queue=queue)
+        await agent.serve("svc.who", who, queue=queue)
+        await agent.serve("svc.fail", fail, queue=queue)
+        await agent.serve("svc.slow", slow, queue=queue)
+        await agent.serve("svc.nested", nested, queue=queue)
+        await serve_forever(agent)
+
+
+async def reviewers(url: str, count: str, prefix: str, slow: str = "") -> None:
+    """``count`` agents in this process, each answering review.essay with its name;
+    names listed in ``slow`` (comma-separated) never answer."""
+    never = set(filter(None, slow.split(",")))
+    stack = contextlib.AsyncExitStack()  # keeps every agent open until the process ends
+    for i in range(int(count)):
+        name = f"{prefix}-{i}"
+        agent = await stack.enter_async_context(connect(name, url))
+
+        async def review(msg: Msg, me: str = name) -> str | None:
+            if me in never:
+                await asyncio.sleep(3600)
+            return me
+
+        await agent.serve("review.essay", review)
+        await agent.flush()
+    say("ready", prefix, os.getpid())
+    await asyncio.Event().wait()
+
+
+async def streamer(url: str) -> None:
+    """llm.generate yields as many chunks as the payload says; it announces on
+    events.stream when a generator was closed before its end (cancellation reached it)."""
+    async with connect("streamer", url) as agent:
+
+        async def generate(msg: Msg):  # type: ignore[no-untyped-def]
+            total = int(msg.text())
+            sent = 0
+            try:
+                for i in range(total):
+                    yield f"tok{i}"
+                    sent += 1
+            finally:
+                if sent < total:
+                    await agent.publish("events.stream", f"cancelled after {sent}")
+                    say("cancelled", sent)
+
+        await agent.serve("llm.generate", generate)
+        await serve_forever(agent)
+
+
+async def subscriber(url: str, subject: str, queue: str = "") -> None:
+    """Prints ``got <payload>`` for every message on ``subject``."""
+    async with connect("subscriber", url) as agent:
+        sub = await agent.subscribe(subject, queue=queue or None)
+        await agent.flush()
+        say("ready", os.getpid())
+        async for msg in sub:
+            say("got", msg.subject, msg.text())
+
+
+async def publisher(url: str, subject: str, count: str) -> None:
+    """Publishes ``count`` numbered messages, then prints ``done``."""
+    async with connect("publisher", url) as agent:
+        say("ready", os.getpid())
+        for i in range(int(count)):
+            await agent.publish(subject, str(i))
+        await agent.flush()
+        say("done", count)
+        await asyncio.Event().wait()
+
+
+ROLES = {
+    "echo": echo,
+    "reviewers": reviewers,
+    "streamer": streamer,
+    "subscriber": subscriber,
+    "publisher": publisher,
+}
+
+if __name__ == "__main__":
+    import uvloop
+
+    role, *args = sys.argv[1:]
+    uvloop.install()
+    asyncio.run(ROLES[role](*args))  # type: ignore[operator]
