@@ -24,12 +24,16 @@ from fabric.errors import RemoteProtocolError, Timeout
 __all__ = ["CaseParams", "Profile", "ScenarioContext"]
 
 Check = Callable[[Any], bool]
+
+#: Warm-up is bounded by this share of the case's time budget as well as by its count.
+_WARMUP_SHARE = 0.3
 Clock = Callable[[], int]
 
 
 @dataclass(frozen=True)
 class CaseParams:
-    """Bounds of one case: warm-up operations (not recorded), then ``count`` or ``budget_s``."""
+    """Bounds of one case: warm-up operations (not recorded, at most 30% of the budget in
+    time), then ``count`` operations or ``budget_s`` seconds, whichever comes first."""
 
     warmup: int
     count: int
@@ -64,8 +68,11 @@ def _run_blocking_loop(
     fn: Callable[..., Any], args: tuple[Any, ...], check: Check, params: CaseParams, clock: Clock
 ) -> HdrHistogram:
     hist = new_histogram()
+    warm_until = clock() + int(params.budget_s * _WARMUP_SHARE * 1e9)
     for _ in range(params.warmup):
         _checked(fn(*args), check)
+        if clock() >= warm_until:
+            break
     deadline = clock() + int(params.budget_s * 1e9)
     for _ in range(params.count):
         t0 = clock()
@@ -82,8 +89,11 @@ async def _run_async_loop(
     fn: Callable[..., Any], args: tuple[Any, ...], check: Check, params: CaseParams, clock: Clock
 ) -> HdrHistogram:
     hist = new_histogram()
+    warm_until = clock() + int(params.budget_s * _WARMUP_SHARE * 1e9)
     for _ in range(params.warmup):
         _checked(await fn(*args), check)
+        if clock() >= warm_until:
+            break
     deadline = clock() + int(params.budget_s * 1e9)
     for _ in range(params.count):
         t0 = clock()

@@ -44,6 +44,13 @@ class NodeSettings(BaseSettings):
     slow_consumer_bytes: int = Field(
         64 * MiB, gt=0, description="Bytes queued for one agent before messages to it are dropped."
     )
+    state_backend: Literal["embedded", "redis"] = Field(
+        "embedded", description="Where agents' state lives: in this node, or in Redis/Valkey."
+    )
+    state_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis/Valkey URL when state_backend=redis."
+    )
+    state_namespace: str = Field("fabric", description="Key prefix in Redis/Valkey.")
     tracing: Literal["off", "console", "otlp"] = Field(
         "off", description="OpenTelemetry span export for node hops."
     )

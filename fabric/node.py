@@ -26,9 +26,11 @@ from .errors import (
     InvalidSubject,
     PayloadTooLarge,
     RemoteProtocolError,
+    Timeout,
 )
 from .routing import INBOX_PREFIX, InterestTable
 from .session import Session, SessionState
+from .state import STATE_PREFIX, StateService, make_state_backend
 from .subjects import validate_subject
 from .transports import Link, StreamLink, ZmqRouterListener
 from .wire import Flags, Header, Kind, Status, decode_header, encode_header
@@ -86,6 +88,9 @@ class Node:
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._valid_subjects: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Serves ``$state.*`` control calls; created by ``start()``.
+        self.state: StateService | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -113,6 +118,7 @@ class Node:
         if self.settings.listen:
             self._zmq = ZmqRouterListener(self.settings.listen, self._accept)
         self._sweeper = loop.create_task(self._sweep())
+        self.state = StateService(make_state_backend(self.settings))
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -129,6 +135,11 @@ class Node:
             bound.link.close()
         with contextlib.suppress(FileNotFoundError):
             self.settings.socket.unlink()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.state is not None:
+            with contextlib.suppress(FabricError):
+                await self.state.aclose()
         self._closed.set()
 
     def _accept_stream(self) -> StreamLink:
@@ -150,6 +161,10 @@ class Node:
         self._links.pop(session, None)
         self.interest.drop_session(session)
         self.stats.sessions_dropped += 1
+        if self.state is not None:
+            task = asyncio.ensure_future(self._forget_holder(str(session.id)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         log.debug("session %s closed", session)
 
     async def _sweep(self) -> None:
@@ -163,6 +178,13 @@ class Node:
                     log.info("session %s missed its heartbeats; dropping it", bound.session)
                     bound.link.close()
                     self._drop(bound)
+
+    async def _forget_holder(self, holder: str) -> None:
+        assert self.state is not None
+        try:
+            await self.state.session_closed(holder)
+        except FabricError as exc:
+            log.warning("could not release state held by session %s: %s", holder, exc)
 
     # -- frames -------------------------------------------------------------------------
 
@@ -275,17 +297,35 @@ class Node:
                 self._send(bound, status)
 
     def _control(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
-        request = _decode_map(payload)
-        op = request.get("op")
-        if op == "stats":
-            result: dict[str, Any] = self.status()
+        """Control-plane calls: ``$node.*`` answered here, ``$state.*`` by the state service."""
+        subject = header.subject
+        if subject == "$node.stats":
+            reply = Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id)
+            self._send(bound, reply, msgpack.packb(self.status()))
+        elif subject.startswith(STATE_PREFIX) and self.state is not None:
+            task = asyncio.ensure_future(self._state_call(bound, header, payload))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         else:
-            raise RemoteProtocolError(f"unknown control operation {op!r}")
-        self._send(
-            bound,
-            Header(Kind.CONTROL, subject=header.subject, msg_id=header.msg_id),
-            msgpack.packb(result),
-        )
+            raise RemoteProtocolError(f"unknown control subject {subject!r}")
+
+    async def _state_call(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
+        assert self.state is not None
+        budget = header.timeout_ms / 1000 if header.timeout_ms else 30.0
+        op = header.subject[len(STATE_PREFIX) :]
+        try:
+            async with asyncio.timeout(budget):
+                headers, data = await self.state.call(
+                    op, bound.session.name, str(bound.session.id), header.headers or {}, payload
+                )
+        except TimeoutError:
+            self._reject(bound, Timeout(f"state {op} took longer than {budget:.3f}s"), header)
+            return
+        except FabricError as exc:
+            self._reject(bound, exc, header)
+            return
+        reply = Header(Kind.CONTROL, subject=header.subject, msg_id=header.msg_id, headers=headers)
+        self._send(bound, reply, data)
 
     def _send(self, bound: _SessionLink, header: Header, payload: Buffer = b"") -> bool:
         """Send to one session; False when it is gone or too far behind (slow consumer)."""

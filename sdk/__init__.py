@@ -10,6 +10,11 @@ Needs only pyzmq, msgpack and pydantic.
 
 from fabric.errors import (
     Cancelled,
+    Conflict,
+    Fenced,
+    LeaseExpired,
+    LeaseHeld,
+    NotFound,
     ConnectionLost,
     FabricError,
     InvalidSubject,
@@ -25,6 +30,7 @@ from fabric.errors import (
 from ._agent import Agent, AgentStats, connect
 from ._msg import Msg
 from ._replies import GatherResult
+from ._state import Lease, StateClient, StateStats
 from ._stream import StreamReply
 from ._subscription import Subscription
 
@@ -32,10 +38,16 @@ __all__ = [
     "Agent",
     "AgentStats",
     "Cancelled",
+    "Conflict",
+    "Fenced",
+    "LeaseExpired",
+    "LeaseHeld",
+    "NotFound",
     "ConnectionLost",
     "FabricError",
     "GatherResult",
     "InvalidSubject",
+    "Lease",
     "Msg",
     "NoResponders",
     "NotAuthorized",
@@ -43,6 +55,8 @@ __all__ = [
     "PayloadValidationError",
     "RemoteError",
     "SlowConsumer",
+    "StateClient",
+    "StateStats",
     "StreamReply",
     "Subscription",
     "Timeout",

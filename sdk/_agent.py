@@ -39,6 +39,7 @@ from ._replies import (
     ReplyWaiter,
     RequestWaiter,
 )
+from ._state import StateClient
 from ._stream import StreamReply
 from ._subscription import DEFAULT_PENDING_LIMIT, Subscription
 from ._tracing import AgentTracer
@@ -106,6 +107,8 @@ class Agent:
         self._next_sid = 0
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._tracer = AgentTracer.from_env(name)
+        #: Private state under leases, and shared blobs (see ``StateClient``).
+        self.state = StateClient(self._conn, default_timeout)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -461,8 +464,8 @@ class Agent:
             Timeout, ConnectionLost.
         """
         await self._ensure_connected()
-        result = await self._conn.control({"op": "stats"})
-        return dict(result)
+        _, payload = await self._conn.call("$node.stats")
+        return dict(msgpack.unpackb(payload, raw=False))
 
     def _grant_credit(self, control: str, credit: int) -> None:
         try:

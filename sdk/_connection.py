@@ -167,8 +167,14 @@ class Connection:
         finally:
             self._pongs.pop(msg_id, None)
 
-    async def control(self, request: dict[str, Any], timeout: float = 5.0) -> Any:
-        """A control-plane call to the node (stats, state, pool).
+    async def call(
+        self,
+        subject: str,
+        headers: dict[str, str] | None = None,
+        payload: Buffer = b"",
+        timeout: float = 5.0,
+    ) -> tuple[Header, memoryview]:
+        """A control-plane call to the node (``$node.*``, ``$state.*``, ``$pool.*``).
 
         Raises:
             ConnectionLost, Timeout, or the typed error the node answered with.
@@ -176,13 +182,24 @@ class Connection:
         from fabric.errors import Timeout
 
         msg_id = self.next_id()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[tuple[Header, memoryview]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._controls[msg_id] = fut
         try:
-            self.send(Header(Kind.CONTROL, msg_id=msg_id), msgpack.packb(request))
+            self.send(
+                Header(
+                    Kind.CONTROL,
+                    subject=subject,
+                    msg_id=msg_id,
+                    headers=headers,
+                    timeout_ms=max(1, int(timeout * 1000)),
+                ),
+                payload,
+            )
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            raise Timeout(f"node did not answer {request.get('op')!r}") from None
+            raise Timeout("node did not answer in time", subject=subject) from None
         finally:
             self._controls.pop(msg_id, None)
 
@@ -233,10 +250,7 @@ class Connection:
         elif kind is Kind.CONTROL:
             fut = self._controls.get(header.msg_id)
             if fut is not None and not fut.done():
-                try:
-                    fut.set_result(msgpack.unpackb(payload, raw=False))
-                except Exception:
-                    fut.set_exception(ConnectionLost("node sent an undecodable control reply"))
+                fut.set_result((header, payload))
 
     def link_lost(self, exc: BaseException | None) -> None:
         if self.state is ConnectionState.CLOSED:

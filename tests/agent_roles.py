@@ -121,7 +121,26 @@ async def publisher(url: str, subject: str, count: str) -> None:
         await asyncio.Event().wait()
 
 
+async def state_writer(url: str, name: str, key: str, ttl: str) -> None:
+    """Takes the lease on ``key``, prints ``leased TOKEN``, then writes ``key`` each time a
+    line arrives on stdin and prints ``wrote VERSION`` or ``refused ERRORCODE``."""
+    from fabric.errors import FabricError
+
+    async with connect(name, url) as agent:
+        lease = await agent.state.acquire(key, ttl=float(ttl))
+        say("ready", os.getpid())
+        say("leased", lease.token)
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            try:
+                version = await agent.state.put(key, line.strip())
+                say("wrote", version)
+            except FabricError as exc:
+                say("refused", exc.code)
+
+
 ROLES = {
+    "state-writer": state_writer,
     "echo": echo,
     "reviewers": reviewers,
     "streamer": streamer,

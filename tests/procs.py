@@ -47,6 +47,11 @@ class Proc:
     def pid(self) -> int:
         return self.process.pid
 
+    async def send_line(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.process.send_signal(sig)
@@ -101,6 +106,7 @@ async def start_agent(role: str, url: str, env: dict[str, str], *args: str) -> P
         *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.PIPE,
         stderr=None,
     )
     proc = Proc(process, f"agent {role}")

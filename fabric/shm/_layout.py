@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import RemoteProtocolError
+from ..errors import ConfigError, RemoteProtocolError
 from ._settings import PAGE, PoolSettings
 
 __all__ = ["LAYOUT_VERSION", "MAX_SLOTS", "PoolLayout", "Slot", "SlotRun"]
@@ -92,7 +92,12 @@ class PoolLayout:
 
     @classmethod
     def from_settings(cls, settings: PoolSettings) -> PoolLayout:
-        """Pack the classes into as few segments as ``segment_max_bytes`` allows."""
+        """Pack the classes into as few segments as ``segment_max_bytes`` allows.
+
+        Raises:
+            ConfigError: the settings need more segments, runs or slots than a layout may
+                have (a tiny ``segment_max_bytes``, say).
+        """
         segment_sizes: list[int] = [0]
         runs: list[SlotRun] = []
         for class_index, spec in enumerate(settings.classes):
@@ -110,7 +115,10 @@ class PoolLayout:
                 )
                 segment_sizes[-1] += n * spec.slot_size
                 left -= n
-        return cls(segment_sizes, runs)
+        try:
+            return cls(segment_sizes, runs)
+        except ValueError as exc:
+            raise ConfigError(f"pool settings give an impossible layout: {exc}") from None
 
     def to_wire(self) -> dict[str, Any]:
         """A msgpack-ready map for the agent (``from_wire`` reads it back)."""

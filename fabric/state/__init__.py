@@ -5,6 +5,8 @@
 scripts on Redis / Valkey. Both satisfy ``StateBackend``. See docs/state.md.
 """
 
+from __future__ import annotations
+
 from typing import TYPE_CHECKING
 
 from ._backend import StateBackend
@@ -21,7 +23,10 @@ from ._types import (
     StateStats,
 )
 
+from ._service import STATE_PREFIX, StateService
+
 if TYPE_CHECKING:
+    from ..config import NodeSettings
     from ._redis import RedisBackend
 
 __all__ = [
@@ -33,11 +38,14 @@ __all__ = [
     "HolderDropped",
     "Lease",
     "LeaseTable",
+    "STATE_PREFIX",
     "RedisBackend",
     "StateBackend",
+    "StateService",
     "StateStats",
     "StateStore",
     "blob_ref",
+    "make_state_backend",
 ]
 
 
@@ -48,3 +56,20 @@ def __getattr__(name: str) -> object:
 
         return RedisBackend
     raise AttributeError(name)
+
+
+def make_state_backend(settings: NodeSettings) -> StateBackend:
+    """The backend a node's settings ask for.
+
+    Raises:
+        ConfigError: Redis asked for without the ``[redis]`` extra installed.
+    """
+    if settings.state_backend == "embedded":
+        return EmbeddedBackend()
+    try:
+        from ._redis import RedisBackend
+    except ImportError:
+        from ..errors import ConfigError
+
+        raise ConfigError("state_backend=redis needs: pip install 'agent-fabric[redis]'") from None
+    return RedisBackend.from_url(settings.state_url, namespace=settings.state_namespace)

@@ -61,7 +61,7 @@ def test_parse_selection() -> None:
     assert parse_selection(" ", known, "scenarios") == known
     # order follows the registry, duplicates and blanks vanish
     assert parse_selection("map, rr,rr,", known, "scenarios") == ["rr", "map"]
-    with pytest.raises(ConfigError, match="unknown scenarios: bogus.*choose from rr"):
+    with pytest.raises(ConfigError, match=r"unknown scenarios: bogus.*choose from rr"):
         parse_selection("rr,bogus", known, "scenarios")
 
 

@@ -38,7 +38,7 @@ def test_percentiles_of_one_to_ten_thousand_microseconds() -> None:
 
 
 def test_a_single_outlier_shows_in_the_tail_not_the_median() -> None:
-    samples = [100_000] * 999 + [50_000_000]  # 999 × 100 µs, one 50 ms
+    samples = [100_000] * 999 + [50_000_000]  # 999 samples of 100 µs, one of 50 ms
     summary = summarise(histogram_from_samples(samples))
     assert _close(summary.p50_us, 100)
     assert _close(summary.p99_us, 100)

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from fabric.errors import BadDescriptor, PayloadTooLarge, PoolExhausted, RemoteProtocolError
+from fabric.errors import (
+    BadDescriptor,
+    ConfigError,
+    PayloadTooLarge,
+    PoolExhausted,
+    RemoteProtocolError,
+)
 from fabric.shm import (
     Descriptor,
     PoolLayout,
@@ -89,6 +95,12 @@ def test_layout_spills_into_more_segments_when_one_is_full() -> None:
         (2, 0),
     ]
     assert PoolLayout.from_wire(layout.to_wire()) == layout
+
+
+def test_settings_that_need_too_many_segments_are_a_config_error() -> None:
+    s = PoolSettings(classes=(SlotClassSpec(slot_size=4096, count=65),), segment_max_bytes=4096)
+    with pytest.raises(ConfigError):
+        PoolLayout.from_settings(s)
 
 
 @pytest.mark.parametrize(

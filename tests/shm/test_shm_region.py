@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pydantic import BaseModel
 
-from fabric.errors import BadDescriptor, LocalProtocolError, RemoteProtocolError
+from fabric.errors import BadDescriptor, ConfigError, LocalProtocolError, RemoteProtocolError
 from fabric.shm import (
     REQUIRED_SEALS,
     PoolLayout,
@@ -60,6 +60,11 @@ def test_created_segment_is_sealed_and_fixed_in_size() -> None:
         assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:fabric-test-seal")
     finally:
         os.close(fd)
+
+
+def test_segment_of_no_size_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        create_segment("fabric-test-empty", 0)
 
 
 def test_unsealed_or_foreign_fds_are_refused(tmp_path: object) -> None:

@@ -1,0 +1,182 @@
+"""``agent.state``: private versioned state under fenced leases, and shared immutable blobs.
+
+Every call goes to the agent's node, which serves it from its state backend (embedded, or
+Redis/Valkey). Keys are the agent's own: two agents using the key ``notes`` do not collide,
+and a migrated instance of the same agent finds its state under the same keys.
+
+A lease held through ``acquire`` is remembered here, and every write to its key carries the
+lease's fencing token without the caller passing it around: once a newer instance acquired the
+key, the old one's writes fail with ``Fenced``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from typing_extensions import Buffer
+
+from fabric.errors import FabricError
+
+from ._payload import Payload, encode_payload
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = ["Lease", "StateClient", "StateStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lease on one of the agent's keys."""
+
+    key: str
+    #: Fencing token: strictly increasing per key; every write under this lease carries it.
+    token: int
+    #: ``time.monotonic()`` when the lease runs out unless renewed.
+    expires_at: float
+
+    @property
+    def remaining(self) -> float:
+        """Seconds until the lease runs out (negative once expired)."""
+        return self.expires_at - time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class StateStats:
+    """The backend's memory accounting."""
+
+    keys: int
+    private_bytes: int
+    blobs: int
+    blob_bytes: int
+    shared_saved_bytes: int
+
+
+class StateClient:
+    """The agent's handle on the state tier (``agent.state``)."""
+
+    def __init__(self, conn: Connection, timeout: float) -> None:
+        self._conn = conn
+        self._timeout = timeout
+        self._leases: dict[str, Lease] = {}
+
+    async def _call(
+        self, op: str, headers: dict[str, str], payload: Buffer = b""
+    ) -> tuple[dict[str, str], memoryview]:
+        header, data = await self._conn.call(
+            f"$state.{op}", headers, payload, timeout=self._timeout
+        )
+        return header.headers or {}, data
+
+    def _token(self, key: str, token: int | None) -> dict[str, str]:
+        if token is None and key in self._leases:
+            token = self._leases[key].token
+        return {} if token is None else {"token": str(token)}
+
+    async def put(
+        self, key: str, value: Payload, *, expect: int | None = None, token: int | None = None
+    ) -> int:
+        """Write ``value``; returns the new version.
+
+        ``expect`` is compare-and-set: the write happens only if the stored version is that
+        (0 means "must not exist yet"). The token of a lease held on ``key`` is sent
+        automatically.
+
+        Raises:
+            Conflict: the version is not ``expect``. Fenced: a newer lease exists.
+            LeaseExpired: our lease ran out. PayloadTooLarge. BackendUnavailable.
+        """
+        headers = {"key": key, **self._token(key, token)}
+        if expect is not None:
+            headers["expect"] = str(expect)
+        reply, _ = await self._call("put", headers, encode_payload(value))
+        return int(reply["version"])
+
+    async def get(self, key: str) -> tuple[memoryview, int]:
+        """The value and its version.
+
+        Raises:
+            NotFound: nothing stored under ``key``. BackendUnavailable.
+        """
+        reply, data = await self._call("get", {"key": key})
+        return data, int(reply["version"])
+
+    async def delete(
+        self, key: str, *, expect: int | None = None, token: int | None = None
+    ) -> None:
+        """Remove ``key`` (same compare-and-set and fencing rules as ``put``)."""
+        headers = {"key": key, **self._token(key, token)}
+        if expect is not None:
+            headers["expect"] = str(expect)
+        await self._call("delete", headers)
+
+    async def acquire(self, key: str, ttl: float) -> Lease:
+        """Take the lease on ``key`` for ``ttl`` seconds; returns it with a fresh, larger
+        fencing token. Acquiring again (a new instance of this agent) fences the old lease.
+
+        Raises:
+            LeaseHeld: another owner holds it. BackendUnavailable.
+        """
+        sent = time.monotonic()
+        reply, _ = await self._call("acquire", {"key": key, "ttl_ms": str(int(ttl * 1000))})
+        # Measured from before the request left: the lease can only end later than we think.
+        lease = Lease(key, int(reply["token"]), sent + int(reply["expires_ms"]) / 1000)
+        self._leases[key] = lease
+        return lease
+
+    async def renew(self, lease: Lease, ttl: float) -> Lease:
+        """Extend a live lease.
+
+        Raises:
+            Fenced: a newer lease exists. LeaseExpired: too late to renew.
+        """
+        sent = time.monotonic()
+        reply, _ = await self._call(
+            "renew", {"key": lease.key, "token": str(lease.token), "ttl_ms": str(int(ttl * 1000))}
+        )
+        renewed = Lease(lease.key, lease.token, sent + int(reply["expires_ms"]) / 1000)
+        self._leases[lease.key] = renewed
+        return renewed
+
+    async def release(self, lease: Lease) -> bool:
+        """Give the lease up; False if it had already ended or been superseded."""
+        self._leases.pop(lease.key, None)
+        reply, _ = await self._call("release", {"key": lease.key, "token": str(lease.token)})
+        return reply.get("released") == "1"
+
+    def lease(self, key: str) -> Lease | None:
+        """The lease this agent holds on ``key``, if any."""
+        return self._leases.get(key)
+
+    async def share(self, data: Payload) -> str:
+        """Store an immutable blob once, however many agents share the same bytes; returns
+        its content address. This agent holds a reference until ``drop_blob``.
+
+        Raises:
+            PayloadTooLarge. BackendUnavailable.
+        """
+        reply, _ = await self._call("share", {}, encode_payload(data))
+        return reply["ref"]
+
+    async def open_blob(self, ref: str) -> memoryview:
+        """The blob's bytes; this agent holds a reference until ``drop_blob``.
+
+        Raises:
+            NotFound: no blob with this reference.
+        """
+        _, data = await self._call("open_blob", {"ref": ref})
+        return data
+
+    async def drop_blob(self, ref: str) -> None:
+        """Let go of a blob; it is freed when its last holder let go."""
+        await self._call("drop_blob", {"ref": ref})
+
+    async def stats(self) -> StateStats:
+        """The backend's memory accounting."""
+        reply, _ = await self._call("stats", {})
+        try:
+            return StateStats(**{k: int(v) for k, v in reply.items()})
+        except (TypeError, ValueError) as exc:
+            raise FabricError(f"node sent malformed state stats: {exc}") from None
