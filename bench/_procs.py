@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import sys
@@ -22,6 +23,19 @@ from fabric.errors import ConnectionLost, Timeout
 __all__ = ["Child", "start_child", "worker_argv"]
 
 _TAIL_LINES = 40
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to kill us when the bench dies, so even a
+    ``kill -9`` of the bench leaves no nats-server or node behind (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass
@@ -93,7 +107,7 @@ async def start_child(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
-        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     assert proc.stdout is not None and proc.stderr is not None
     tail: deque[str] = deque(maxlen=_TAIL_LINES)

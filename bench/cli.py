@@ -75,6 +75,9 @@ def bench_command(
 ) -> None:
     """Measure the fabric against HTTP (FastAPI, aiohttp), NATS and Zenoh on this machine.
 
+    Every scenario runs for every system in the same run; the table gives the fabric's ratio
+    against each baseline. Missing optional systems are skipped with an install hint.
+    \f
     Raises:
         typer.Exit: code 2 for a bad selection, 1 when a system or case failed.
     """

@@ -15,6 +15,7 @@ from pydantic_settings import (
 )
 
 from .paths import default_socket_path
+from .shm import PoolSettings
 
 __all__ = ["NodeSettings", "load_settings"]
 
@@ -24,7 +25,9 @@ MiB = 1024 * 1024
 class NodeSettings(BaseSettings):
     """Everything a node can be told. Every field has a default that runs as-is."""
 
-    model_config = SettingsConfigDict(env_prefix="FABRIC_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="FABRIC_", extra="forbid", env_nested_delimiter="__"
+    )
 
     name: str = Field(
         default_factory=socket.gethostname, description="Node name, unique in a mesh."
@@ -44,6 +47,13 @@ class NodeSettings(BaseSettings):
     slow_consumer_bytes: int = Field(
         64 * MiB, gt=0, description="Bytes queued for one agent before messages to it are dropped."
     )
+    shm: bool = Field(
+        True, description="Serve a shared-memory pool to agents on this host (Linux memfd)."
+    )
+    pool: PoolSettings = Field(
+        default_factory=PoolSettings,
+        description="Shared-memory pool: classes, threshold, when_full (FABRIC_POOL__...).",
+    )
     state_backend: Literal["embedded", "redis"] = Field(
         "embedded", description="Where agents' state lives: in this node, or in Redis/Valkey."
     )
@@ -55,6 +65,37 @@ class NodeSettings(BaseSettings):
         "off", description="OpenTelemetry span export for node hops."
     )
     otlp_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint when tracing=otlp.")
+    # -- mesh (fabric/mesh, docs/mesh.md) --
+    role: Literal["auto", "cloud", "edge"] = Field(
+        "auto", description="Mesh role; auto: edge when leaf_of is set, else cloud."
+    )
+    cluster: str | None = Field(
+        None, description="ZeroMQ endpoint where this node accepts peer nodes, tcp://HOST:PORT."
+    )
+    seeds: list[str] = Field(
+        default_factory=list,
+        description="Cluster peers to dial, tcp://HOST:PORT[?key=Z85 server public key].",
+    )
+    leaf_of: list[str] = Field(
+        default_factory=list,
+        description="Cloud nodes this edge node attaches to, in failover order (same form).",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Node labels announced to peers (site is separate)."
+    )
+    curve_key: Path | None = Field(
+        None, description="This node's CurveZMQ secret key file (fabric keys generate)."
+    )
+    curve_allowed: list[str] = Field(
+        default_factory=list,
+        description="Peer public keys accepted (Z85 or .key files); needed with curve_key.",
+    )
+    auth_file: Path | None = Field(
+        None, description="TOML file of agent credentials and subject permissions."
+    )
+    mesh_heartbeat: float = Field(
+        0.5, gt=0, description="Seconds between pings on peer links; 3 missed = peer gone."
+    )
 
     @classmethod
     def settings_customise_sources(

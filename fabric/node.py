@@ -22,6 +22,7 @@ from typing_extensions import Buffer
 
 from .config import NodeSettings
 from .errors import (
+    BadDescriptor,
     FabricError,
     InvalidSubject,
     PayloadTooLarge,
@@ -30,6 +31,7 @@ from .errors import (
 )
 from .routing import INBOX_PREFIX, InterestTable
 from .session import Session, SessionState
+from .shm import PoolService, SharedDelivery
 from .state import STATE_PREFIX, StateService, make_state_backend
 from .subjects import validate_subject
 from .transports import Link, StreamLink, ZmqRouterListener
@@ -91,6 +93,8 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Serves ``$state.*`` control calls; created by ``start()``.
         self.state: StateService | None = None
+        #: The shared-memory pool (``$pool.*`` calls, SHM publishes); None when disabled.
+        self.pool: PoolService | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -119,12 +123,16 @@ class Node:
             self._zmq = ZmqRouterListener(self.settings.listen, self._accept)
         self._sweeper = loop.create_task(self._sweep())
         self.state = StateService(make_state_backend(self.settings))
+        if self.settings.shm:
+            self.pool = PoolService(self.settings.pool, self.settings.name, self._pool_attached)
+            await self.pool.start(path.with_name(path.name + ".pool"))
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
     async def aclose(self) -> None:
         """Stop listening and drop every session."""
+        self._closed.set()
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._unix_server is not None:
@@ -140,6 +148,8 @@ class Node:
         if self.state is not None:
             with contextlib.suppress(FabricError):
                 await self.state.aclose()
+        if self.pool is not None:
+            await self.pool.aclose()
         self._closed.set()
 
     def _accept_stream(self) -> StreamLink:
@@ -161,7 +171,9 @@ class Node:
         self._links.pop(session, None)
         self.interest.drop_session(session)
         self.stats.sessions_dropped += 1
-        if self.state is not None:
+        if self.pool is not None:
+            self.pool.session_closed(session.id, session)
+        if self.state is not None and not self._closed.is_set():
             task = asyncio.ensure_future(self._forget_holder(str(session.id)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -178,6 +190,29 @@ class Node:
                     log.info("session %s missed its heartbeats; dropping it", bound.session)
                     bound.link.close()
                     self._drop(bound)
+
+    def _pool_attached(self, session_id: int) -> bool:
+        for session in self._links:
+            if session.id == session_id:
+                session.shm = True
+                return True
+        return False
+
+    def _share(
+        self,
+        bound: _SessionLink,
+        header: Header,
+        payload: memoryview,
+        targets: list[tuple[_SessionLink, int]],
+    ) -> SharedDelivery:
+        """Validate a shared-memory publish and give each local receiver its hold.
+
+        Raises:
+            BadDescriptor: the descriptor is not a slot this publisher allocated.
+        """
+        if self.pool is None:
+            raise RemoteProtocolError("this node serves no shared-memory pool")
+        return self.pool.publish(bound.session, payload, [t.session for t, _ in targets])
 
     async def _forget_holder(self, holder: str) -> None:
         assert self.state is not None
@@ -246,6 +281,9 @@ class Node:
             "max_payload": self.settings.max_payload,
             "heartbeat": self.settings.heartbeat_interval,
         }
+        if self.pool is not None and isinstance(bound.link, StreamLink):
+            # Only agents on this host (the Unix socket) can map the pool.
+            welcome["pool"] = self.pool.welcome(bound.session.id)
         self._send(bound, Header(Kind.WELCOME, msg_id=header.msg_id), msgpack.packb(welcome))
 
     def _publish(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
@@ -257,11 +295,18 @@ class Node:
             if not subject.startswith(INBOX_PREFIX):
                 self._valid_subjects.add(subject)
         route = self.interest.route(subject)
+        targets = [
+            (target, sub.sid)
+            for sub in route.targets
+            if (target := self._links.get(sub.session)) is not None  # type: ignore[call-overload]
+        ]
+        shared = self._share(bound, header, payload, targets) if header.flags & Flags.SHM else None
         reached = 0
-        for sub in route.targets:
-            target = self._links.get(sub.session)  # type: ignore[call-overload]
-            if target is None:
-                continue
+        for target, sid in targets:
+            body: memoryview | bytes = payload
+            flags = 0
+            if shared is not None:
+                body, flags = shared.body_for(target.session)
             out = Header(
                 Kind.MSG,
                 subject=subject,
@@ -270,12 +315,15 @@ class Node:
                 timeout_ms=header.timeout_ms,
                 traceparent=header.traceparent,
                 headers=header.headers,
-                sid=sub.sid,
+                sid=sid,
                 status=header.status,
                 seq=header.seq,
+                flags=flags,
             )
-            if self._send(target, out, payload):
+            if self._send(target, out, body):
                 reached += 1
+            elif shared is not None:
+                shared.undeliverable(target.session)
         if header.flags and header.reply:
             if reached == 0 and header.flags & Flags.NO_RESPONDERS:
                 self.stats.no_responders += 1
@@ -302,12 +350,36 @@ class Node:
         if subject == "$node.stats":
             reply = Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id)
             self._send(bound, reply, msgpack.packb(self.status()))
+        elif subject == "$pool.release" and self.pool is not None:
+            refused = self.pool.release(bound.session, payload)
+            if refused:
+                raise BadDescriptor(f"{refused} released slots were not held by this agent")
+        elif subject == "$pool.alloc" and self.pool is not None:
+            task = asyncio.ensure_future(self._allocate(bound, header))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif subject.startswith(STATE_PREFIX) and self.state is not None:
             task = asyncio.ensure_future(self._state_call(bound, header, payload))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
             raise RemoteProtocolError(f"unknown control subject {subject!r}")
+
+    async def _allocate(self, bound: _SessionLink, header: Header) -> None:
+        assert self.pool is not None
+        try:
+            size = int((header.headers or {}).get("size", ""))
+        except ValueError:
+            self._reject(bound, RemoteProtocolError("$pool.alloc needs a size header"), header)
+            return
+        budget = header.timeout_ms / 1000 if header.timeout_ms else None
+        try:
+            desc = await self.pool.allocate(bound.session, size, budget)
+        except FabricError as exc:
+            self._reject(bound, exc, header)
+            return
+        reply = Header(Kind.CONTROL, subject=header.subject, msg_id=header.msg_id)
+        self._send(bound, reply, desc.encode())
 
     async def _state_call(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
         assert self.state is not None
@@ -353,6 +425,7 @@ class Node:
             "site": self.settings.site,
             "endpoints": self.endpoints,
             "stats": {k: getattr(self.stats, k) for k in NodeStats.__slots__},  # type: ignore[attr-defined]
+            "pool": self.pool.stats() if self.pool is not None else None,
             "sessions": [
                 {
                     "id": b.session.id,

@@ -48,6 +48,8 @@ class Session:
     frames_in: int = 0
     frames_out: int = 0
     dropped: int = 0
+    #: The agent mapped this node's shared-memory pool: it can be sent descriptors.
+    shm: bool = False
 
     def __hash__(self) -> int:
         return self.id

@@ -81,6 +81,10 @@ class Flags(IntFlag):
     #: The node answers STATUS NO_RESPONDERS when nobody listens (requests want this;
     #: fire-and-forget publishes do not).
     NO_RESPONDERS = 2
+    #: The payload frame is a shared-memory ``Descriptor``, not the bytes: the node checks it
+    #: and passes it to local receivers (MSG carries the flag too), copying only for remote
+    #: ones.
+    SHM = 4
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ import inspect
 import logging
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -172,12 +173,15 @@ class Agent:
         payload = encode_payload(data)
         if not self._conn.connected:
             await self._ensure_connected()
+        flags = 0
+        if len(payload) >= self._conn.shared.threshold:
+            payload, flags = await self._conn.shared.put(payload, None, subject)
         if self._tracer is None:
-            self._send_pub(subject, payload, headers=headers, reply=reply)
+            self._send_pub(subject, payload, headers=headers, reply=reply, flags=flags)
         else:
             span = self._tracer.start("publish", subject)
             try:
-                self._send_pub(subject, payload, headers=headers, reply=reply)
+                self._send_pub(subject, payload, headers=headers, reply=reply, flags=flags)
             finally:
                 span.end()
         await self._backpressure()
@@ -317,6 +321,9 @@ class Agent:
         payload = encode_payload(data)
         if not self._conn.connected:
             await self._ensure_connected(deadline)
+        shm = 0
+        if len(payload) >= self._conn.shared.threshold:
+            payload, shm = await self._conn.shared.put(payload, deadline, subject)
         waiter = RequestWaiter(subject)
         n, reply = self._new_reply(waiter)
         span = self._tracer.start("request", subject) if self._tracer else None
@@ -332,7 +339,7 @@ class Agent:
                 headers=headers,
                 reply=reply,
                 deadline=deadline,
-                flags=Flags.NO_RESPONDERS,
+                flags=Flags.NO_RESPONDERS | shm,
             )
             return await waiter.future
         finally:
@@ -367,6 +374,9 @@ class Agent:
         payload = encode_payload(data)
         if not self._conn.connected:
             await self._ensure_connected(until)
+        shm = 0
+        if len(payload) >= self._conn.shared.threshold:
+            payload, shm = await self._conn.shared.put(payload, until, subject)
         collector = GatherCollector(subject, quorum)
         n, reply = self._new_reply(collector)
         span = self._tracer.start("gather", subject) if self._tracer else None
@@ -377,7 +387,7 @@ class Agent:
                 headers=headers,
                 reply=reply,
                 deadline=until,
-                flags=Flags.COUNT | Flags.NO_RESPONDERS,
+                flags=Flags.COUNT | Flags.NO_RESPONDERS | shm,
             )
             try:
                 await asyncio.wait_for(
@@ -502,41 +512,46 @@ class Agent:
             if msg.reply:
                 if msg.status == Status.STREAM_OPEN:
                     # A plain handler asked for a stream: one chunk, then the end.
-                    self._send_reply(msg, result, Status.STREAM_CHUNK)
-                    self._send_reply(msg, b"", Status.STREAM_END)
+                    await self._send_reply(msg, result, Status.STREAM_CHUNK)
+                    await self._send_reply(msg, b"", Status.STREAM_END)
                 else:
-                    self._send_reply(msg, result, Status.OK)
+                    await self._send_reply(msg, result, Status.OK)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.stats.handler_errors += 1
             if msg.reply:
-                self._send_error(msg, exc)
+                await self._send_error(msg, exc)
             else:
                 log.exception("handler for %s failed", msg.subject)
         finally:
             if span is not None:
                 span.end()
 
-    def _send_reply(
+    async def _send_reply(
         self, msg: Msg, data: Any, status: int, *, seq: int = 0, reply: str = ""
     ) -> None:
+        payload = encode_payload(data)
         try:
+            flags = 0
+            if len(payload) >= self._conn.shared.threshold:
+                payload, flags = await self._conn.shared.put(payload, msg.deadline, msg.subject)
             self._send_pub(
                 msg.reply,
-                encode_payload(data),
+                payload,
                 status=status,
                 seq=seq,
                 reply=reply,
                 deadline=msg.deadline,
+                flags=flags,
             )
         except ConnectionLost:
             log.debug("reply to %s lost: link down", msg.subject)
 
-    def _send_error(self, msg: Msg, exc: BaseException) -> None:
+    async def _send_error(self, msg: Msg, exc: BaseException) -> None:
         code = exc.code if isinstance(exc, FabricError) else RemoteError.code
         text = exc.message if isinstance(exc, FabricError) else f"{type(exc).__name__}: {exc}"
-        self._send_reply(msg, msgpack.packb((code, text)), Status.ERROR)
+        await self._send_reply(msg, msgpack.packb((code, text)), Status.ERROR)
 
     async def _serve_stream(self, msg: Msg, chunks: Any) -> None:
         if msg.status != Status.STREAM_OPEN or not msg.reply:
@@ -552,9 +567,9 @@ class Agent:
         try:
             async for item in chunks:
                 await gate.take(msg.deadline)
-                self._send_reply(msg, item, Status.STREAM_CHUNK, seq=seq, reply=control)
+                await self._send_reply(msg, item, Status.STREAM_CHUNK, seq=seq, reply=control)
                 seq += 1
-            self._send_reply(msg, b"", Status.STREAM_END, reply=control)
+            await self._send_reply(msg, b"", Status.STREAM_END, reply=control)
         except asyncio.CancelledError:
             if not gate.cancelled:
                 raise
@@ -579,9 +594,18 @@ class Agent:
         if kind is Kind.MSG:
             self.stats.received += 1
             deadline = time.monotonic() + header.timeout_ms / 1000 if header.timeout_ms else None
+            data: memoryview = payload
+            lease = None
+            if header.flags & Flags.SHM:
+                shared = self._conn.shared
+                found = shared.view(payload)
+                if found is None:
+                    return  # a descriptor we cannot trust is never read
+                data, desc = found
+                lease = (shared, desc, shared.region)
             msg = Msg(
                 header.subject,
-                payload,
+                data,
                 headers=header.headers,
                 reply=header.reply,
                 deadline=deadline,
@@ -591,6 +615,9 @@ class Agent:
                 traceparent=header.traceparent,
                 agent=self,
             )
+            if lease is not None:
+                # Released explicitly, or when the message is garbage-collected at the latest.
+                msg._release = weakref.finalize(msg, lease[0].release, lease[1], lease[2])
             if header.sid == 0:
                 waiter = self._waiter_for(header.subject)
                 if waiter is None:

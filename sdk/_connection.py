@@ -23,6 +23,8 @@ from fabric.errors import ConnectionLost, FabricError, error_from_wire
 from fabric.transports import Link, open_unix_link, open_zmq_link
 from fabric.wire import Header, Kind, decode_header, encode_header
 
+from ._shared import SharedPool
+
 __all__ = ["Connection", "ConnectionState", "parse_urls"]
 
 log = logging.getLogger("sdk.connection")
@@ -86,10 +88,12 @@ class Connection:
         self._connected = asyncio.Event()
         self._handshake: asyncio.Future[dict[str, Any]] | None = None
         self._pongs: dict[int, asyncio.Future[None]] = {}
-        self._controls: dict[int, asyncio.Future[Any]] = {}
+        self._controls: dict[int, asyncio.Future[tuple[Header, memoryview]]] = {}
         self._ids = random.getrandbits(48)
         self._tasks: set[asyncio.Task[None]] = set()
         self._reconnects = 0
+        #: The node's shared-memory pool, when it serves one and we are on its host.
+        self.shared = SharedPool()
 
     # -- public -------------------------------------------------------------------------
 
@@ -214,6 +218,7 @@ class Connection:
                 await task
         if self.link is not None:
             self.link.close()
+        self.shared.detach()
         self._fail_waiters(ConnectionLost("connection closed"))
 
     # -- LinkHandler --------------------------------------------------------------------
@@ -248,9 +253,9 @@ class Connection:
                 except Exception:
                     self._handshake.set_exception(ConnectionLost("node sent a bad WELCOME"))
         elif kind is Kind.CONTROL:
-            fut = self._controls.get(header.msg_id)
-            if fut is not None and not fut.done():
-                fut.set_result((header, payload))
+            call = self._controls.get(header.msg_id)
+            if call is not None and not call.done():
+                call.set_result((header, payload))
 
     def link_lost(self, exc: BaseException | None) -> None:
         if self.state is ConnectionState.CLOSED:
@@ -262,6 +267,7 @@ class Connection:
         log.info("lost node %s: %s", self.node, exc or "closed")
         self.state = ConnectionState.RECONNECTING
         self._connected.clear()
+        self.shared.detach()
         self._fail_waiters(ConnectionLost(f"link to node {self.node} dropped"))
         self._on_lost()
         if self._reconnect:
@@ -282,7 +288,7 @@ class Connection:
 
     def _control_error(self, header: Header, payload: memoryview) -> bool:
         """An ERR answering a control call or handshake fails that call."""
-        fut = self._controls.get(header.msg_id)
+        fut: asyncio.Future[Any] | None = self._controls.get(header.msg_id)
         if fut is None and self._handshake is not None and not self._handshake.done():
             fut = self._handshake
         if fut is None or fut.done():
@@ -295,7 +301,8 @@ class Connection:
         return True
 
     def _fail_waiters(self, exc: FabricError) -> None:
-        for fut in [*self._pongs.values(), *self._controls.values()]:
+        waiting: list[asyncio.Future[Any]] = [*self._pongs.values(), *self._controls.values()]
+        for fut in waiting:
             if not fut.done():
                 fut.set_exception(exc)
 
@@ -324,6 +331,9 @@ class Connection:
             raise ConnectionLost(f"no handshake from {url}") from None
         self.welcome = welcome
         self.max_payload = int(welcome.get("max_payload", _DEFAULT_MAX_PAYLOAD))
+        pool = welcome.get("pool")
+        if isinstance(pool, dict) and url.startswith("unix://"):
+            await self.shared.attach(self, pool, int(welcome.get("session", 0)))
         self._heartbeat = float(welcome.get("heartbeat", 2.0))
         self._last_rx = time.monotonic()
         self.state = ConnectionState.CONNECTED

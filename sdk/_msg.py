@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgpack
@@ -25,7 +26,9 @@ class Msg:
     """One delivered message (or reply, or stream chunk)."""
 
     __slots__ = (
+        "__weakref__",
         "_agent",
+        "_release",
         "data",
         "deadline",
         "headers",
@@ -64,6 +67,35 @@ class Msg:
         self.msg_id = msg_id
         self.traceparent = traceparent
         self._agent = agent
+        #: Gives a shared-memory slot back; set when ``data`` is a view over the pool.
+        self._release: Callable[[], Any] | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Whether ``data`` is a read-only view over the node's shared memory."""
+        return self._release is not None
+
+    def release(self) -> None:
+        """Done with ``data``: its shared-memory slot may be reused. Idempotent.
+
+        Views derived from ``data`` (a numpy array, a slice) must not be used afterwards;
+        copy what you keep. Messages that are not shared need no release.
+        """
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+    def __enter__(self) -> Msg:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    async def __aenter__(self) -> Msg:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
 
     def __repr__(self) -> str:
         return f"<Msg {self.subject!r} {len(self.data)} bytes>"

@@ -139,7 +139,27 @@ async def state_writer(url: str, name: str, key: str, ttl: str) -> None:
                 say("refused", exc.code)
 
 
+async def big_reader(url: str, name: str, subject: str, hold: str = "") -> None:
+    """Prints ``read SHA256 SHARED`` for every message on ``subject``; releases each one,
+    unless ``hold`` is set: then it keeps every message (and its slot) until killed."""
+    import hashlib
+
+    kept: list[Msg] = []
+    async with connect(name, url) as agent:
+        sub = await agent.subscribe(subject)
+        await agent.flush()
+        say("ready", os.getpid())
+        async for msg in sub:
+            digest = hashlib.sha256(msg.data).hexdigest()
+            say("read", digest, msg.shared, len(msg.data))
+            if hold:
+                kept.append(msg)
+            else:
+                msg.release()
+
+
 ROLES = {
+    "big-reader": big_reader,
     "state-writer": state_writer,
     "echo": echo,
     "reviewers": reviewers,

@@ -140,35 +140,34 @@ def _declare_roles(session: Any, name: str, roles: Sequence[str]) -> list[Any]:
 
         queryable("bench/stream", stream)
     if "sink" in roles:
-        lock = threading.Lock()
-        state = {"count": 0, "target": 0}
+        # Only Zenoh's delivery thread writes the count while messages flow; the end query
+        # resets it once the sender has stopped, so the hot path needs no lock.
+        count = [0]
+        target = [0]
         reached = threading.Event()
 
         def on_sample(_sample: Any) -> None:
-            with lock:
-                state["count"] += 1
-                if state["target"] and state["count"] >= state["target"]:
-                    reached.set()
+            count[0] += 1
+            if target[0] and count[0] >= target[0]:
+                reached.set()
 
         declared.append(session.declare_subscriber("bench/tp", on_sample))
 
-        def finish(query: Any, target: int) -> None:
-            with lock:
-                state["target"] = target
-                if state["count"] >= target:
-                    reached.set()
+        def finish(query: Any, wanted: int) -> None:
+            target[0] = wanted
+            if count[0] >= wanted:
+                reached.set()
             reached.wait(_OP_TIMEOUT_S)
-            with lock:
-                counted = state["count"]
-                state["count"], state["target"] = 0, 0
-                reached.clear()
+            counted = count[0]
+            count[0], target[0] = 0, 0
+            reached.clear()
             query.reply(query.key_expr, str(counted).encode())
             query.drop()
 
         def on_end(query: Any) -> None:
             # Waiting here would hold a Zenoh thread that also delivers the samples.
-            target = int(query.payload.to_bytes())
-            threading.Thread(target=finish, args=(query, target), daemon=True).start()
+            wanted = int(query.payload.to_bytes())
+            threading.Thread(target=finish, args=(query, wanted), daemon=True).start()
 
         queryable("bench/tpend", on_end)
     return declared

@@ -24,6 +24,7 @@ from ._memfd import (
 )
 from ._pool import ClassStats, PoolStats, SlotPool, SlotState
 from ._region import SharedRegion
+from ._service import PoolService, SharedDelivery
 from ._settings import PAGE, PoolSettings, SlotClassSpec
 
 __all__ = [
@@ -35,9 +36,11 @@ __all__ = [
     "Descriptor",
     "PoolGate",
     "PoolLayout",
+    "PoolService",
     "PoolSettings",
     "PoolStats",
     "ReleaseBatcher",
+    "SharedDelivery",
     "SharedRegion",
     "Slot",
     "SlotClassSpec",

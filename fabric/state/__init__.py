@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ._backend import StateBackend
 from ._embedded import EmbeddedBackend
 from ._lease import LeaseTable
+from ._service import STATE_PREFIX, StateService
 from ._store import StateStore, blob_ref
 from ._types import (
     DEFAULT_MAX_BLOB_BYTES,
@@ -23,8 +24,6 @@ from ._types import (
     StateStats,
 )
 
-from ._service import STATE_PREFIX, StateService
-
 if TYPE_CHECKING:
     from ..config import NodeSettings
     from ._redis import RedisBackend
@@ -33,12 +32,12 @@ __all__ = [
     "DEFAULT_MAX_BLOB_BYTES",
     "DEFAULT_MAX_VALUE_BYTES",
     "MAX_KEY_CHARS",
+    "STATE_PREFIX",
     "BytesLike",
     "EmbeddedBackend",
     "HolderDropped",
     "Lease",
     "LeaseTable",
-    "STATE_PREFIX",
     "RedisBackend",
     "StateBackend",
     "StateService",
