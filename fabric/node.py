@@ -20,6 +20,7 @@ from typing import Any
 import msgpack
 from typing_extensions import Buffer
 
+from .auth import Authorizer
 from .config import NodeSettings
 from .errors import (
     BadDescriptor,
@@ -29,6 +30,7 @@ from .errors import (
     RemoteProtocolError,
     Timeout,
 )
+from .mesh import Mesh, start_mesh
 from .routing import INBOX_PREFIX, InterestTable
 from .session import Session, SessionState
 from .shm import PoolService, SharedDelivery
@@ -95,6 +97,10 @@ class Node:
         self.state: StateService | None = None
         #: The shared-memory pool (``$pool.*`` calls, SHM publishes); None when disabled.
         self.pool: PoolService | None = None
+        #: Peer links and forwarding (fabric/mesh); None when no cluster or hub is configured.
+        self.mesh: Mesh | None = None
+        #: Agent credentials and subject permissions; None when no auth file is configured.
+        self.auth: Authorizer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -112,6 +118,8 @@ class Node:
         Raises:
             ConnectionLost: when an endpoint cannot be bound (in use, no permission).
         """
+        if self.settings.auth_file is not None:
+            self.auth = Authorizer.from_file(self.settings.auth_file)
         loop = asyncio.get_running_loop()
         path = self.settings.socket
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -126,6 +134,7 @@ class Node:
         if self.settings.shm:
             self.pool = PoolService(self.settings.pool, self.settings.name, self._pool_attached)
             await self.pool.start(path.with_name(path.name + ".pool"))
+        self.mesh = await start_mesh(self)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -139,6 +148,8 @@ class Node:
             self._unix_server.close()
         if self._zmq is not None:
             self._zmq.close()
+        if self.mesh is not None:
+            self.mesh.close()
         for bound in list(self._links.values()):
             bound.link.close()
         with contextlib.suppress(FileNotFoundError):
@@ -170,6 +181,8 @@ class Node:
         session.close()
         self._links.pop(session, None)
         self.interest.drop_session(session)
+        if self.mesh is not None:
+            self.mesh.local_drop(session)
         self.stats.sessions_dropped += 1
         if self.pool is not None:
             self.pool.session_closed(session.id, session)
@@ -237,11 +250,19 @@ class Node:
             session.check(header.kind)
             kind = header.kind
             if kind is Kind.PUB:
+                if self.auth is not None:
+                    self.auth.check_publish(session.name, header.subject)
                 self._publish(bound, header, payload)
             elif kind is Kind.SUB:
+                if self.auth is not None:
+                    self.auth.check_subscribe(session.name, header.subject, header.queue)
                 self.interest.add(session, header.sid, header.subject, header.queue)
+                if self.mesh is not None:
+                    self.mesh.local_sub(session, header.sid, header.subject, header.queue)
             elif kind is Kind.UNSUB:
                 self.interest.remove(session, header.sid)
+                if self.mesh is not None:
+                    self.mesh.local_unsub(session, header.sid)
             elif kind is Kind.PING:
                 self._send(bound, Header(Kind.PONG, msg_id=header.msg_id))
             elif kind is Kind.HELLO:
@@ -273,6 +294,8 @@ class Node:
         if type(name) is not str or not name or not isinstance(labels, dict):
             raise RemoteProtocolError("HELLO needs a name and a map of labels")
         labels = {str(k): str(v) for k, v in labels.items()}
+        if self.auth is not None:
+            self.auth.authenticate(name, info.get("credential"))
         bound.session.activate(name, labels, time.monotonic())
         welcome = {
             "node": self.settings.name,
@@ -294,7 +317,8 @@ class Node:
                 self._valid_subjects.clear()  # bounded; refilled by the hot subjects
             if not subject.startswith(INBOX_PREFIX):
                 self._valid_subjects.add(subject)
-        route = self.interest.route(subject)
+        mesh = self.mesh
+        route = self.interest.route(subject) if mesh is None else mesh.route(subject, header, bound)
         targets = [
             (target, sub.sid)
             for sub in route.targets
@@ -324,6 +348,10 @@ class Node:
                 reached += 1
             elif shared is not None:
                 shared.undeliverable(target.session)
+        if mesh is not None and mesh.forward(
+            bound, header, payload if shared is None else shared.body_for(None)[0], route, reached
+        ):
+            return  # the mesh answers STATUS once peers reported their counts
         if header.flags and header.reply:
             if reached == 0 and header.flags & Flags.NO_RESPONDERS:
                 self.stats.no_responders += 1
@@ -426,6 +454,7 @@ class Node:
             "endpoints": self.endpoints,
             "stats": {k: getattr(self.stats, k) for k in NodeStats.__slots__},  # type: ignore[attr-defined]
             "pool": self.pool.stats() if self.pool is not None else None,
+            "mesh": self.mesh.status() if self.mesh is not None else None,
             "sessions": [
                 {
                     "id": b.session.id,

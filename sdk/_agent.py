@@ -303,11 +303,13 @@ class Agent:
         *,
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
+        prefer: dict[str, str] | None = None,
     ) -> Msg:
         """Send and wait for the first reply.
 
         The deadline (``timeout``, or what is left of the one inherited from the message
-        being handled) travels with the message.
+        being handled) travels with the message. ``prefer`` asks for queue members whose
+        labels match (``{"site": "edge-paris"}``, ``{"gpu": "1"}``) before nearer ones.
 
         Raises:
             NoResponders: nobody listens on ``subject`` (at once, not after the timeout).
@@ -317,6 +319,7 @@ class Agent:
             InvalidSubject, PayloadTooLarge: before anything is sent.
         """
         validate_subject(subject)
+        headers = with_prefer(headers, prefer)
         deadline = effective_deadline(timeout, self.default_timeout)
         payload = encode_payload(data)
         if not self._conn.connected:
@@ -356,6 +359,7 @@ class Agent:
         quorum: int | None = None,
         deadline: float = 1.5,
         headers: dict[str, str] | None = None,
+        prefer: dict[str, str] | None = None,
     ) -> GatherResult:
         """Fan a request out to every subscriber (one per queue group) and fan replies in.
 
@@ -370,6 +374,7 @@ class Agent:
         validate_subject(subject)
         if quorum is not None and quorum < 1:
             raise ValueError("quorum must be at least 1")
+        headers = with_prefer(headers, prefer)
         until = effective_deadline(deadline, deadline)
         payload = encode_payload(data)
         if not self._conn.connected:
@@ -409,6 +414,7 @@ class Agent:
         timeout: float | None = None,
         concurrency: int = 16,
         headers: dict[str, str] | None = None,
+        prefer: dict[str, str] | None = None,
     ) -> list[Msg | FabricError]:
         """One request per item over ``subject`` (usually a queue group), at most
         ``concurrency`` in flight. Results are in input order; an item that failed holds
@@ -428,7 +434,7 @@ class Agent:
             for i in cursor:
                 try:
                     results[i] = await self.request(
-                        subject, work[i], timeout=timeout, headers=headers
+                        subject, work[i], timeout=timeout, headers=headers, prefer=prefer
                     )
                 except FabricError as exc:
                     results[i] = exc
@@ -444,6 +450,7 @@ class Agent:
         timeout: float | None = None,
         window: int = 64,
         headers: dict[str, str] | None = None,
+        prefer: dict[str, str] | None = None,
     ) -> StreamReply:
         """Stream a reply: ``async for chunk in agent.stream(...)``.
 
@@ -456,7 +463,9 @@ class Agent:
         validate_subject(subject)
         if window < 2:
             raise ValueError("window must be at least 2")
-        return StreamReply(self, subject, encode_payload(data), timeout, window, headers)
+        return StreamReply(
+            self, subject, encode_payload(data), timeout, window, with_prefer(headers, prefer)
+        )
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until everything sent so far has been processed by the node.
@@ -667,6 +676,21 @@ class Agent:
         self._conn.send(Header(Kind.SUB, subject=f"{self._inbox}.>", sid=0))
         for sub in self._subs.values():
             self._conn.send(Header(Kind.SUB, subject=sub.subject, queue=sub.queue, sid=sub.sid))
+
+
+#: User header that carries ``prefer=`` labels to the nodes (fabric.mesh reads it).
+PREFER_HEADER = "fabric-prefer"
+
+
+def with_prefer(
+    headers: dict[str, str] | None, prefer: dict[str, str] | None
+) -> dict[str, str] | None:
+    """Headers with the ``prefer=`` labels added as ``k=v,k2=v2`` (unchanged without any)."""
+    if not prefer:
+        return headers
+    out = dict(headers or {})
+    out[PREFER_HEADER] = ",".join(f"{k}={v}" for k, v in prefer.items())
+    return out
 
 
 async def _await(result: Awaitable[Any]) -> None:

@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -67,13 +68,14 @@ class _KeyCheck:
 
 def _send(sock: zmq.asyncio.Socket, frames: tuple[Buffer, ...], size: int) -> bool:
     try:
-        fut = sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=size < _COPY_LIMIT)  # type: ignore[arg-type]
+        fut = cast(
+            "asyncio.Future[Any]",
+            sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=size < _COPY_LIMIT),  # type: ignore[arg-type]
+        )
     except zmq.ZMQError:
         return False
-    if fut.done():
-        if fut.cancelled() or fut.exception() is not None:
-            return False
-    return True
+    # With NOBLOCK a refused send fails the future at once; reading it marks it retrieved.
+    return not (fut.done() and (fut.cancelled() or fut.exception() is not None))
 
 
 class PeerListener:

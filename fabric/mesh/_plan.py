@@ -17,6 +17,7 @@ from ..routing import Subscription
 from ._interest import Labels, RemoteEntry
 
 __all__ = [
+    "PREFER_HEADER",
     "GroupKey",
     "Plan",
     "decode_groups",

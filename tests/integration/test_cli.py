@@ -66,3 +66,16 @@ async def test_node_reads_environment_and_toml(tmp_path, fabric_env):
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 30) == 0, "SIGTERM is a clean shutdown"
+
+
+async def test_readme_example_runs_against_a_node(node, fabric_env):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "hello.py"
+    env = {**fabric_env, "FABRIC_URL": node.url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(example), env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    assert out.decode().strip() == "hello, world"

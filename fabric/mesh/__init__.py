@@ -1,0 +1,41 @@
+"""The broker mesh: cloud nodes in a full-mesh cluster, edge nodes attached as leaves.
+
+Peer links run over ZeroMQ (CurveZMQ when keys are configured); nodes announce interest to
+each other and forward only where it exists, under rules that make loops impossible
+(``_strategy``). See docs/mesh.md.
+"""
+
+from ._interest import Delta, InterestKey, MeshInterest, RemoteEntry
+from ._links import CurveKeys
+from ._mesh import Mesh, MeshRoute, PeerOrigin, parse_peer_url, start_mesh
+from ._peer import LinkState, PeerLinkState
+from ._plan import PREFER_HEADER, Plan, decode_groups, decode_prefer, encode_groups, plan_route
+from ._strategy import PeerKind, Role, Strategy, strategy_for
+from ._tally import Tally, TallyBook
+
+__all__ = [
+    "PREFER_HEADER",
+    "CurveKeys",
+    "Delta",
+    "InterestKey",
+    "LinkState",
+    "Mesh",
+    "MeshInterest",
+    "MeshRoute",
+    "PeerKind",
+    "PeerLinkState",
+    "PeerOrigin",
+    "Plan",
+    "RemoteEntry",
+    "Role",
+    "Strategy",
+    "Tally",
+    "TallyBook",
+    "decode_groups",
+    "decode_prefer",
+    "encode_groups",
+    "parse_peer_url",
+    "plan_route",
+    "start_mesh",
+    "strategy_for",
+]

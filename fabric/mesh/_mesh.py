@@ -1,0 +1,678 @@
+"""The mesh driver: peer links, interest announcements, forwarding and counting, around the
+pure pieces (``Strategy``, ``MeshInterest``, ``plan_route``, ``TallyBook``, ``PeerLinkState``).
+
+The node calls in at a handful of points (``route``/``forward`` in its publish path, the
+``local_*`` hooks where agent interest changes); a message from a peer enters the node's own
+publish path with a ``PeerOrigin`` standing in for the sending session, so local delivery,
+validation and counters are the node's, not a second copy here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from typing_extensions import Buffer
+
+from ..errors import ConfigError, ConnectionLost, FabricError, RemoteProtocolError
+from ..routing import INBOX_PREFIX, Route
+from ..wire import Flags, Header, Kind, Status, decode_header, encode_header
+from ._interest import InterestKey, Labels, MeshInterest
+from ._links import CurveKeys, PeerDialer, PeerListener
+from ._peer import LinkState, PeerLinkState
+from ._plan import GroupKey, decode_groups, decode_prefer, encode_groups, mismatch, plan_route
+from ._protocol import (
+    HELLO,
+    INTEREST,
+    REFUSE,
+    WELCOME,
+    PeerInfo,
+    decode_announce,
+    decode_info,
+    encode_announce,
+    encode_info,
+)
+from ._strategy import PeerKind, Role, strategy_for
+from ._tally import Tally, TallyBook
+
+if TYPE_CHECKING:
+    from ..config import NodeSettings
+    from ..node import Node
+
+__all__ = ["Mesh", "MeshRoute", "PeerOrigin", "parse_peer_url", "start_mesh"]
+
+log = logging.getLogger("fabric.mesh")
+
+#: How long a counted message waits for peers' counts when it carries no deadline.
+_DEFAULT_TALLY_S = 5.0
+_HANDSHAKE_S = 3.0
+
+
+def parse_peer_url(text: str) -> tuple[str, bytes | None]:
+    """``tcp://host:port[?key=Z85]`` -> (endpoint, server key or None)."""
+    url, sep, key = text.partition("?key=")
+    return url, (key.encode() if sep else None)
+
+
+@dataclass(slots=True)
+class MeshRoute(Route):
+    """A route with the peers the message goes to and the groups each must serve."""
+
+    peers: dict[str, list[GroupKey]] = field(default_factory=dict)
+
+
+@dataclass(eq=False, slots=True)
+class PeerOrigin:
+    """Stands in for the sending session when a peer's message enters the node's publish path."""
+
+    peer: str
+    kind: PeerKind
+
+
+@dataclass(slots=True)
+class _LocalUpstream:
+    bound: Any
+    reply: str
+    msg_id: int
+    flags: int
+
+
+@dataclass(slots=True)
+class _PeerUpstream:
+    peer: str
+    corr: int
+
+
+@dataclass(eq=False, slots=True)
+class _End:
+    """One transport end of a peer link (a dialer, or one identity on the listener)."""
+
+    send: Callable[[bytes, Buffer], bool]
+    close_transport: Callable[[], None]
+    dialed: bool
+    state: PeerLinkState
+    peer: str = ""
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    refused: str = ""
+
+
+@dataclass(eq=False, slots=True)
+class _Peer:
+    info: PeerInfo
+    kind: PeerKind
+    end: _End
+    origin: PeerOrigin
+
+
+class Mesh:
+    """A node's part in the mesh. Create with ``start_mesh``; ``close()`` to leave."""
+
+    def __init__(self, node: Node, settings: NodeSettings, curve: CurveKeys | None) -> None:
+        self.node = node
+        self.settings = settings
+        self.curve = curve
+        role = settings.role
+        if role == "auto":
+            role = "edge" if settings.leaf_of else "cloud"
+        self.role = Role(role)
+        self.strategy = strategy_for(self.role)
+        self.interest = MeshInterest(self.strategy)
+        self.tallies: TallyBook[_LocalUpstream | _PeerUpstream] = TallyBook()
+        self.info = PeerInfo(settings.name, settings.site, self.role, dict(settings.labels))
+        self._peers: dict[str, _Peer] = {}
+        self._ends_by_identity: dict[bytes, _End] = {}
+        self._local_keys: dict[Hashable, dict[int, InterestKey]] = {}
+        self._listener: PeerListener | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flush_scheduled = False
+        self._peer_down_events: dict[str, asyncio.Event] = {}
+        self.stats = {
+            "forwarded": 0,
+            "received": 0,
+            "send_failed": 0,
+            "dial_failures": 0,
+            "refused": 0,
+            "malformed": 0,
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen for peers and dial seeds / hubs.
+
+        Raises:
+            ConnectionLost: the cluster endpoint cannot be bound.
+        """
+        if self.settings.cluster:
+            if self.role is Role.EDGE:
+                raise ConfigError("an edge node does not accept peers: drop 'cluster'")
+            self._listener = PeerListener(self.settings.cluster, self._listener_frame, self.curve)
+        for seed in self.settings.seeds:
+            self._spawn(self._dial_loop(seed))
+        if self.settings.leaf_of:
+            self._spawn(self._hub_loop(list(self.settings.leaf_of)))
+        self._spawn(self._heartbeat())
+
+    @property
+    def endpoint(self) -> str | None:
+        return self._listener.endpoint if self._listener is not None else None
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for peer in list(self._peers.values()):
+            self._close_end(peer.end)
+        for end in list(self._ends_by_identity.values()):
+            self._close_end(end)
+        if self._listener is not None:
+            self._listener.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- dialling -----------------------------------------------------------------------
+
+    async def _dial_once(self, text: str) -> _End | None:
+        """Dial, send HELLO until WELCOME or the handshake time runs out."""
+        url, server_key = parse_peer_url(text)
+        end_box: list[_End] = []
+
+        def on_frame(header: bytes, payload: memoryview) -> None:
+            self._frame(end_box[0], header, payload)
+
+        try:
+            dialer = PeerDialer(url, on_frame, self.curve, server_key)
+        except ConnectionLost as exc:
+            log.error("%s", exc)
+            return None
+        end = _End(dialer.send, dialer.close, True, PeerLinkState(last_rx=time.monotonic()))
+        end_box.append(end)
+        hello = encode_header(Header(Kind.CONTROL, subject=HELLO))
+        payload = encode_info(self.info)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + _HANDSHAKE_S
+        while end.state.state is LinkState.HANDSHAKE and not end.closed.is_set():
+            if loop.time() > until:
+                break
+            dialer.send(hello, payload)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(end.closed.wait(), 0.1)
+        if end.state.state is LinkState.UP:
+            return end
+        if end.refused:
+            return end
+        self.stats["dial_failures"] += 1
+        self._close_end(end)
+        return None
+
+    async def _dial_loop(self, seed: str) -> None:
+        delay = 0.1
+        while True:
+            end = await self._dial_once(seed)
+            if end is not None and end.refused == "duplicate":
+                # The other direction carries this peer: redial only once it is gone.
+                down = self._peer_down_events.setdefault(end.peer, asyncio.Event())
+                await down.wait()
+                delay = 0.1
+                continue
+            if end is not None and end.state.state is LinkState.UP:
+                delay = 0.1
+                await end.closed.wait()
+                if end.refused == "duplicate" or (
+                    end.peer in self._peers and self._peers[end.peer].end is not end
+                ):
+                    down = self._peer_down_events.setdefault(end.peer, asyncio.Event())
+                    await down.wait()
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _hub_loop(self, urls: list[str]) -> None:
+        i = 0
+        delay = 0.1
+        while True:
+            end = await self._dial_once(urls[i % len(urls)])
+            if end is not None and end.state.state is LinkState.UP:
+                delay = 0.1
+                await end.closed.wait()
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            i += 1  # after a loss or a failure, fail over to the next hub of the list
+
+    # -- inbound ------------------------------------------------------------------------
+
+    def _listener_frame(self, identity: bytes, header: bytes, payload: memoryview) -> None:
+        end = self._ends_by_identity.get(identity)
+        if end is None:
+            listener = self._listener
+            assert listener is not None
+
+            def send(h: bytes, p: Buffer = b"") -> bool:
+                return listener.send(identity, h, p)
+
+            def forget() -> None:
+                self._ends_by_identity.pop(identity, None)
+
+            end = _End(send, forget, False, PeerLinkState(last_rx=time.monotonic()))
+            self._ends_by_identity[identity] = end
+        self._frame(end, header, payload)
+
+    def _frame(self, end: _End, raw: bytes, payload: memoryview) -> None:
+        if end.state.state is LinkState.CLOSED:
+            return
+        now = time.monotonic()
+        end.state.received(now)
+        try:
+            header = decode_header(raw)
+            kind = header.kind
+            if kind is Kind.PUB:
+                end.state.check("pub")
+                self._peer_publish(end, header, payload)
+            elif kind is Kind.STATUS:
+                end.state.check("status")
+                self._peer_status(end, header)
+            elif kind is Kind.PING:
+                end.send(encode_header(Header(Kind.PONG, msg_id=header.msg_id)), b"")
+            elif kind is Kind.PONG:
+                end.state.pong(header.msg_id, now)
+            elif kind is Kind.CONTROL:
+                self._control(end, header, payload)
+            else:
+                raise RemoteProtocolError(f"{kind.name} is not a mesh frame")
+        except FabricError as exc:
+            self.stats["malformed"] += 1
+            log.warning("bad frame from peer %s: %s", end.peer or "?", exc)
+
+    def _control(self, end: _End, header: Header, payload: memoryview) -> None:
+        subject = header.subject
+        if subject == INTEREST:
+            end.state.check("interest")
+            ann = decode_announce(payload)
+            if ann.full:
+                self.interest.peer_replace(end.peer, ann.add)
+            else:
+                self.interest.peer_delta(end.peer, ann.add, ann.remove)
+            self._schedule_flush()
+        elif subject == HELLO:
+            end.state.check("hello")
+            if end.dialed:
+                raise RemoteProtocolError("HELLO on a link we dialled")
+            info = decode_info(payload)
+            kind = self.strategy.accepts(info.role)
+            if kind is None or info.name == self.info.name:
+                self._refuse(end, f"a {self.role.value} node does not take {info.role.value} peers")
+                return
+            if end.state.state is LinkState.UP:
+                # Our WELCOME was lost and the dialer repeats itself: answer again.
+                self._welcome(end)
+                return
+            self._welcome(end)
+            self._link_up(end, info, kind)
+        elif subject == WELCOME:
+            end.state.check("welcome")
+            info = decode_info(payload)
+            if end.state.state is LinkState.UP:
+                return  # answer to a repeated HELLO
+            if info.role is Role.CLOUD and self.role is Role.CLOUD:
+                kind = PeerKind.CLUSTER
+            elif info.role is Role.CLOUD and self.role is Role.EDGE:
+                kind = PeerKind.HUB
+            else:
+                self._refuse(end, "peer role does not fit")
+                return
+            self._link_up(end, info, kind)
+        elif subject == REFUSE:
+            end.state.check("refuse")
+            reason = _refuse_reason(payload)
+            end.refused = reason
+            if reason != "duplicate":
+                log.warning("peer %s refused the link: %s", end.peer or "?", reason)
+            self.stats["refused"] += 1
+            self._close_end(end)
+        else:
+            raise RemoteProtocolError(f"unknown mesh control {subject!r}")
+
+    def _welcome(self, end: _End) -> None:
+        end.send(encode_header(Header(Kind.CONTROL, subject=WELCOME)), encode_info(self.info))
+
+    def _refuse(self, end: _End, reason: str) -> None:
+        import msgpack
+
+        end.refused = reason
+        end.send(
+            encode_header(Header(Kind.CONTROL, subject=REFUSE)), msgpack.packb({"reason": reason})
+        )
+        self._close_end(end)
+
+    # -- links up and down --------------------------------------------------------------
+
+    def _link_up(self, end: _End, info: PeerInfo, kind: PeerKind) -> None:
+        end.peer = info.name
+        end.state.up(time.monotonic())
+        existing = self._peers.get(info.name)
+        if existing is not None and existing.end is not end:
+            if self._keeps(existing.end, end, info.name):
+                self._refuse(end, "duplicate")
+                return
+            old = existing.end
+            existing.end = end
+            existing.info = info
+            self._refuse(old, "duplicate")
+            self._send_full(info.name)
+            return
+        peer = _Peer(info, kind, end, PeerOrigin(info.name, kind))
+        self._peers[info.name] = peer
+        self._peer_down_events.pop(info.name, None)
+        log.info("peer %s (%s, site %s) is up", info.name, kind.value, info.site)
+        self._send_full(info.name)
+        self._schedule_flush()
+
+    def _keeps(self, old: _End, new: _End, peer: str) -> bool:
+        """With two links to one peer, keep the one dialled by the lower name (both ends agree);
+        with two dialled by the same side, the newer (the older is stale)."""
+        me = self.info.name
+
+        def dialer(e: _End) -> str:
+            return me if e.dialed else peer
+
+        if dialer(old) == dialer(new):
+            return False
+        return dialer(old) == min(me, peer)
+
+    def _send_full(self, name: str) -> None:
+        peer = self._peers[name]
+        full = self.interest.peer_up(name, peer.kind)
+        header = encode_header(Header(Kind.CONTROL, subject=INTEREST))
+        peer.end.send(header, encode_announce(True, full, set()))
+
+    def _close_end(self, end: _End) -> None:
+        if end.state.state is LinkState.CLOSED:
+            return
+        end.state.close()
+        end.close_transport()
+        end.closed.set()
+        peer = self._peers.get(end.peer)
+        if peer is not None and peer.end is end:
+            self._peer_down(end.peer)
+
+    def _peer_down(self, name: str) -> None:
+        self._peers.pop(name, None)
+        log.info("peer %s is down; dropping its interest", name)
+        self.interest.peer_down(name)
+        for tally in self.tallies.peer_lost(name):
+            self._finish(tally)
+        self._peer_down_events.setdefault(name, asyncio.Event()).set()
+        self._schedule_flush()
+
+    async def _heartbeat(self) -> None:
+        interval = self.settings.mesh_heartbeat
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for peer in list(self._peers.values()):
+                end = peer.end
+                if end.state.silent(now, 3 * interval):
+                    log.warning("peer %s missed its heartbeats", peer.info.name)
+                    self._close_end(end)
+                    continue
+                seq = end.state.ping(now)
+                end.send(encode_header(Header(Kind.PING, msg_id=seq)), b"")
+            for identity, end in list(self._ends_by_identity.items()):
+                if end.state.state is LinkState.HANDSHAKE and end.state.silent(now, _HANDSHAKE_S):
+                    self._close_end(end)
+                elif end.state.state is LinkState.CLOSED:
+                    self._ends_by_identity.pop(identity, None)
+            for tally in self.tallies.expire(now):
+                self._finish(tally)
+
+    # -- interest -----------------------------------------------------------------------
+
+    def _labels(self, session: Any) -> Labels:
+        labels = {"site": self.settings.site}
+        labels.update(getattr(session, "labels", {}) or {})
+        return tuple(sorted(labels.items()))
+
+    def local_sub(self, session: Hashable, sid: int, pattern: str, queue: str) -> None:
+        """An agent subscribed (after the interest table accepted it)."""
+        keys = self._local_keys.setdefault(session, {})
+        old = keys.pop(sid, None)
+        if old is not None:
+            self.interest.local_remove(old)
+        key: InterestKey = (pattern, queue, self._labels(session) if queue else ())
+        keys[sid] = key
+        self.interest.local_add(key)
+        self._schedule_flush()
+
+    def local_unsub(self, session: Hashable, sid: int) -> None:
+        keys = self._local_keys.get(session)
+        if keys and sid in keys:
+            self.interest.local_remove(keys.pop(sid))
+            self._schedule_flush()
+
+    def local_drop(self, session: Hashable) -> None:
+        for key in self._local_keys.pop(session, {}).values():
+            self.interest.local_remove(key)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        header = encode_header(Header(Kind.CONTROL, subject=INTEREST))
+        for name, delta in self.interest.take_deltas().items():
+            peer = self._peers.get(name)
+            if peer is not None:
+                peer.end.send(header, encode_announce(False, delta.add, delta.remove))
+
+    # -- publish path -------------------------------------------------------------------
+
+    def route(self, subject: str, header: Header, bound: Any) -> Route:
+        """Local targets and peer copies for one message (called by ``Node._publish``)."""
+        origin = bound if isinstance(bound, PeerOrigin) else None
+        prefer = decode_prefer(header.headers)
+        labels = self._labels
+        rank = (lambda s: float(mismatch(prefer, labels(s.session)))) if prefer else None
+        local = self.node.interest.route(subject, rank)
+        remote = self.interest.trie.match(subject, cache=not subject.startswith(INBOX_PREFIX))
+        if not remote and origin is None:
+            return local
+        strategy = self.strategy
+        peers = self._peers
+        came_from = origin.peer if origin is not None else None
+        origin_kind = origin.kind if origin is not None else None
+
+        def may_send(name: str) -> bool:
+            peer = peers.get(name)
+            return (
+                peer is not None
+                and name != came_from
+                and strategy.may_forward(origin_kind, peer.kind)
+            )
+
+        plan = plan_route(
+            local.targets,
+            remote,
+            may_send=may_send,
+            only_groups=decode_groups(header.queue) if origin is not None else None,
+            prefer=prefer,
+            local_labels=lambda s: dict(labels(s.session)),
+            site=self.settings.site,
+            rtt=self._rtt,
+        )
+        return MeshRoute(plan.local, plan.peers)
+
+    def _rtt(self, name: str) -> float:
+        peer = self._peers.get(name)
+        if peer is None or peer.end.state.rtt is None:
+            return 1.0  # unmeasured: behind every measured peer
+        return peer.end.state.rtt
+
+    def forward(
+        self, bound: Any, header: Header, payload: Buffer, route: Route, reached: int
+    ) -> bool:
+        """Send the peer copies; returns True when the mesh owns the STATUS answer."""
+        origin = bound if isinstance(bound, PeerOrigin) else None
+        targets = route.peers if isinstance(route, MeshRoute) else {}
+        if origin is not None:
+            counted = bool(header.flags & Flags.COUNT)
+        else:
+            flags = header.flags
+            counted = bool(header.reply) and bool(
+                flags & Flags.COUNT or (flags & Flags.NO_RESPONDERS and reached == 0)
+            )
+        if not targets:
+            if origin is not None and counted:
+                self._send_count(origin.peer, header.sid, reached)
+            return origin is not None
+        corr = 0
+        if counted:
+            budget = header.timeout_ms / 1000 if header.timeout_ms else _DEFAULT_TALLY_S
+            upstream: _LocalUpstream | _PeerUpstream = (
+                _PeerUpstream(origin.peer, header.sid)
+                if origin is not None
+                else _LocalUpstream(bound, header.reply, header.msg_id, header.flags)
+            )
+            corr = self.tallies.open(
+                upstream, header.msg_id, reached, set(targets), time.monotonic() + budget
+            )
+        for name, groups in targets.items():
+            out = Header(
+                Kind.PUB,
+                subject=header.subject,
+                reply=header.reply,
+                msg_id=header.msg_id,
+                timeout_ms=header.timeout_ms,
+                traceparent=header.traceparent,
+                headers=header.headers,
+                sid=corr,
+                queue=encode_groups(groups),
+                status=header.status,
+                seq=header.seq,
+                flags=Flags.COUNT if counted else 0,
+            )
+            peer = self._peers.get(name)
+            ok = peer is not None and peer.end.send(encode_header(out), payload)
+            if ok:
+                self.stats["forwarded"] += 1
+            else:
+                self.stats["send_failed"] += 1
+                if counted:
+                    done = self.tallies.answer(name, corr, 0)
+                    if done is not None:
+                        self._finish(done)
+        return origin is not None or counted
+
+    def _peer_publish(self, end: _End, header: Header, payload: memoryview) -> None:
+        peer = self._peers.get(end.peer)
+        if peer is None or peer.end is not end:
+            return  # a superseded link's last frames: the live link carries this peer now
+        if header.flags & ~Flags.COUNT:
+            raise RemoteProtocolError("a forwarded message carries only the COUNT flag")
+        self.stats["received"] += 1
+        self.node._publish(peer.origin, header, payload)  # type: ignore[arg-type]
+
+    def _peer_status(self, end: _End, header: Header) -> None:
+        if header.status != Status.ROUTED:
+            raise RemoteProtocolError(f"unexpected mesh STATUS {header.status}")
+        done = self.tallies.answer(end.peer, header.sid, header.seq)
+        if done is not None:
+            self._finish(done)
+
+    def _send_count(self, name: str, corr: int, count: int) -> None:
+        peer = self._peers.get(name)
+        if peer is not None:
+            status = Header(Kind.STATUS, sid=corr, status=Status.ROUTED, seq=count)
+            peer.end.send(encode_header(status), b"")
+
+    def _finish(self, tally: Tally[_LocalUpstream | _PeerUpstream]) -> None:
+        up = tally.upstream
+        if isinstance(up, _PeerUpstream):
+            self._send_count(up.peer, up.corr, tally.total)
+            return
+        if tally.total == 0 and up.flags & Flags.NO_RESPONDERS:
+            self.node.stats.no_responders += 1
+            status = Header(
+                Kind.STATUS, subject=up.reply, msg_id=up.msg_id, status=Status.NO_RESPONDERS
+            )
+        elif up.flags & Flags.COUNT:
+            status = Header(
+                Kind.STATUS, subject=up.reply, msg_id=up.msg_id, status=Status.ROUTED,
+                seq=tally.total,
+            )
+        else:
+            return
+        self.node._send(up.bound, status)
+
+    # -- introspection ------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Peers, links, round trips and interest, for ``fabric mesh``."""
+        return {
+            "role": self.role.value,
+            "cluster": self.endpoint,
+            "peers": [
+                {
+                    "name": name,
+                    "kind": p.kind.value,
+                    "site": p.info.site,
+                    "labels": p.info.labels,
+                    "dialed": p.end.dialed,
+                    "rtt_ms": None if p.end.state.rtt is None else round(p.end.state.rtt * 1e3, 3),
+                    "interest": sorted(
+                        [k[0], k[1]] for k in self.interest.remote_keys(name)
+                    ),
+                }
+                for name, p in sorted(self._peers.items())
+            ],
+            "local_interest": len(self.interest.local),
+            "open_tallies": len(self.tallies),
+            "stats": dict(self.stats),
+        }
+
+
+def _refuse_reason(payload: memoryview) -> str:
+    import msgpack
+
+    try:
+        value = msgpack.unpackb(payload, raw=False)
+        return str(value.get("reason", "refused"))
+    except Exception:
+        return "refused"
+
+
+def _curve_from(settings: NodeSettings) -> CurveKeys | None:
+    from ..auth import load_keypair, resolve_public_key
+
+    if settings.curve_key is None:
+        if settings.curve_allowed:
+            raise ConfigError("curve_allowed needs curve_key (this node's own key pair)")
+        return None
+    public, secret = load_keypair(settings.curve_key)
+    allowed = frozenset(resolve_public_key(k) for k in settings.curve_allowed)
+    return CurveKeys(public, secret, allowed)
+
+
+async def start_mesh(node: Node) -> Mesh | None:
+    """The node's mesh, started; None when the settings name no peers and no cluster.
+
+    Raises:
+        ConfigError: inconsistent mesh or key settings. ConnectionLost: cannot listen.
+    """
+    settings = node.settings
+    if not (settings.cluster or settings.seeds or settings.leaf_of):
+        return None
+    mesh = Mesh(node, settings, _curve_from(settings))
+    await mesh.start()
+    return mesh
+
