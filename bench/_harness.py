@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench._outcome import CaseOutcome
+from bench._outcome import CaseOutcome, Kind
 from bench._stats import new_histogram, summarise
 from bench.systems._base import Client
 from fabric.errors import RemoteProtocolError, Timeout
@@ -42,10 +42,17 @@ class CaseParams:
 
 @dataclass(frozen=True)
 class Profile:
-    """How hard a run pushes: ``full`` for numbers, ``quick`` for a smoke run."""
+    """How hard a run pushes: ``full`` for numbers, ``quick`` for a smoke run.
+
+    A run makes ``rounds`` passes over every system, each measuring every case ``repeats``
+    times. Several rounds interleave the systems in time, so background load on a shared
+    machine lands on one repeat of every system instead of on all repeats of one.
+    """
 
     name: str
     repeats: int
+    """Repeats of each case within one round."""
+    rounds: int
     scale: float
     """Fraction of each scenario's nominal counts."""
     budget_s: float
@@ -59,9 +66,21 @@ class Profile:
             budget_s=self.budget_s if budget_s is None else min(budget_s, self.budget_s * 2),
         )
 
+    @property
+    def total_repeats(self) -> int:
+        """Repeats of each case over the whole run."""
+        return self.repeats * self.rounds
 
-FULL = Profile("full", repeats=3, scale=1.0, budget_s=1.5)
-QUICK = Profile("quick", repeats=2, scale=0.05, budget_s=0.25)
+    def with_total_repeats(self, total: int) -> Profile:
+        """This profile with ``total`` repeats: one per round for the full profile (most
+        interleaving), all in one round for a single-round profile (no extra start-ups)."""
+        if self.rounds == 1:
+            return replace(self, repeats=total)
+        return replace(self, repeats=1, rounds=total)
+
+
+FULL = Profile("full", repeats=1, rounds=3, scale=1.0, budget_s=1.5)
+QUICK = Profile("quick", repeats=2, rounds=1, scale=0.05, budget_s=0.25)
 
 
 def _run_blocking_loop(
@@ -143,10 +162,13 @@ class ScenarioContext:
         *args: Any,
         check: Check,
     ) -> CaseOutcome:
-        """Measure ``fn(*args)`` for every repeat; a failure is recorded, never raised."""
-        outcome = CaseOutcome(self.scenario, case, self.system, "latency")
-        self.outcomes.append(outcome)
-        for repeat in range(self.profile.repeats):
+        """Measure ``fn(*args)`` for every repeat; a failure is recorded, never raised.
+
+        Later rounds add their repeats to the outcome of the first; a case that failed or
+        does not apply is not tried again.
+        """
+        outcome = self._outcome(case, "latency", "us")
+        for repeat in range(self.profile.repeats if outcome.status == "ok" else 0):
             try:
                 hist = await self._bounded(self._one_latency_run(fn, args, check, params))
             except NotImplementedError as exc:
@@ -169,9 +191,8 @@ class ScenarioContext:
         unit: str = "msgs/s",
     ) -> CaseOutcome:
         """Run ``fn(*args)`` (returns ``(delivered, seconds)``) per repeat; record the rates."""
-        outcome = CaseOutcome(self.scenario, case, self.system, "rate", unit=unit)
-        self.outcomes.append(outcome)
-        for repeat in range(self.profile.repeats):
+        outcome = self._outcome(case, "rate", unit)
+        for repeat in range(self.profile.repeats if outcome.status == "ok" else 0):
             try:
                 delivered, seconds = await self._bounded(self._call(fn, args))
                 if delivered <= 0 or seconds <= 0:
@@ -185,6 +206,14 @@ class ScenarioContext:
             finally:
                 self._on_repeat(case)
             outcome.rates.append(delivered / seconds)
+        return outcome
+
+    def _outcome(self, case: str, kind: Kind, unit: str) -> CaseOutcome:
+        for outcome in self.outcomes:
+            if outcome.case == case and outcome.system == self.system:
+                return outcome
+        outcome = CaseOutcome(self.scenario, case, self.system, kind, unit=unit)
+        self.outcomes.append(outcome)
         return outcome
 
     async def _one_latency_run(

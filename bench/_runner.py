@@ -1,8 +1,9 @@
 """Runs the selected scenarios against the selected systems, one system at a time.
 
-For each system: check it can run here (else *skipped*), start its environment (servers),
-start its worker processes in parallel and wait for each one's ready line, open a client, run
-every scenario, and always tear everything down, in reverse, bounded.
+Systems that cannot run here are *skipped* up front. Then, for each round of the profile and
+each system in turn: start its environment (servers), start its worker processes in parallel
+and wait for each one's ready line, open a client, run every scenario, and always tear
+everything down, in reverse, bounded. A system that fails is not tried in later rounds.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class RunConfig:
             "scenarios": list(self.scenarios),
             "systems": list(self.systems),
             "profile": self.profile.name,
-            "repeats": self.profile.repeats,
+            "repeats": self.profile.total_repeats,
+            "rounds": self.profile.rounds,
             "budget_s": self.profile.budget_s,
             "scale": self.profile.scale,
             "fabric_url": self.fabric_url,
@@ -92,8 +94,8 @@ def _scenarios_for(system: System, scenarios: Sequence[Scenario]) -> list[Scenar
 
 
 def steps_for(scenarios: Sequence[Scenario], profile: Profile) -> int:
-    """Progress steps of one system: one per repeat of every case."""
-    return sum(s.cases for s in scenarios) * profile.repeats
+    """Progress steps of one system: one per repeat of every case, over all rounds."""
+    return sum(s.cases for s in scenarios) * profile.total_repeats
 
 
 async def run_bench(config: RunConfig, progress: Progress | None = None) -> RunRecord:
@@ -112,33 +114,49 @@ async def run_bench(config: RunConfig, progress: Progress | None = None) -> RunR
         started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
     started = time.perf_counter()
+    systems = [get_system(name, {"url": config.fabric_url}) for name in names]
+    for system in systems:
+        status = SystemStatus(
+            name=system.name,
+            label=system.label,
+            status="ok",
+            hint=system.hint,
+            reference=system.reference,
+            versions=system.versions(),
+        )
+        record.systems.append(status)
+        reason = system.skip_reason()
+        if reason is not None:
+            status.status, status.reason = "skipped", reason
+            progress.system_finished(system.name, "skipped")
+        else:
+            steps = steps_for(_scenarios_for(system, scenarios), config.profile)
+            progress.system_started(system.name, system.label, steps)
+    statuses = {s.name: s for s in record.systems}
     with tempfile.TemporaryDirectory(prefix="fabric-bench-") as tmp:
-        for name in names:
-            system = get_system(name, {"url": config.fabric_url})
-            mine = _scenarios_for(system, scenarios)
-            status = SystemStatus(
-                name=name,
-                label=system.label,
-                status="ok",
-                hint=system.hint,
-                reference=system.reference,
-                versions=system.versions(),
-            )
-            record.systems.append(status)
-            reason = system.skip_reason()
-            if reason is not None:
-                status.status, status.reason = "skipped", reason
-                progress.system_finished(name, "skipped")
-                continue
-            workdir = Path(tmp) / name
-            workdir.mkdir()
-            progress.system_started(name, system.label, steps_for(mine, config.profile))
-            try:
-                await _run_system(system, mine, config.profile, workdir, record.outcomes, progress)
-            except Exception as exc:
-                status.status = "failed"
-                status.reason = f"{type(exc).__name__}: {exc}"[:2000]
-            progress.system_finished(name, status.status)
+        for round_ in range(config.profile.rounds):
+            for system in systems:
+                status = statuses[system.name]
+                if status.status != "ok":
+                    continue
+                workdir = Path(tmp) / f"{system.name}-{round_}"
+                workdir.mkdir()
+                try:
+                    await _run_system(
+                        system,
+                        _scenarios_for(system, scenarios),
+                        config.profile,
+                        workdir,
+                        record.outcomes,
+                        progress,
+                    )
+                except Exception as exc:
+                    status.status = "failed"
+                    status.reason = f"round {round_ + 1}: {type(exc).__name__}: {exc}"[:2000]
+                    progress.system_finished(system.name, "failed")
+    for status in record.systems:
+        if status.status == "ok":
+            progress.system_finished(status.name, "ok")
     record.duration_s = time.perf_counter() - started
     return record
 
@@ -172,16 +190,19 @@ async def _run_system(
             try:
                 await scenario.fn(ctx)
             except Exception as exc:
-                outcomes.append(
-                    CaseOutcome(
-                        scenario.name,
-                        scenario.name,
-                        system.name,
-                        "latency",
-                        status="failed",
-                        reason=f"{type(exc).__name__}: {exc}"[:500],
+                # A bug in the scenario function itself (cases record their own failures):
+                # one row per scenario and system, whatever the round.
+                if not any(o.case == scenario.name and o.system == system.name for o in outcomes):
+                    outcomes.append(
+                        CaseOutcome(
+                            scenario.name,
+                            scenario.name,
+                            system.name,
+                            "latency",
+                            status="failed",
+                            reason=f"{type(exc).__name__}: {exc}"[:500],
+                        )
                     )
-                )
     finally:
         if client is not None:
             with contextlib.suppress(Exception):

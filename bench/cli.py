@@ -90,9 +90,7 @@ def bench_command(
         raise typer.Exit(2) from None
     profile = QUICK if quick else FULL
     if repeats is not None:
-        from dataclasses import replace
-
-        profile = replace(profile, repeats=repeats)
+        profile = profile.with_total_repeats(repeats)
     config = RunConfig(scenario_names, system_list, profile, fabric_url=url)
     with RichProgress(
         TextColumn("{task.description:<34}"),

@@ -137,6 +137,53 @@ def demo(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def gateway(
+    url: Annotated[
+        str | None, typer.Option(help="Node URL (default: FABRIC_URL or the local node).")
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT to serve HTTP on (default 127.0.0.1:8080).")
+    ] = None,
+    auth_file: Annotated[
+        Path | None, typer.Option(help="The node's TOML permissions file.", exists=True)
+    ] = None,
+    max_body: Annotated[int | None, typer.Option(help="Largest request body, bytes.")] = None,
+    webrtc: Annotated[
+        bool | None, typer.Option(help="Serve WebRTC signaling at /v1/webrtc/offer.")
+    ] = None,
+) -> None:
+    """Serve the HTTP + WebSocket gateway (and WebRTC signaling) in front of a node.
+
+    Settings come from these flags, then FABRIC_GATEWAY_* environment variables.
+    """
+    try:
+        from gateways import GatewaySettings, run_gateway
+    except ImportError as exc:
+        err_console.print(
+            f"[red]fabric gateway needs the gateway extra[/red] ({exc}): "
+            "pip install 'agent-fabric[gateway]'"
+        )
+        raise typer.Exit(2) from None
+    given: dict[str, Any] = {
+        "url": url,
+        "listen": listen,
+        "auth_file": auth_file,
+        "max_body": max_body,
+        "webrtc": webrtc,
+    }
+    try:
+        settings = GatewaySettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        err_console.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from None
+    try:
+        run_gateway(settings)
+    except FabricError as exc:
+        err_console.print(f"[red]gateway failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
 def _register_optional() -> None:
     """Commands that live in other packages; absent extras leave a helpful stub."""
     try:

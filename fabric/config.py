@@ -94,7 +94,10 @@ class NodeSettings(BaseSettings):
         None, description="TOML file of agent credentials and subject permissions."
     )
     mesh_heartbeat: float = Field(
-        0.5, gt=0, description="Seconds between pings on peer links; 3 missed = peer gone."
+        0.5, gt=0, description="Seconds between pings on peer links."
+    )
+    mesh_dead_after: float = Field(
+        3.0, gt=0, description="Seconds of silence after which a peer node counts as gone."
     )
 
     @classmethod

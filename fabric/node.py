@@ -93,6 +93,8 @@ class Node:
         self._closed = asyncio.Event()
         self._valid_subjects: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Sessions that cached the directory (``$node.resolve``) and must hear of changes.
+        self._resolvers: set[_SessionLink] = set()
         #: Serves ``$state.*`` control calls; created by ``start()``.
         self.state: StateService | None = None
         #: The shared-memory pool (``$pool.*`` calls, SHM publishes); None when disabled.
@@ -180,7 +182,9 @@ class Node:
             return
         session.close()
         self._links.pop(session, None)
-        self.interest.drop_session(session)
+        self._resolvers.discard(bound)
+        if any(not s.pattern.startswith(INBOX_PREFIX) for s in self.interest.drop_session(session)):
+            self._interest_changed()
         if self.mesh is not None:
             self.mesh.local_drop(session)
         self.stats.sessions_dropped += 1
@@ -257,10 +261,13 @@ class Node:
                 if self.auth is not None:
                     self.auth.check_subscribe(session.name, header.subject, header.queue)
                 self.interest.add(session, header.sid, header.subject, header.queue)
+                self._interest_changed(header.subject)
                 if self.mesh is not None:
                     self.mesh.local_sub(session, header.sid, header.subject, header.queue)
             elif kind is Kind.UNSUB:
-                self.interest.remove(session, header.sid)
+                removed = self.interest.remove(session, header.sid)
+                if removed is not None:
+                    self._interest_changed(removed.pattern)
                 if self.mesh is not None:
                     self.mesh.local_unsub(session, header.sid)
             elif kind is Kind.PING:
@@ -297,6 +304,9 @@ class Node:
         if self.auth is not None:
             self.auth.authenticate(name, info.get("credential"))
         bound.session.activate(name, labels, time.monotonic())
+        direct = info.get("direct")
+        if isinstance(direct, str) and isinstance(bound.link, StreamLink):
+            bound.session.direct = direct
         welcome = {
             "node": self.settings.name,
             "site": self.settings.site,
@@ -378,6 +388,9 @@ class Node:
         if subject == "$node.stats":
             reply = Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id)
             self._send(bound, reply, msgpack.packb(self.status()))
+        elif subject == "$node.resolve":
+            reply = Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id)
+            self._send(bound, reply, msgpack.packb(self._resolve(bound, header)))
         elif subject == "$pool.release" and self.pool is not None:
             refused = self.pool.release(bound.session, payload)
             if refused:
@@ -392,6 +405,46 @@ class Node:
             task.add_done_callback(self._tasks.discard)
         else:
             raise RemoteProtocolError(f"unknown control subject {subject!r}")
+
+    def _resolve(self, bound: _SessionLink, header: Header) -> dict[str, Any]:
+        """The directory: which local agents serve a subject, at which direct sockets.
+
+        The answer is usable only while interest does not change: the asker is told
+        ``$dir.invalidate`` when it does. ``direct`` is False whenever a responder is not
+        reachable directly (remote agents, other nodes): then requests go through the node.
+        """
+        subject = (header.headers or {}).get("subject", "")
+        validate_subject(subject)
+        if self.auth is not None:
+            self.auth.check_publish(bound.session.name, subject)
+        self._resolvers.add(bound)
+        targets = []
+        for sub in self.interest.matching(subject):
+            target = self._links.get(sub.session)  # type: ignore[call-overload]
+            if target is None:
+                continue
+            if not target.session.direct:
+                return {"direct": False}
+            group = f"{sub.pattern} {sub.queue}" if sub.queue else ""
+            targets.append((target.session.direct, sub.sid, group))
+        if self.mesh is not None and self._remote_interest(subject):
+            return {"direct": False}
+        return {"direct": True, "targets": targets}
+
+    def _remote_interest(self, subject: str) -> bool:
+        probe = getattr(self.mesh, "has_remote_interest", None)
+        return True if probe is None else bool(probe(subject))
+
+    def _interest_changed(self, pattern: str = "") -> None:
+        """Tell every agent that cached the directory to forget it."""
+        if pattern.startswith(INBOX_PREFIX) or not self._resolvers:
+            return  # inboxes only ever match reply subjects, which are never resolved
+        invalidate = Header(Kind.CONTROL, subject="$dir.invalidate")
+        for bound in list(self._resolvers):
+            if bound.link.closed:
+                self._resolvers.discard(bound)
+            else:
+                self._send(bound, invalidate)
 
     async def _allocate(self, bound: _SessionLink, header: Header) -> None:
         assert self.pool is not None

@@ -104,6 +104,10 @@ class InterestTable:
         for subs in self._by_session.values():
             yield from subs.values()
 
+    def matching(self, subject: str) -> frozenset[Subscription]:
+        """Every subscription matching ``subject``, every queue member included."""
+        return self._trie.match(subject, cache=not subject.startswith(INBOX_PREFIX))
+
     def route(self, subject: str, rank: Ranker | None = None) -> Route:
         """Who receives a message on the literal ``subject`` (validated by the caller)."""
         matched = self._trie.match(subject, cache=not subject.startswith(INBOX_PREFIX))

@@ -50,6 +50,8 @@ class Session:
     dropped: int = 0
     #: The agent mapped this node's shared-memory pool: it can be sent descriptors.
     shm: bool = False
+    #: The agent's own Unix socket for direct requests from agents on this host, if any.
+    direct: str = ""
 
     def __hash__(self) -> int:
         return self.id

@@ -20,6 +20,7 @@ from fabric.errors import (
     ConnectionLost,
     FabricError,
     LocalProtocolError,
+    NoResponders,
     PayloadTooLarge,
     RemoteError,
     Timeout,
@@ -27,10 +28,12 @@ from fabric.errors import (
 )
 from fabric.paths import default_url
 from fabric.subjects import validate_pattern, validate_subject
-from fabric.wire import Flags, Header, Kind, Status
+from fabric.transports import StreamLink
+from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_header
 
 from ._connection import Connection, parse_urls
 from ._deadline import current_deadline, effective_deadline, timeout_ms
+from ._direct import DirectPaths
 from ._msg import Msg
 from ._payload import Payload, encode_payload
 from ._replies import (
@@ -82,6 +85,8 @@ class Agent:
         credential: str | None = None,
         default_timeout: float = 5.0,
         reconnect: bool = True,
+        direct: bool = True,
+        latency_mode: bool | None = None,
     ) -> None:
         validate_subject(name)  # names appear in subjects; same rules
         self.name = name
@@ -92,6 +97,14 @@ class Agent:
         hello: dict[str, Any] = {"name": name, "labels": self.labels}
         if credential is not None:
             hello["credential"] = credential
+        self._hello = hello
+        if latency_mode is None:
+            latency_mode = os.environ.get("FABRIC_LATENCY_MODE", "") not in ("", "0", "false")
+        #: Direct requests to agents on this host (only when our node is on this host too).
+        self._direct: DirectPaths | None = None
+        if direct and all(u.startswith("unix://") for u in self._urls):
+            spin = float(os.environ.get("FABRIC_SPIN_US", "200")) / 1e6 if latency_mode else 0.0
+            self._direct = DirectPaths(self._on_direct_frame, self._direct_lost, spin=spin)
         self._conn = Connection(
             self._urls,
             hello,
@@ -118,6 +131,8 @@ class Agent:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def _open(self) -> None:
+        if self._direct is not None:
+            self._hello["direct"] = await self._direct.listen()
         await self._conn.open()
         self._conn.send(Header(Kind.SUB, subject=f"{self._inbox}.>", sid=0))
 
@@ -137,6 +152,8 @@ class Agent:
             sub._close_local()
         self._fail_waiters(ConnectionLost("agent closed"))
         await self._conn.aclose()
+        if self._direct is not None:
+            await self._direct.aclose()
 
     @property
     def node(self) -> str:
@@ -327,14 +344,35 @@ class Agent:
         shm = 0
         if len(payload) >= self._conn.shared.threshold:
             payload, shm = await self._conn.shared.put(payload, deadline, subject)
-        waiter = RequestWaiter(subject)
-        n, reply = self._new_reply(waiter)
         span = self._tracer.start("request", subject) if self._tracer else None
-        timer = asyncio.get_running_loop().call_at(
+        try:
+            if self._direct is not None and not shm and prefer is None:
+                direct_reply = await self._request_direct(subject, payload, headers, deadline)
+                if direct_reply is not None:
+                    return direct_reply
+            return await self._request_via_node(subject, payload, headers, deadline, shm)
+        finally:
+            if span is not None:
+                span.end()
+
+    def _arm(self, waiter: RequestWaiter, deadline: float) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_at(
             _loop_time(deadline),
             waiter.fail,
-            Timeout("no reply before the deadline", subject=subject),
+            Timeout("no reply before the deadline", subject=waiter.subject),
         )
+
+    async def _request_via_node(
+        self,
+        subject: str,
+        payload: bytes | memoryview,
+        headers: dict[str, str] | None,
+        deadline: float,
+        shm: int,
+    ) -> Msg:
+        waiter = RequestWaiter(subject)
+        n, reply = self._new_reply(waiter)
+        timer = self._arm(waiter, deadline)
         try:
             self._send_pub(
                 subject,
@@ -348,8 +386,59 @@ class Agent:
         finally:
             timer.cancel()
             self._waiters.pop(n, None)
-            if span is not None:
-                span.end()
+
+    async def _request_direct(
+        self,
+        subject: str,
+        payload: bytes | memoryview,
+        headers: dict[str, str] | None,
+        deadline: float,
+    ) -> Msg | None:
+        """Straight to a local responder; None when the node must carry this request."""
+        direct = self._direct
+        assert direct is not None
+        route = direct.cached(subject)
+        if route is False:
+            route = await direct.resolve(
+                self._conn, subject, max(0.001, deadline - time.monotonic())
+            )
+        if route is None or route is True:
+            return None
+        if route.empty:
+            raise NoResponders("no agent is subscribed", subject=subject)
+        targets = route.pick()
+        try:
+            links = [direct.link_now(path) or await direct.link(path) for path, _ in targets]
+        except ConnectionLost:
+            direct.invalidate(subject)  # a responder went away: the node knows who is left
+            return None
+        waiter = RequestWaiter(subject, via=links)
+        n, reply = self._new_reply(waiter)
+        timer = self._arm(waiter, deadline)
+        try:
+            header = Header(
+                Kind.MSG,
+                subject=subject,
+                reply=reply,
+                msg_id=self._conn.next_id(),
+                timeout_ms=timeout_ms(deadline),
+                traceparent=self._tracer.current_traceparent() if self._tracer else "",
+                headers=headers,
+            )
+            for link, (_, sid) in zip(links, targets, strict=True):
+                header.sid = sid
+                link.send(encode_header(header), payload)
+            self.stats.published += 1
+            if direct.spin:
+                direct.spin_until(links[0], waiter.future.done)
+            try:
+                return await waiter.future
+            except NoResponders:
+                direct.invalidate(subject)  # the directory was stale; ask through the node
+                return None
+        finally:
+            timer.cancel()
+            self._waiters.pop(n, None)
 
     async def gather(
         self,
@@ -541,6 +630,20 @@ class Agent:
         self, msg: Msg, data: Any, status: int, *, seq: int = 0, reply: str = ""
     ) -> None:
         payload = encode_payload(data)
+        via = msg._via
+        if via is not None and not via.closed and len(payload) < self._conn.shared.threshold:
+            # Answer on the link the request came from: the requester is waiting right there.
+            reply_header = Header(
+                Kind.MSG, subject=msg.reply, msg_id=self._conn.next_id(), status=status,
+                seq=seq, reply=reply,
+            )
+            try:
+                via.send(encode_header(reply_header), payload)
+            except ConnectionLost:
+                return  # the requester is gone; nothing will read the reply
+            if self._direct is not None and self._direct.spin and isinstance(via, StreamLink):
+                self._direct.spin_for_next(via)
+            return
         try:
             flags = 0
             if len(payload) >= self._conn.shared.threshold:
@@ -598,7 +701,9 @@ class Agent:
         except ValueError:
             return None
 
-    def _on_frame(self, header: Header, payload: memoryview) -> None:
+    def _on_frame(
+        self, header: Header, payload: memoryview, via: StreamLink | None = None
+    ) -> None:
         kind = header.kind
         if kind is Kind.MSG:
             self.stats.received += 1
@@ -623,6 +728,7 @@ class Agent:
                 msg_id=header.msg_id,
                 traceparent=header.traceparent,
                 agent=self,
+                via=via,
             )
             if lease is not None:
                 # Released explicitly, or when the message is garbage-collected at the latest.
@@ -663,6 +769,12 @@ class Agent:
                 waiter.fail(error)
             else:
                 log.warning("node reported: %s", error)
+        elif (
+            kind is Kind.CONTROL
+            and header.subject == "$dir.invalidate"
+            and self._direct is not None
+        ):
+            self._direct.invalidate()
 
     def _fail_waiters(self, exc: FabricError) -> None:
         waiters, self._waiters = self._waiters, {}
@@ -671,6 +783,33 @@ class Agent:
 
     def _on_lost(self) -> None:
         self._fail_waiters(ConnectionLost("link to the node dropped", subject=None))
+        if self._direct is not None:
+            self._direct.invalidate()  # a node that restarted knows nothing of our cache
+
+    def _on_direct_frame(self, link: StreamLink, raw: bytes, payload: memoryview) -> None:
+        """A frame from another local agent: a request to us, or a reply to ours."""
+        try:
+            header = decode_header(raw)
+        except FabricError as exc:
+            log.warning("closing a direct link that sent garbage: %s", exc)
+            link.close()
+            return
+        if header.kind is Kind.MSG:
+            if header.sid and header.sid not in self._subs and header.reply:
+                # The requester's directory is stale: tell it, and it asks the node instead.
+                stale = Header(Kind.STATUS, subject=header.reply, status=Status.NO_RESPONDERS)
+                link.send(encode_header(stale))
+                return
+            self._on_frame(header, payload, via=link)
+        elif header.kind is Kind.STATUS:
+            self._on_frame(header, payload)
+
+    def _direct_lost(self, link: StreamLink) -> None:
+        """A responder we sent requests to went away: they cannot be answered."""
+        for waiter in list(self._waiters.values()):
+            if isinstance(waiter, RequestWaiter) and link in waiter.via:
+                gone = ConnectionLost("the responder's process went away", subject=waiter.subject)
+                waiter.fail(gone)
 
     async def _on_restored(self) -> None:
         self._conn.send(Header(Kind.SUB, subject=f"{self._inbox}.>", sid=0))

@@ -253,9 +253,12 @@ class Connection:
                 except Exception:
                     self._handshake.set_exception(ConnectionLost("node sent a bad WELCOME"))
         elif kind is Kind.CONTROL:
-            call = self._controls.get(header.msg_id)
-            if call is not None and not call.done():
-                call.set_result((header, payload))
+            call = self._controls.get(header.msg_id) if header.msg_id else None
+            if call is not None:
+                if not call.done():
+                    call.set_result((header, payload))
+            elif not header.msg_id:
+                self._on_frame(header, payload)  # a notice from the node ($dir.invalidate)
 
     def link_lost(self, exc: BaseException | None) -> None:
         if self.state is ConnectionState.CLOSED:

@@ -15,6 +15,8 @@ from fabric.wire import Status
 from ._payload import Payload, decode_model
 
 if TYPE_CHECKING:
+    from fabric.transports import Link
+
     from ._agent import Agent
 
 __all__ = ["Msg"]
@@ -29,6 +31,7 @@ class Msg:
         "__weakref__",
         "_agent",
         "_release",
+        "_via",
         "data",
         "deadline",
         "headers",
@@ -53,6 +56,7 @@ class Msg:
         msg_id: int = 0,
         traceparent: str = "",
         agent: Agent | None = None,
+        via: Link | None = None,
     ) -> None:
         self.subject = subject
         #: The payload, bytes-like (a memoryview for large or shared-memory payloads).
@@ -69,6 +73,8 @@ class Msg:
         self._agent = agent
         #: Gives a shared-memory slot back; set when ``data`` is a view over the pool.
         self._release: Callable[[], Any] | None = None
+        #: The direct link a request came in on; its reply goes back the same way.
+        self._via = via
 
     @property
     def shared(self) -> bool:

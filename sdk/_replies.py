@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from fabric.errors import (
@@ -54,11 +54,13 @@ class ReplyWaiter:
 class RequestWaiter(ReplyWaiter):
     """First reply wins."""
 
-    __slots__ = ("future", "subject")
+    __slots__ = ("future", "subject", "via")
 
-    def __init__(self, subject: str) -> None:
+    def __init__(self, subject: str, via: Sequence[object] = ()) -> None:
         self.subject = subject
         self.future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        #: Direct links the request went out on (their loss fails it at once).
+        self.via = via
 
     def deliver(self, msg: Msg) -> None:
         if self.future.done():

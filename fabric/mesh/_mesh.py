@@ -138,6 +138,7 @@ class Mesh:
             "dial_failures": 0,
             "refused": 0,
             "malformed": 0,
+            "stale": 0,
         }
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -414,12 +415,14 @@ class Mesh:
 
     async def _heartbeat(self) -> None:
         interval = self.settings.mesh_heartbeat
+        # Pings queue behind data on a busy link, so silence must last a while to mean death.
+        dead_after = max(3 * interval, self.settings.mesh_dead_after)
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for peer in list(self._peers.values()):
                 end = peer.end
-                if end.state.silent(now, 3 * interval):
+                if end.state.silent(now, dead_after):
                     log.warning("peer %s missed its heartbeats", peer.info.name)
                     self._close_end(end)
                     continue
@@ -576,6 +579,7 @@ class Mesh:
     def _peer_publish(self, end: _End, header: Header, payload: memoryview) -> None:
         peer = self._peers.get(end.peer)
         if peer is None or peer.end is not end:
+            self.stats["stale"] += 1
             return  # a superseded link's last frames: the live link carries this peer now
         if header.flags & ~Flags.COUNT:
             raise RemoteProtocolError("a forwarded message carries only the COUNT flag")

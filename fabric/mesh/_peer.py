@@ -22,7 +22,10 @@ class LinkState(Enum):
 
 _ACCEPTS: dict[LinkState, frozenset[str]] = {
     LinkState.HANDSHAKE: frozenset({"hello", "welcome", "refuse", "ping", "pong"}),
-    LinkState.UP: frozenset({"interest", "pub", "status", "ping", "pong", "refuse", "hello"}),
+    # hello/welcome repeat while the dialer waits for its answer; both are idempotent.
+    LinkState.UP: frozenset(
+        {"interest", "pub", "status", "ping", "pong", "refuse", "hello", "welcome"}
+    ),
     LinkState.CLOSED: frozenset(),
 }
 

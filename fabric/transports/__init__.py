@@ -14,3 +14,8 @@ __all__ = [
     "open_unix_link",
     "open_zmq_link",
 ]
+
+# WebRTC (extra [webrtc]): aiortc is imported only when a peer connection is made.
+from ._webrtc import WebRtcLink, accept_webrtc_link, open_webrtc_link
+
+__all__ += ["WebRtcLink", "accept_webrtc_link", "open_webrtc_link"]

@@ -7,6 +7,8 @@ protocol callbacks saves a poller hop and a task switch per message (docs/archit
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from pathlib import Path
 from typing import cast
 
@@ -33,6 +35,7 @@ class StreamLink(asyncio.Protocol, Link):
         self._paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._peer = "unix"
+        self._poll_sock: socket.socket | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -82,6 +85,29 @@ class StreamLink(asyncio.Protocol, Link):
             transport.write(prefix + header)
             transport.write(payload)  # type: ignore[arg-type]
 
+    def poll(self) -> bool:
+        """Read what the kernel holds for this link now, without waiting; frames are handled
+        as if the event loop had delivered them. For latency mode, which busy-polls for a
+        reply instead of paying a wake-up. Returns whether anything was read."""
+        sock = self._poll_sock
+        if sock is None:
+            if self._transport is None or self._closed:
+                return False
+            # A second descriptor on the same socket: the transport's own object refuses
+            # recv(), and reading through a dup is invisible to the event loop.
+            fd = self._transport.get_extra_info("socket").fileno()
+            sock = self._poll_sock = socket.socket(fileno=os.dup(fd))
+        try:
+            data = sock.recv(262144, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False
+        if not data:
+            return False  # EOF: the event loop reports it through connection_lost
+        self.data_received(data)
+        return True
+
     def buffered(self) -> int:
         if self._transport is None:
             return 0
@@ -121,6 +147,9 @@ class StreamLink(asyncio.Protocol, Link):
         if self._closed:
             return
         self._closed = True
+        if self._poll_sock is not None:
+            self._poll_sock.close()
+            self._poll_sock = None
         if self._transport is not None:
             if exc is not None:
                 self._transport.abort()
@@ -142,16 +171,30 @@ class StreamLink(asyncio.Protocol, Link):
 
 
 async def open_unix_link(path: str | Path, max_payload: int, handler: LinkHandler) -> StreamLink:
-    """Connect to a node's Unix socket.
+    """Connect to a Unix socket: a path, or ``@name`` in the abstract namespace.
 
     Raises:
         ConnectionLost: when nothing listens at ``path``.
     """
     loop = asyncio.get_running_loop()
+    address = str(path)
     try:
-        _, link = await loop.create_unix_connection(
-            lambda: StreamLink(max_payload, handler), str(path)
-        )
+        if address.startswith("@"):
+            # Linux abstract namespace: no file, no 108-byte path limit, gone with its owner.
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, "\0" + address[1:])
+            except OSError:
+                sock.close()
+                raise
+            _, link = await loop.create_unix_connection(
+                lambda: StreamLink(max_payload, handler), sock=sock
+            )
+        else:
+            _, link = await loop.create_unix_connection(
+                lambda: StreamLink(max_payload, handler), address
+            )
     except OSError as exc:
         raise ConnectionLost(f"cannot reach node at unix://{path}: {exc.strerror or exc}") from None
     return link

@@ -69,7 +69,7 @@ def test_registry_holds_the_built_in_scenarios_in_order() -> None:
     names = list(registered())
     assert names[:6] == ["rr", "fanout", "map", "bigfan", "stream", "throughput"]
     assert registered()["rr"].cases == 3
-    assert steps_for([registered()["rr"], registered()["fanout"]], FULL) == 4 * FULL.repeats
+    assert steps_for([registered()["rr"], registered()["fanout"]], FULL) == 4 * 3
 
 
 def test_adding_a_scenario_is_one_function_and_names_are_unique() -> None:
@@ -96,3 +96,9 @@ def test_systems_and_profiles() -> None:
     quick = QUICK.params(4000, 300)
     assert quick.count < FULL.params(4000, 300).count
     assert quick.count >= 3 and quick.warmup >= 1 and quick.budget_s <= 1.0
+    # the full profile spreads its repeats over rounds; the quick one starts systems once
+    assert (FULL.repeats, FULL.rounds) == (1, 3)
+    assert FULL.with_total_repeats(5).rounds == 5 and FULL.with_total_repeats(5).repeats == 1
+    assert (
+        QUICK.with_total_repeats(4).rounds == 1 and QUICK.with_total_repeats(4).total_repeats == 4
+    )

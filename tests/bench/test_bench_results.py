@@ -15,7 +15,7 @@ from bench._results import RunRecord, SystemStatus, build_document, ratios, vali
 from bench._stats import histogram_from_samples, summarise
 from bench.systems import Client
 
-ONE = Profile("test", repeats=2, scale=1.0, budget_s=10.0)
+ONE = Profile("test", repeats=2, rounds=1, scale=1.0, budget_s=10.0)
 
 
 def _latency(system: str, p50s_us: Sequence[int], case: str = "rr/64B") -> CaseOutcome:
@@ -176,6 +176,22 @@ async def test_wrong_answers_fail_the_case_and_missing_operations_are_na() -> No
     na = await ctx.rate_case("tp/64B", CaseParams(1, 5, 1.0), client.throughput, 5, 64, 1.0)
     assert na.status == "n/a" and "one-way" in na.reason
     assert [o.case for o in outcomes] == ["rr/64B", "tp/64B"]
+
+
+async def test_later_rounds_add_repeats_and_never_retry_a_failed_case() -> None:
+    outcomes: list[CaseOutcome] = []
+    good, bad = _Counter(), _Counter(answer=1)
+    for _round in range(3):
+        for name, client in (("good", good), ("bad", bad)):
+            ctx = ScenarioContext(
+                scenario="rr", system=name, client=client, profile=ONE, outcomes=outcomes
+            )
+            await ctx.latency_case(
+                "rr/64B", CaseParams(1, 3, 1.0), client.request, b"x", check=lambda n: n == 64
+            )
+    assert [(o.system, o.status) for o in outcomes] == [("good", "ok"), ("bad", "failed")]
+    assert len(outcomes[0].runs) == 3 * ONE.repeats
+    assert bad.calls == 1  # failed on its first answer; later rounds did not call it again
 
 
 def test_big_payload_checks() -> None:

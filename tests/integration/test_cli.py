@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,10 +69,11 @@ async def test_node_reads_environment_and_toml(tmp_path, fabric_env):
         assert await asyncio.wait_for(proc.wait(), 30) == 0, "SIGTERM is a clean shutdown"
 
 
-async def test_readme_example_runs_against_a_node(node, fabric_env):
-    from pathlib import Path
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello.py"
 
-    example = Path(__file__).resolve().parents[2] / "examples" / "hello.py"
+
+async def test_readme_example_runs_against_a_node(node, fabric_env):
+    example = EXAMPLE
     env = {**fabric_env, "FABRIC_URL": node.url}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(example), env=env, stdout=asyncio.subprocess.PIPE

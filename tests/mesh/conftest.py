@@ -114,13 +114,13 @@ def cloud_toml(name: str, cluster: dict[str, str], extra: str = "") -> str:
     seeds = [u for n, u in cluster.items() if n != name]
     return (
         f'site = "cloud"\ncluster = "{cluster[name]}"\nseeds = {seeds!r}\n'
-        f"mesh_heartbeat = 0.25\n{extra}"
+        f"mesh_heartbeat = 0.25\nmesh_dead_after = 2.0\n{extra}"
     ).replace("'", '"')
 
 
 def edge_toml(site: str, hubs: list[str], extra: str = "") -> str:
     return (
-        f'site = "{site}"\nleaf_of = {hubs!r}\nmesh_heartbeat = 0.25\n{extra}'
+        f'site = "{site}"\nleaf_of = {hubs!r}\nmesh_heartbeat = 0.25\nmesh_dead_after = 2.0\n{extra}'
     ).replace("'", '"')
 
 
