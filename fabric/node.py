@@ -37,7 +37,7 @@ from .shm import PoolService, SharedDelivery
 from .state import STATE_PREFIX, StateService, make_state_backend
 from .subjects import validate_subject
 from .transports import Link, StreamLink, ZmqRouterListener
-from .wire import Flags, Header, Kind, Status, decode_header, encode_header
+from .wire import Flags, Header, Kind, Status, decode_header, encode_header, encode_msg
 
 __all__ = ["Node", "NodeStats"]
 
@@ -341,20 +341,19 @@ class Node:
             flags = 0
             if shared is not None:
                 body, flags = shared.body_for(target.session)
-            out = Header(
-                Kind.MSG,
-                subject=subject,
-                reply=header.reply,
-                msg_id=header.msg_id,
-                timeout_ms=header.timeout_ms,
-                traceparent=header.traceparent,
-                headers=header.headers,
-                sid=sid,
-                status=header.status,
-                seq=header.seq,
-                flags=flags,
+            out = encode_msg(
+                subject,
+                header.reply,
+                header.msg_id,
+                header.timeout_ms,
+                header.traceparent,
+                header.headers,
+                sid,
+                header.status,
+                header.seq,
+                flags,
             )
-            if self._send(target, out, body):
+            if self._send_encoded(target, out, body):
                 reached += 1
             elif shared is not None:
                 shared.undeliverable(target.session)
@@ -482,6 +481,9 @@ class Node:
 
     def _send(self, bound: _SessionLink, header: Header, payload: Buffer = b"") -> bool:
         """Send to one session; False when it is gone or too far behind (slow consumer)."""
+        return self._send_encoded(bound, encode_header(header), payload)
+
+    def _send_encoded(self, bound: _SessionLink, header: bytes, payload: Buffer = b"") -> bool:
         link = bound.link
         if link.closed:
             return False
@@ -490,7 +492,7 @@ class Node:
             self.stats.dropped_slow += 1
             return False
         try:
-            link.send(encode_header(header), payload)
+            link.send(header, payload)
         except FabricError:
             return False
         bound.session.frames_out += 1

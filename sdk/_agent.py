@@ -851,11 +851,16 @@ async def connect(
     credential: str | None = None,
     default_timeout: float = 5.0,
     reconnect: bool = True,
+    direct: bool = True,
+    latency_mode: bool | None = None,
 ) -> AsyncIterator[Agent]:
     """Join the fabric as ``name``; the agent is closed when the block exits.
 
     ``url`` is a node URL or a comma-separated list to fail over between (``unix:///path``,
     ``tcp://host:port``); None means ``FABRIC_URL`` or the local node's default socket.
+    ``direct`` lets requests to agents on the same host skip the node (the node stays the
+    directory); ``latency_mode`` (default: ``FABRIC_LATENCY_MODE``) spins briefly for replies
+    instead of sleeping, trading CPU for latency.
 
     Raises:
         ConnectionLost: no node in the list answered. NotAuthorized: the node refused us.
@@ -868,6 +873,8 @@ async def connect(
         credential=credential,
         default_timeout=default_timeout,
         reconnect=reconnect,
+        direct=direct,
+        latency_mode=latency_mode,
     )
     try:
         await agent._open()

@@ -216,6 +216,7 @@ class DirectPaths:
 
     def spin_until(self, link: StreamLink, done: Callable[[], bool]) -> None:
         """Latency mode: read the link in place until ``done()`` or the spin budget is spent."""
+        link.flush_now()
         end = time.perf_counter() + self.spin
         while not done() and not link.closed and time.perf_counter() < end:
             link.poll()
@@ -223,6 +224,7 @@ class DirectPaths:
     def spin_for_next(self, link: StreamLink) -> None:
         """Latency mode, responder side: after a reply, poll for the requester's next request
         for the spin budget, so a conversation in full swing never sleeps."""
+        link.flush_now()
         end = time.perf_counter() + self.spin
         while not link.closed and time.perf_counter() < end:
             if link.poll():

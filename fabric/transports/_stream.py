@@ -36,6 +36,9 @@ class StreamLink(asyncio.Protocol, Link):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._peer = "unix"
         self._poll_sock: socket.socket | None = None
+        self._pending: list[bytes] = []
+        self._flush_scheduled = False
+        self._loop = asyncio.get_event_loop()
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -78,12 +81,30 @@ class StreamLink(asyncio.Protocol, Link):
         if self._closed or transport is None:
             raise ConnectionLost("link to peer is closed")
         size = len(payload)  # type: ignore[arg-type]  # payloads are byte-format buffers
-        prefix = frame_prefix(len(header), size)
+        pending = self._pending
+        pending.append(frame_prefix(len(header), size))
+        pending.append(header)
         if size <= _COALESCE_LIMIT:
-            transport.write(b"".join((prefix, header, payload)))
+            # Small frames sent in one loop iteration leave in one write (one syscall): a
+            # burst of publishes or a fan-out costs one wake-up of the reader, not one each.
+            pending.append(payload if type(payload) is bytes else bytes(payload))  # type: ignore[arg-type]
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
         else:
-            transport.write(prefix + header)
-            transport.write(payload)  # type: ignore[arg-type]
+            self._flush()
+            transport.write(payload)  # type: ignore[arg-type]  # large: by reference
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._pending and self._transport is not None and not self._closed:
+            self._transport.write(b"".join(self._pending))
+        self._pending.clear()
+
+    def flush_now(self) -> None:
+        """Write what is queued at once, instead of at the end of this loop iteration (before
+        busy-polling for a reply, which would otherwise wait for a write never made)."""
+        self._flush()
 
     def poll(self) -> bool:
         """Read what the kernel holds for this link now, without waiting; frames are handled
