@@ -37,6 +37,9 @@ class StreamLink(asyncio.Protocol, Link):
         self._peer = "unix"
         self._poll_sock: socket.socket | None = None
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        #: close() was called; connection_lost (and link_lost) follows from the loop.
+        self._closing = False
         self._flush_scheduled = False
         self._loop = asyncio.get_event_loop()
 
@@ -78,7 +81,7 @@ class StreamLink(asyncio.Protocol, Link):
 
     def send(self, header: bytes, payload: Buffer = b"") -> None:
         transport = self._transport
-        if self._closed or transport is None:
+        if self._closed or self._closing or transport is None:
             raise ConnectionLost("link to peer is closed")
         size = len(payload)  # type: ignore[arg-type]  # payloads are byte-format buffers
         pending = self._pending
@@ -88,7 +91,12 @@ class StreamLink(asyncio.Protocol, Link):
             # Small frames sent in one loop iteration leave in one write (one syscall): a
             # burst of publishes or a fan-out costs one wake-up of the reader, not one each.
             pending.append(payload if type(payload) is bytes else bytes(payload))  # type: ignore[arg-type]
-            if not self._flush_scheduled:
+            self._pending_bytes += size + len(header) + 8
+            if self._pending_bytes >= _COALESCE_LIMIT:
+                # A sender that never yields to the loop still writes (and so meets the
+                # transport's backpressure) instead of growing this list without bound.
+                self._flush()
+            elif not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
         else:
@@ -100,6 +108,7 @@ class StreamLink(asyncio.Protocol, Link):
         if self._pending and self._transport is not None and not self._closed:
             self._transport.write(b"".join(self._pending))
         self._pending.clear()
+        self._pending_bytes = 0
 
     def flush_now(self) -> None:
         """Write what is queued at once, instead of at the end of this loop iteration (before
@@ -145,6 +154,8 @@ class StreamLink(asyncio.Protocol, Link):
 
     def close(self) -> None:
         if self._transport is not None and not self._closed:
+            self._flush()  # what was sent before close() still goes out
+            self._closing = True
             self._transport.close()
         else:
             self._lose(None)
@@ -156,7 +167,7 @@ class StreamLink(asyncio.Protocol, Link):
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._closed or self._closing
 
     @property
     def peer(self) -> str:
