@@ -28,7 +28,7 @@ from fabric.errors import (
 )
 from fabric.paths import default_url
 from fabric.subjects import validate_pattern, validate_subject
-from fabric.transports import StreamLink
+from fabric.transports import Link, StreamLink
 from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_header
 
 from ._connection import Connection, parse_urls
@@ -397,6 +397,37 @@ class Agent:
         """Straight to a local responder; None when the node must carry this request."""
         direct = self._direct
         assert direct is not None
+        found = await self._direct_targets(subject, deadline)
+        if found is None:
+            return None
+        links, sids = found
+        waiter = RequestWaiter(subject, via=links)
+        n, reply = self._new_reply(waiter)
+        timer = self._arm(waiter, deadline)
+        try:
+            self._send_direct(links, sids, subject, payload, reply, deadline, headers=headers)
+            if direct.spin:
+                direct.spin_until(links[0], waiter.future.done)
+            try:
+                return await waiter.future
+            except NoResponders:
+                direct.invalidate(subject)  # the directory was stale; ask through the node
+                return None
+        finally:
+            timer.cancel()
+            self._waiters.pop(n, None)
+
+    async def _direct_targets(
+        self, subject: str, deadline: float
+    ) -> tuple[list[StreamLink], list[int]] | None:
+        """Links to (and subscription ids of) the local agents a request for ``subject``
+        goes to, or None when the node must carry it.
+
+        Raises:
+            NoResponders: the directory says nobody listens.
+        """
+        direct = self._direct
+        assert direct is not None
         route = direct.cached(subject)
         if route is False:
             route = await direct.resolve(
@@ -412,33 +443,36 @@ class Agent:
         except ConnectionLost:
             direct.invalidate(subject)  # a responder went away: the node knows who is left
             return None
-        waiter = RequestWaiter(subject, via=links)
-        n, reply = self._new_reply(waiter)
-        timer = self._arm(waiter, deadline)
-        try:
-            header = Header(
-                Kind.MSG,
-                subject=subject,
-                reply=reply,
-                msg_id=self._conn.next_id(),
-                timeout_ms=timeout_ms(deadline),
-                traceparent=self._tracer.current_traceparent() if self._tracer else "",
-                headers=headers,
-            )
-            for link, (_, sid) in zip(links, targets, strict=True):
-                header.sid = sid
-                link.send(encode_header(header), payload)
-            self.stats.published += 1
-            if direct.spin:
-                direct.spin_until(links[0], waiter.future.done)
-            try:
-                return await waiter.future
-            except NoResponders:
-                direct.invalidate(subject)  # the directory was stale; ask through the node
-                return None
-        finally:
-            timer.cancel()
-            self._waiters.pop(n, None)
+        return links, [sid for _, sid in targets]
+
+    def _send_direct(
+        self,
+        links: list[StreamLink],
+        sids: list[int],
+        subject: str,
+        payload: bytes | memoryview,
+        reply: str,
+        deadline: float,
+        *,
+        headers: dict[str, str] | None = None,
+        status: int = 0,
+        seq: int = 0,
+    ) -> None:
+        header = Header(
+            Kind.MSG,
+            subject=subject,
+            reply=reply,
+            msg_id=self._conn.next_id(),
+            timeout_ms=timeout_ms(deadline),
+            traceparent=self._tracer.current_traceparent() if self._tracer else "",
+            headers=headers,
+            status=status,
+            seq=seq,
+        )
+        for link, sid in zip(links, sids, strict=True):
+            header.sid = sid
+            link.send(encode_header(header), payload)
+        self.stats.published += 1
 
     async def gather(
         self,
@@ -575,17 +609,22 @@ class Agent:
         _, payload = await self._conn.call("$node.stats")
         return dict(msgpack.unpackb(payload, raw=False))
 
-    def _grant_credit(self, control: str, credit: int) -> None:
+    def _to_control(self, control: str, status: int, seq: int, via: Link | None) -> None:
+        """Stream control (credit, cancel) to a responder: on the direct link the stream
+        came on, else through the node."""
         try:
-            self._send_pub(control, b"", status=Status.STREAM_CREDIT, seq=credit)
+            if via is not None and not via.closed:
+                via.send(encode_header(Header(Kind.MSG, subject=control, status=status, seq=seq)))
+            else:
+                self._send_pub(control, b"", status=status, seq=seq)
         except ConnectionLost:
             pass  # the stream fails on its own when the link is gone
 
-    def _cancel_stream(self, control: str) -> None:
-        try:
-            self._send_pub(control, b"", status=Status.CANCELLED)
-        except ConnectionLost:
-            pass
+    def _grant_credit(self, control: str, credit: int, via: Link | None = None) -> None:
+        self._to_control(control, Status.STREAM_CREDIT, credit, via)
+
+    def _cancel_stream(self, control: str, via: Link | None = None) -> None:
+        self._to_control(control, Status.CANCELLED, 0, via)
 
     # -- handlers -----------------------------------------------------------------------
 

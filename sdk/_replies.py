@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -159,6 +160,8 @@ class StreamReceiver(ReplyWaiter):
         self._waiter: asyncio.Future[None] | None = None
         #: Extra responders that answered the same stream and must be told to stop.
         self.rivals: list[str] = []
+        #: The direct link the stream's chunks come on (credits go back on it), if any.
+        self.via: Any = None
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -171,6 +174,7 @@ class StreamReceiver(ReplyWaiter):
         if msg.reply:
             if not self.control:
                 self.control = msg.reply
+                self.via = msg._via
             elif msg.reply != self.control:
                 # Several responders took the stream; the first one keeps it.
                 if msg.reply not in self.rivals:

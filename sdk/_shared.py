@@ -4,26 +4,41 @@ Large payloads are written once into a slot the node leases to us and only a 36-
 descriptor travels; received descriptors become read-only memoryviews over the same pages.
 Every slot a message handed us is released when the message is done with (``msg.release()``,
 ``with msg:``, or the message being garbage-collected), in batches.
+
+Shared blobs of the state tier (``agent.state.share`` / ``open_blob``) travel over the same
+pool socket as sealed memfds: we write the bytes once into a memfd, seal it and hand the node
+the fd; opening a blob gets the node's fd and maps it read-only (``blob_put``, ``blob_get``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+from typing_extensions import Buffer
 
-from fabric.errors import FabricError, PayloadTooLarge, PoolExhausted, RemoteProtocolError
+from fabric.errors import (
+    FabricError,
+    PayloadTooLarge,
+    PoolExhausted,
+    RemoteProtocolError,
+    error_from_wire,
+)
 from fabric.shm import (
     Descriptor,
     PoolLayout,
     ReleaseBatcher,
+    SealedMapping,
     SharedRegion,
+    create_blob,
     encode_release_batch,
     recv_fds_async,
+    send_fds_async,
 )
 from fabric.wire import Flags
 
@@ -35,6 +50,57 @@ __all__ = ["SharedPool", "attach_pool"]
 log = logging.getLogger("sdk.shm")
 
 _NO_THRESHOLD = 1 << 62
+#: Above this, writing a blob into its memfd runs in a thread so the agent's loop keeps going.
+_WRITE_IN_THREAD = 1024 * 1024
+
+
+async def pool_request(
+    info: dict[str, Any],
+    session: int,
+    request: dict[str, Any],
+    fds: list[int],
+    timeout: float,
+) -> tuple[dict[str, Any], list[int]]:
+    """One request on the node's pool socket: returns its answer and the fds it carried
+    (the caller's to close).
+
+    Raises:
+        FabricError: the typed error the node refused with (``BadDescriptor``, ``NotFound``,
+            ``PayloadTooLarge``, ``RemoteProtocolError`` for a wrong secret...).
+        RemoteProtocolError: the answer is malformed.
+        OSError: the pool socket cannot be reached.
+        TimeoutError: no answer within ``timeout``.
+    """
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    message = msgpack.packb({**request, "session": session, "secret": info["secret"]})
+    try:
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, str(info["socket"]))
+            if fds:
+                await send_fds_async(sock, message, fds)
+            else:
+                await loop.sock_sendall(sock, message)
+            data, got = await recv_fds_async(sock, 65536, maxfds=64)
+    finally:
+        sock.close()
+    try:
+        answer = msgpack.unpackb(data, raw=False)
+        if not isinstance(answer, dict):
+            raise ValueError("not a map")
+    except ValueError as exc:
+        _close(got)
+        raise RemoteProtocolError(f"malformed answer from the pool socket: {exc}") from None
+    if "error" in answer:
+        _close(got)
+        raise error_from_wire(str(answer["error"]), str(answer.get("message", "")))
+    return answer, got
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 async def attach_pool(info: dict[str, Any], session: int, timeout: float = 5.0) -> SharedRegion:
@@ -44,19 +110,12 @@ async def attach_pool(info: dict[str, Any], session: int, timeout: float = 5.0) 
         RemoteProtocolError: the node refused or sent unsealed or mis-sized segments.
         OSError: the pool socket cannot be reached.
     """
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.setblocking(False)
+    answer, fds = await pool_request(info, session, {"op": "pool"}, [], timeout)
     try:
-        async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, str(info["socket"]))
-            await loop.sock_sendall(
-                sock, msgpack.packb({"session": session, "secret": info["secret"]})
-            )
-            data, fds = await recv_fds_async(sock, 65536, maxfds=64)
-    finally:
-        sock.close()
-    layout = PoolLayout.from_wire(msgpack.unpackb(data, raw=False))
+        layout = PoolLayout.from_wire(answer)
+    except BaseException:
+        _close(fds)
+        raise
     return SharedRegion.attach(layout, fds)
 
 
@@ -74,6 +133,8 @@ class SharedPool:
         self._conn: Connection | None = None
         #: Messages whose descriptor did not check out (dropped, never read).
         self.bad_descriptors = 0
+        self._info: dict[str, Any] | None = None
+        self._session = 0
 
     async def attach(self, conn: Connection, info: dict[str, Any], session: int) -> None:
         """Map the pool a WELCOME announced; on failure, go on without shared memory."""
@@ -84,6 +145,8 @@ class SharedPool:
             log.warning("shared memory unavailable, payloads will be copied: %s", exc)
             return
         self._conn = conn
+        if info.get("blobs"):
+            self._info, self._session = info, session
         self.threshold = int(info.get("threshold", _NO_THRESHOLD))
         self.largest = int(info.get("largest", 0))
         self.when_full = str(info.get("when_full", "wait"))
@@ -99,6 +162,7 @@ class SharedPool:
         self.region = None
         self.threshold = _NO_THRESHOLD
         self._conn = None
+        self._info = None
 
     async def put(
         self, payload: bytes | memoryview, deadline: float | None, subject: str
@@ -130,6 +194,61 @@ class SharedPool:
             raise PoolExhausted("reconnected while allocating", subject=subject)
         region.write(desc, payload)
         return desc.encode(), int(Flags.SHM)
+
+    @property
+    def blobs(self) -> bool:
+        """Whether the node keeps blobs in sealed memfds we can map (same host, embedded
+        state backend)."""
+        return self._info is not None
+
+    async def blob_put(self, data: Buffer, timeout: float) -> str | None:
+        """Share ``data`` as a sealed memfd; its ref, or None when the node has no blob pool
+        or ``data`` is below the threshold (send it as bytes then).
+
+        Raises:
+            FabricError: what the node refused with (``PayloadTooLarge``, ``BadDescriptor``).
+            ConfigError: memfd unavailable here. OSError, TimeoutError: the pool socket failed.
+        """
+        info, size = self._info, memoryview(data).nbytes
+        if info is None or size < max(self.threshold, 1):
+            return None
+        if size > _WRITE_IN_THREAD:
+            fd = await asyncio.to_thread(create_blob, "fabric-blob", data)
+        else:
+            fd = create_blob("fabric-blob", data)
+        try:
+            answer, fds = await pool_request(
+                info, self._session, {"op": "blob-put", "size": size}, [fd], timeout
+            )
+        finally:
+            os.close(fd)  # the node holds its own fd now
+        _close(fds)
+        return str(answer["ref"])
+
+    async def blob_get(self, ref: str, timeout: float) -> memoryview | None:
+        """Map blob ``ref`` read-only; None when the node has no blob pool or answers that
+        the blob is small (fetch its bytes instead: no hold was taken).
+
+        Raises:
+            NotFound: no such blob. BadDescriptor: the node's fd is not an immutable blob.
+            OSError, TimeoutError: the pool socket failed.
+        """
+        info = self._info
+        if info is None:
+            return None
+        answer, fds = await pool_request(
+            info, self._session, {"op": "blob-get", "ref": ref}, [], timeout
+        )
+        if answer.get("inline") or not fds:
+            _close(fds)
+            return None
+        try:
+            if len(fds) != 1:
+                raise RemoteProtocolError("the node sent more than one fd for a blob")
+            # The view keeps the mapping alive; the mapping keeps the pages, fd closed or not.
+            return memoryview(SealedMapping(fds[0], int(answer["size"])))
+        finally:
+            _close(fds)
 
     def view(self, raw: memoryview) -> tuple[memoryview, Descriptor] | None:
         """The read-only payload a descriptor points to, or None for a bad descriptor."""

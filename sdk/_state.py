@@ -7,10 +7,17 @@ and a migrated instance of the same agent finds its state under the same keys.
 A lease held through ``acquire`` is remembered here, and every write to its key carries the
 lease's fencing token without the caller passing it around: once a newer instance acquired the
 key, the old one's writes fail with ``Fenced``.
+
+Shared blobs on the node's host (embedded backend) are sealed memfds: ``share`` writes the
+bytes once into one and hands the node its fd, ``open_blob`` maps the node's copy read-only.
+Sixteen agents opening one 256 MiB blob map the same pages: one copy on the host. Elsewhere
+(a remote agent, the Redis backend, blobs under the pool threshold) the bytes travel in
+CONTROL frames. See docs/state.md, "Shared blobs on one host".
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +32,8 @@ if TYPE_CHECKING:
     from ._connection import Connection
 
 __all__ = ["Lease", "StateClient", "StateStats"]
+
+log = logging.getLogger("sdk.state")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,27 +159,73 @@ class StateClient:
         """The lease this agent holds on ``key``, if any."""
         return self._leases.get(key)
 
+    def _blob_budget(self, size: int) -> float:
+        # Writing and hashing a big blob takes time proportional to its size (about 0.5 s per
+        # 256 MiB on an idle core): allow 64 MiB/s on top of the call's timeout.
+        return self._timeout + size / (64 * 1024 * 1024)
+
     async def share(self, data: Payload) -> str:
         """Store an immutable blob once, however many agents share the same bytes; returns
-        its content address. This agent holds a reference until ``drop_blob``.
+        its content address (SHA-256 hex, computed by the node). This agent holds a
+        reference until ``drop_blob``.
+
+        On the node's host (embedded backend, blob at least the pool threshold, 64 KiB by
+        default) the bytes are copied once into a sealed memfd and never travel; otherwise
+        they go to the node in a CONTROL frame (limited by the link's ``max_payload``).
 
         Raises:
-            PayloadTooLarge. BackendUnavailable.
+            PayloadTooLarge: above the backend's blob limit (512 MiB) or, sent as bytes, the
+                link's payload limit. BadDescriptor: the node refused our memfd.
+            BackendUnavailable. ConnectionLost. Timeout.
         """
-        reply, _ = await self._call("share", {}, encode_payload(data))
+        payload = encode_payload(data)
+        pool = self._conn.shared
+        if pool.blobs:
+            try:
+                ref = await pool.blob_put(payload, self._blob_budget(memoryview(payload).nbytes))
+            except (OSError, TimeoutError) as exc:
+                log.warning("pool socket unusable, sharing the blob as bytes: %s", exc)
+            else:
+                if ref is not None:
+                    return ref
+        reply, _ = await self._call("share", {}, payload)
         return reply["ref"]
 
     async def open_blob(self, ref: str) -> memoryview:
-        """The blob's bytes; this agent holds a reference until ``drop_blob``.
+        """The blob's bytes as a read-only ``memoryview``; this agent holds a reference
+        until ``drop_blob``.
+
+        On the node's host the view maps the one copy every agent shares (zero copy, pages
+        read in place); elsewhere it is over bytes received from the node. Either way the
+        view stays valid for as long as you keep it, even after ``drop_blob``: the memory is
+        returned once the last holder dropped the blob *and* every view of it (numpy arrays
+        and slices made from it included) is released or garbage-collected. Keep views only
+        as long as you need them, or a freed blob's pages stay mapped in this process.
 
         Raises:
             NotFound: no blob with this reference.
+            BadDescriptor: the node's memfd is not sealed (never from a sane node).
+            BackendUnavailable. ConnectionLost. Timeout.
         """
+        pool = self._conn.shared
+        if pool.blobs:
+            try:
+                view = await pool.blob_get(ref, self._timeout)
+            except (OSError, TimeoutError) as exc:
+                log.warning("pool socket unusable, fetching the blob as bytes: %s", exc)
+            else:
+                if view is not None:
+                    return view
         _, data = await self._call("open_blob", {"ref": ref})
-        return data
+        return data.toreadonly()
 
     async def drop_blob(self, ref: str) -> None:
-        """Let go of a blob; it is freed when its last holder let go."""
+        """Let go of one reference to a blob (one per ``share`` or ``open_blob``); the blob
+        is freed when its last holder let go. Views already returned stay readable.
+
+        Raises:
+            NotFound: this agent holds no reference to ``ref``. BackendUnavailable.
+        """
         await self._call("drop_blob", {"ref": ref})
 
     async def stats(self) -> StateStats:

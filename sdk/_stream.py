@@ -72,8 +72,18 @@ class StreamReply:
         self._deadline = effective_deadline(self._timeout, agent.default_timeout)
         await agent._ensure_connected(self._deadline)
         receiver = StreamReceiver(self.subject)
+        direct = None
+        if agent._direct is not None and len(self._payload) < agent._conn.shared.threshold:
+            direct = await agent._direct_targets(self.subject, self._deadline)
         self._n, reply = agent._new_reply(receiver)
         self._receiver = receiver
+        if direct is not None:
+            links, sids = direct
+            agent._send_direct(
+                links, sids, self.subject, self._payload, reply, self._deadline,
+                headers=self._headers, status=Status.STREAM_OPEN, seq=self._window,
+            )
+            return receiver
         agent._send_pub(
             self.subject,
             self._payload,
@@ -96,7 +106,7 @@ class StreamReply:
             self._close(cancel=True)
             raise
         for rival in receiver.rivals:
-            self._agent._cancel_stream(rival)
+            self._agent._cancel_stream(rival)  # through the node: it knows every inbox
         receiver.rivals.clear()
         if chunk is None:
             self._close(cancel=False)
@@ -104,7 +114,7 @@ class StreamReply:
         # Grant credit in batches of half a window: one message per 32 chunks, not per chunk.
         self._unacked += 1
         if self._unacked >= self._window // 2 and receiver.control:
-            self._agent._grant_credit(receiver.control, self._unacked)
+            self._agent._grant_credit(receiver.control, self._unacked, receiver.via)
             self._unacked = 0
         return chunk
 
@@ -128,7 +138,7 @@ class StreamReply:
         if not cancel or receiver.state.ended:
             return
         if receiver.control:
-            agent._cancel_stream(receiver.control)
+            agent._cancel_stream(receiver.control, receiver.via)
             return
         # No chunk yet, so no address to cancel: answer whatever still comes.
         agent._waiters[self._n] = _Canceller(agent, self.subject)
