@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from fabric.errors import (
     Cancelled,
