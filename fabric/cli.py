@@ -162,7 +162,7 @@ def gateway(
     except ImportError as exc:
         err_console.print(
             f"[red]fabric gateway needs the gateway extra[/red] ({exc}): "
-            "pip install 'agent-fabric[gateway]'"
+            "pip install 'agent-fabric\\[gateway]'"
         )
         raise typer.Exit(2) from None
     given: dict[str, Any] = {
@@ -184,6 +184,96 @@ def gateway(
         raise typer.Exit(1) from None
 
 
+keys_app = typer.Typer(help="CurveZMQ keys for node-to-node links.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    name: Annotated[str, typer.Option(help="Base name of the key files.")] = "node",
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write them.")] = Path(
+        "keys"
+    ),
+) -> None:
+    """Write NAME.key (public, give it to peers) and NAME.key_secret (keep it, mode 0600)."""
+    from .auth import generate_keypair, load_keypair
+
+    try:
+        public, secret = generate_keypair(directory, name)
+        pub, _ = load_keypair(secret)
+    except FabricError as exc:
+        err_console.print(f"[red]cannot generate keys:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"public key  {public}  ({pub.decode()})")
+    console.print(f"secret key  {secret}  (curve_key = \"{secret}\")")
+
+
+@app.command()
+def up(
+    cloud: Annotated[int, typer.Option(help="Cloud nodes in the cluster.")] = 3,
+    edge: Annotated[int, typer.Option(help="Edge nodes, each a leaf of two cloud nodes.")] = 2,
+    runtime: Annotated[
+        Path | None, typer.Option(help="Directory for sockets and configs (default: a temp dir).")
+    ] = None,
+) -> None:
+    """Start a local mesh of node processes on loopback; Ctrl-C stops them all."""
+    import tempfile
+
+    from .mesh._up import prepare_local_mesh, run_local_mesh
+    from .runner import install_uvloop
+
+    install_uvloop()
+    where = runtime or Path(tempfile.mkdtemp(prefix="fabric-mesh-"))
+    try:
+        plan = prepare_local_mesh(cloud, edge, where)
+        asyncio.run(run_local_mesh(plan, where, lambda line: print(line, flush=True)))
+    except FabricError as exc:
+        err_console.print(f"[red]mesh failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def mesh(
+    url: Annotated[
+        str | None, typer.Option(help="Node URL (default: FABRIC_URL or the local node).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print raw JSON.")] = False,
+) -> None:
+    """Show a node's peers, links, round trips and interest."""
+    from rich.table import Table
+
+    from .runner import install_uvloop
+
+    install_uvloop()
+    try:
+        snapshot = asyncio.run(_fetch_status(url))
+    except FabricError as exc:
+        err_console.print(f"[red]cannot reach node:[/red] {exc}")
+        raise typer.Exit(1) from None
+    info = snapshot.get("mesh")
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+    if not info:
+        console.print(f"node {snapshot['node']} is not part of a mesh")
+        return
+    console.print(
+        f"[bold]{snapshot['node']}[/bold] role={info['role']} site={snapshot['site']} "
+        f"cluster={info['cluster'] or '-'} local interest={info['local_interest']}"
+    )
+    peers = Table("peer", "kind", "site", "rtt ms", "link", "interest", title="peers")
+    for p in info["peers"]:
+        subjects = ", ".join(
+            s + (f" [{q}]" if q else "") for s, q in p["interest"] if not s.startswith("_INBOX.")
+        )
+        peers.add_row(
+            p["name"], p["kind"], p["site"], str(p["rtt_ms"]),
+            "dialled" if p["dialed"] else "accepted", subjects,
+        )
+    console.print(peers)
+    console.print(" ".join(f"{k}={v}" for k, v in info["stats"].items()))
+
+
 def _register_optional() -> None:
     """Commands that live in other packages; absent extras leave a helpful stub."""
     try:
@@ -196,7 +286,7 @@ def _register_optional() -> None:
             """Benchmark the fabric (needs the [bench] extra)."""
             err_console.print(
                 f"[red]fabric bench needs the bench extra[/red] ({missing}): "
-                "pip install 'agent-fabric[bench]'"
+                "pip install 'agent-fabric\\[bench]'"
             )
             raise typer.Exit(2)
     else:
