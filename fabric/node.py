@@ -36,6 +36,7 @@ from .session import Session, SessionState
 from .shm import PoolService, SharedDelivery
 from .state import STATE_PREFIX, StateService, make_state_backend
 from .subjects import validate_subject
+from .telemetry import NodeTracer
 from .transports import Link, StreamLink, ZmqRouterListener
 from .wire import Flags, Header, Kind, Status, decode_header, encode_header, encode_msg
 
@@ -93,6 +94,12 @@ class Node:
         self._closed = asyncio.Event()
         self._valid_subjects: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Span per routed message when ``tracing`` is on (imports OpenTelemetry only then).
+        self._tracer: NodeTracer | None = None
+        if self.settings.tracing != "off":
+            self._tracer = NodeTracer(
+                self.settings.name, self.settings.tracing, self.settings.otlp_endpoint
+            )
         #: Sessions that cached the directory (``$node.resolve``) and must hear of changes.
         self._resolvers: set[_SessionLink] = set()
         #: Serves ``$state.*`` control calls; created by ``start()``.
@@ -134,7 +141,12 @@ class Node:
         self._sweeper = loop.create_task(self._sweep())
         self.state = StateService(make_state_backend(self.settings))
         if self.settings.shm:
-            self.pool = PoolService(self.settings.pool, self.settings.name, self._pool_attached)
+            self.pool = PoolService(
+                self.settings.pool,
+                self.settings.name,
+                self._pool_attached,
+                blobs=self.state.blob_host(),
+            )
             await self.pool.start(path.with_name(path.name + ".pool"))
         self.mesh = await start_mesh(self)
 
@@ -357,6 +369,8 @@ class Node:
                 reached += 1
             elif shared is not None:
                 shared.undeliverable(target.session)
+        if self._tracer is not None:
+            self._tracer.hop(subject, header.traceparent, reached)
         if mesh is not None and mesh.forward(
             bound, header, payload if shared is None else shared.body_for(None)[0], route, reached
         ):

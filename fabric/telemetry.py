@@ -4,13 +4,24 @@ an agent that does not trace never loads OpenTelemetry."""
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["make_tracer", "tracing_mode"]
+__all__ = ["NodeTracer", "make_tracer", "tracing_mode"]
 
 _PROVIDERS: dict[str, Any] = {}
+
+
+class _Stdout:
+    """Whatever ``sys.stdout`` is when a span is written (providers outlive redirections)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
 
 
 def tracing_mode(explicit: str | None = None) -> str:
@@ -42,7 +53,8 @@ def make_tracer(service: str, mode: str, endpoint: str | None = None) -> Any:
     if provider is None:
         provider = TracerProvider(resource=Resource.create({"service.name": service}))
         if mode == "console":
-            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+            exporter = ConsoleSpanExporter(out=_Stdout())  # type: ignore[arg-type]
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
         else:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -50,3 +62,32 @@ def make_tracer(service: str, mode: str, endpoint: str | None = None) -> Any:
             provider.add_span_processor(BatchSpanProcessor(exporter))
         _PROVIDERS[key] = provider
     return provider.get_tracer("agent-fabric")
+
+
+class NodeTracer:
+    """A span per hop through a node, child of the publisher's span (from ``traceparent``).
+
+    Deliveries keep the publisher's ``traceparent``, so a handler's span is a sibling of the
+    hop under the publisher's span rather than one more level down.
+    """
+
+    def __init__(self, node: str, mode: str, endpoint: str | None = None) -> None:
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self._tracer = make_tracer(f"fabric-node-{node}", mode, endpoint)
+        self._propagator = TraceContextTextMapPropagator()
+        self._node = node
+
+    def hop(self, subject: str, traceparent: str, reached: int) -> None:
+        """Record one routed message (a zero-duration span: routing does not wait)."""
+        parent = self._propagator.extract({"traceparent": traceparent}) if traceparent else None
+        span = self._tracer.start_span(
+            f"hop {subject}",
+            context=parent,
+            attributes={
+                "messaging.destination.name": subject,
+                "fabric.node": self._node,
+                "fabric.reached": reached,
+            },
+        )
+        span.end()

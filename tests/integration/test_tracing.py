@@ -51,3 +51,22 @@ async def test_tracing_off_sends_no_traceparent(node, monkeypatch):
         await b.flush()
         await a.publish("events.plain", b"")
         assert (await sub.next(timeout=5)).traceparent == ""
+
+
+async def test_node_records_a_hop_span_in_the_same_trace(tmp_path, fabric_env, monkeypatch, capsys):
+    pytest.importorskip("opentelemetry.sdk")
+    from procs import start_node
+
+    node = await start_node(tmp_path / "n.sock", fabric_env, extra=["--tracing", "console"])
+    try:
+        monkeypatch.setenv("FABRIC_TRACING", "console")
+        async with connect("pub", node.url, direct=False) as pub:
+            await pub.publish("events.hopped", b"")
+            await pub.flush()
+        line = await node.wait_line('"name": "hop events.hopped"')
+        assert line
+        trace_line = await node.wait_line('"trace_id"')
+    finally:
+        await node.stop()
+    published = {s["name"]: s for s in _spans(capsys.readouterr().out)}["publish events.hopped"]
+    assert published["context"]["trace_id"] in trace_line
