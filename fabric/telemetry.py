@@ -53,8 +53,8 @@ def make_tracer(service: str, mode: str, endpoint: str | None = None) -> Any:
     if provider is None:
         provider = TracerProvider(resource=Resource.create({"service.name": service}))
         if mode == "console":
-            exporter = ConsoleSpanExporter(out=_Stdout())  # type: ignore[arg-type]
-            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            console = ConsoleSpanExporter(out=_Stdout())  # type: ignore[arg-type]
+            provider.add_span_processor(SimpleSpanProcessor(console))
         else:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
