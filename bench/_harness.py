@@ -80,7 +80,7 @@ class Profile:
 
 
 FULL = Profile("full", repeats=1, rounds=3, scale=1.0, budget_s=1.5)
-QUICK = Profile("quick", repeats=2, rounds=1, scale=0.05, budget_s=0.25)
+QUICK = Profile("quick", repeats=2, rounds=1, scale=0.04, budget_s=0.2)
 
 
 def _run_blocking_loop(

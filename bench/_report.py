@@ -16,6 +16,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from bench._results import SUBJECTS
 from bench._stats import new_histogram
 from bench._table import format_latency, format_rate
 
@@ -80,7 +81,7 @@ def _ratio_plot(scenario: str, ratios: Sequence[dict[str, Any]], path: Path) -> 
     rows = [r for r in ratios if r["scenario"] == scenario]
     if not rows:
         return False
-    labels = [f"{r['case']}\nvs {r['baseline']}" for r in rows]
+    labels = [f"{r['case']}\n{r.get('subject', 'fabric')}\nvs {r['baseline']}" for r in rows]
     values = [r["speedup"] for r in rows]
     lower = [max(0.0, r["speedup"] - r["speedup_min"]) for r in rows]
     upper = [max(0.0, r["speedup_max"] - r["speedup"]) for r in rows]
@@ -133,7 +134,9 @@ def write_report(document: dict[str, Any], directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = document["results"]
     ratios: list[dict[str, Any]] = document["ratios"]
-    by_pair = {(r["case"], r["baseline"]): r for r in ratios}
+    by_pair = {
+        (r["case"], r["baseline"]): r for r in ratios if r.get("subject", "fabric") == "fabric"
+    }
     cases: dict[str, list[dict[str, Any]]] = {}
     scenarios: list[str] = []
     for result in results:
@@ -171,7 +174,7 @@ def write_report(document: dict[str, Any], directory: Path) -> Path:
         for s in document["systems"]
     )
     table = "".join(
-        _row(r, by_pair.get((r["case"], r["system"])) if r["system"] != "fabric" else None)
+        _row(r, by_pair.get((r["case"], r["system"])) if r["system"] not in SUBJECTS else None)
         for r in results
     )
     page = f"""<!doctype html>

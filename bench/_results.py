@@ -14,6 +14,7 @@ from bench._outcome import CaseOutcome
 __all__ = [
     "SCHEMA",
     "SUBJECT",
+    "SUBJECTS",
     "RunRecord",
     "SystemStatus",
     "build_document",
@@ -22,8 +23,10 @@ __all__ = [
 ]
 
 SCHEMA = "agent-fabric.bench/1"
-#: The system every ratio is about.
+#: The system the ratios are about.
 SUBJECT = "fabric"
+#: Every system that gets ratios against the baselines (the fabric in each of its modes).
+SUBJECTS: tuple[str, ...] = (SUBJECT, "fabric-latency")
 
 
 @dataclass
@@ -62,8 +65,10 @@ class RunRecord:
     outcomes: list[CaseOutcome] = field(default_factory=list)
 
 
-def ratios(outcomes: Iterable[CaseOutcome], subject: str = SUBJECT) -> list[dict[str, Any]]:
-    """The subject's speed-up over every other system, case by case.
+def ratios(
+    outcomes: Iterable[CaseOutcome], subjects: Sequence[str] = SUBJECTS
+) -> list[dict[str, Any]]:
+    """Each subject's speed-up over every baseline (a system that is not a subject), by case.
 
     ``speedup`` > 1 means the subject is faster: baseline p50 / subject p50 for latencies,
     subject rate / baseline rate for rates. ``speedup_min``/``speedup_max`` bound it with the
@@ -75,15 +80,22 @@ def ratios(outcomes: Iterable[CaseOutcome], subject: str = SUBJECT) -> list[dict
             by_case.setdefault(outcome.case, {})[outcome.system] = outcome
     found: list[dict[str, Any]] = []
     for case, systems in by_case.items():
-        mine = systems.get(subject)
-        if mine is None:
-            continue
-        for name, other in systems.items():
-            if name == subject:
+        for subject in subjects:
+            mine = systems.get(subject)
+            if mine is None:
                 continue
-            found.append(
-                {"case": case, "scenario": mine.scenario, "baseline": name, **_speedup(mine, other)}
-            )
+            for name, other in systems.items():
+                if name in subjects:
+                    continue
+                found.append(
+                    {
+                        "case": case,
+                        "scenario": mine.scenario,
+                        "subject": subject,
+                        "baseline": name,
+                        **_speedup(mine, other),
+                    }
+                )
     return found
 
 
@@ -159,7 +171,7 @@ def validate_document(doc: Any) -> list[str]:
     for i, result in enumerate(doc["results"]):
         problems += _check_result(result, f"results[{i}]", names)
     for i, ratio in enumerate(doc["ratios"]):
-        problems += _missing(ratio, ("case", "baseline", "speedup"), f"ratios[{i}]")
+        problems += _missing(ratio, ("case", "subject", "baseline", "speedup"), f"ratios[{i}]")
     return problems
 
 

@@ -80,7 +80,12 @@ class RunConfig:
 
 def _systems_in_run(config: RunConfig) -> list[str]:
     """Chosen systems plus every reference row that applies to a chosen scenario."""
-    names = list(config.systems)
+    # A system limited to some scenarios takes part only when one of them is selected.
+    names = [
+        n
+        for n in config.systems
+        if not SYSTEMS[n].only_scenarios or set(SYSTEMS[n].only_scenarios) & set(config.scenarios)
+    ]
     for name, cls in SYSTEMS.items():
         if cls.reference and name not in names and set(cls.only_scenarios) & set(config.scenarios):
             names.append(name)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
 
 from bench._outcome import CaseOutcome
-from bench._results import SUBJECT, RunRecord, ratios
+from bench._results import SUBJECTS, RunRecord, ratios
 
 __all__ = [
     "format_latency",
     "format_rate",
     "problems_table",
     "results_table",
+    "short_reason",
     "skipped_table",
 ]
 
@@ -50,16 +52,19 @@ def results_table(record: RunRecord, *, wide: bool = True) -> Table:
 
     ``wide=False`` leaves out p99.9 and max (they stay in the JSON) to fit 80 columns.
     """
-    by_pair = {(r["case"], r["baseline"]): r for r in ratios(record.outcomes)}
+    found = ratios(record.outcomes)
+    by_key = {(r["subject"], r["case"], r["baseline"]): r for r in found}
+    present = {r["subject"] for r in found}
+    subjects = [s for s in SUBJECTS if s in present] or [SUBJECTS[0]]
     table = Table(
-        title="fabric bench — p50: median over repeats; spread: min-max of the repeats' p50s",
-        caption=f"{SUBJECT} x: how many times faster the fabric is than that row (>1: faster)",
+        title="fabric bench - p50: median over repeats; spread: min-max of the repeats' p50s",
+        caption="<subject> x: how many times faster that fabric mode is than the row (>1: faster)",
     )
     columns = [("case", "left"), ("system", "left"), ("p50", "right"), ("spread", "right")]
     columns += (
         [("p99", "right"), ("p99.9", "right"), ("max", "right")] if wide else [("p99", "right")]
     )
-    columns.append((f"{SUBJECT} x", "right"))
+    columns += [(f"{subject} x", "right") for subject in subjects]
     for column, justify in columns:
         table.add_column(column, justify=justify, no_wrap=column != "spread")  # type: ignore[arg-type]
     last_case = None
@@ -68,11 +73,11 @@ def results_table(record: RunRecord, *, wide: bool = True) -> Table:
             table.add_section()
         first = outcome.case != last_case
         last_case = outcome.case
-        ratio = None if outcome.system == SUBJECT else by_pair.get((outcome.case, outcome.system))
         cells = _cells(outcome)
         if not wide:
             cells = cells[:3]
-        table.add_row(outcome.case if first else "", outcome.system, *cells, _ratio_text(ratio))
+        marks = [_ratio_text(by_key.get((s, outcome.case, outcome.system))) for s in subjects]
+        table.add_row(outcome.case if first else "", outcome.system, *cells, *marks)
     return table
 
 
@@ -98,6 +103,19 @@ def _cells(outcome: CaseOutcome) -> list[str]:
     ]
 
 
+def short_reason(reason: str, limit: int = 240) -> str:
+    """The gist of a failure for the terminal: its first line and, when a traceback follows,
+    the exception line at its end (the JSON keeps the whole text)."""
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    gist = lines[0]
+    errors = [line for line in lines[1:] if re.match(r"^[\w.]+(Error|Exception|Exit)\b", line)]
+    if errors:
+        gist = f"{gist} ... {errors[-1]}"
+    return gist if len(gist) <= limit else gist[: limit - 3] + "..."
+
+
 def problems_table(record: RunRecord) -> Table | None:
     """Cases that failed or do not apply, with the reason (None if there are none)."""
     rows = [o for o in record.outcomes if o.status != "ok"]
@@ -107,7 +125,7 @@ def problems_table(record: RunRecord) -> Table | None:
     for column in ("case", "system", "status", "reason"):
         table.add_column(column)
     for o in rows:
-        table.add_row(o.case, o.system, o.status, o.reason)
+        table.add_row(o.case, o.system, o.status, short_reason(o.reason))
     return table
 
 
@@ -130,5 +148,7 @@ def skipped_table(record: RunRecord) -> Table | None:
     for column in ("system", "status", "reason", "how to get it"):
         table.add_column(column)
     for s in rows:
-        table.add_row(s.label, s.status, s.reason, s.hint if s.status == "skipped" else "")
+        table.add_row(
+            s.label, s.status, short_reason(s.reason), s.hint if s.status == "skipped" else ""
+        )
     return table

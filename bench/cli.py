@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn
 from rich.progress import Progress as RichProgress
 
 from bench._harness import FULL, QUICK
@@ -96,7 +96,6 @@ def bench_command(
         TextColumn("{task.description:<34}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TimeElapsedColumn(),
         TextColumn("[dim]{task.fields[case]}"),
         console=console,
         transient=False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -32,9 +33,14 @@ def _announce(info: WorkerInfo) -> None:
 
 def _watch_stdin(on_eof: Any) -> threading.Thread:
     def watch() -> None:
+        # os.read on the raw descriptor, not sys.stdin.buffer: a daemon thread blocked inside
+        # the buffered reader holds its lock and makes interpreter shutdown abort.
+        fd = sys.stdin.fileno()
         try:
-            while sys.stdin.buffer.read(65536):
+            while os.read(fd, 65536):
                 pass
+        except OSError:
+            pass
         finally:
             on_eof()
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from bench.systems._aiohttp import AiohttpSystem
 from bench.systems._base import Client, System, WorkerInfo
-from bench.systems._fabric import FabricSystem
+from bench.systems._fabric import FabricLatencySystem, FabricSystem
 from bench.systems._fastapi import FastapiSystem
 from bench.systems._memcpy import MemcpySystem
 from bench.systems._nats import NatsSystem
@@ -18,7 +18,15 @@ __all__ = ["SYSTEMS", "Client", "System", "WorkerInfo", "get_system", "system_na
 #: Every system, in the order the table shows them (the fabric first, the reference last).
 SYSTEMS: dict[str, type[System]] = {
     cls.name: cls
-    for cls in (FabricSystem, FastapiSystem, AiohttpSystem, NatsSystem, ZenohSystem, MemcpySystem)
+    for cls in (
+        FabricSystem,
+        FabricLatencySystem,
+        FastapiSystem,
+        AiohttpSystem,
+        NatsSystem,
+        ZenohSystem,
+        MemcpySystem,
+    )
 }
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench._payloads import FAN_REPLY, big_ok, map_result, parse_stream_request
 from bench._plan import ProcPlan, agents_with_role
@@ -24,9 +24,14 @@ from fabric.errors import RemoteProtocolError, Timeout
 if TYPE_CHECKING:
     from sdk import Agent, Msg
 
-__all__ = ["FabricSystem"]
+__all__ = ["FabricLatencySystem", "FabricSystem"]
 
 _OP_TIMEOUT_S = 30.0
+
+
+def _mode(env: dict[str, Any]) -> bool | None:
+    """``latency_mode`` for ``connect``: on for the latency-mode row, else the SDK default."""
+    return True if env.get("latency_mode") else None
 
 
 def _data(item: Any) -> Any:
@@ -44,6 +49,8 @@ class FabricSystem(System):
     )
     modules = ("sdk", "fabric")
     packages = ("agent-fabric", "pyzmq", "msgpack")
+    #: Agents spin briefly for replies instead of sleeping (``connect(latency_mode=True)``).
+    latency_mode: ClassVar[bool] = False
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
@@ -62,7 +69,7 @@ class FabricSystem(System):
     async def start_env(self, workdir: Path) -> dict[str, Any]:
         url = self.options.get("url")
         if url:
-            return {"url": url}
+            return {"url": url, "latency_mode": self.latency_mode}
         socket_path = workdir / "node.sock"
         self._node = await start_child(
             "fabric node",
@@ -78,7 +85,7 @@ class FabricSystem(System):
             ],
             ready="ready",
         )
-        return {"url": f"unix://{socket_path}"}
+        return {"url": f"unix://{socket_path}", "latency_mode": self.latency_mode}
 
     async def stop_env(self) -> None:
         if self._node is not None:
@@ -93,7 +100,9 @@ class FabricSystem(System):
         async with contextlib.AsyncExitStack() as stack:
             keep: list[Any] = []
             for agent_plan in plan.agents:
-                agent = await stack.enter_async_context(connect(agent_plan.name, url=env["url"]))
+                agent = await stack.enter_async_context(
+                    connect(agent_plan.name, url=env["url"], latency_mode=_mode(env))
+                )
                 keep.extend(await _register_roles(agent, agent_plan.name, agent_plan.roles))
                 await agent.flush()
             announce({})
@@ -110,7 +119,9 @@ class FabricSystem(System):
         from sdk import connect
 
         stack = contextlib.AsyncExitStack()
-        agent = await stack.enter_async_context(connect("bench-client", url=env["url"]))
+        agent = await stack.enter_async_context(
+            connect("bench-client", url=env["url"], latency_mode=_mode(env))
+        )
         client = _FabricClient(agent, stack, layout)
         try:
             await client.wait_for_agents(20.0)
@@ -258,3 +269,13 @@ class _FabricClient(Client):
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._stack.aclose(), 5)
+
+
+class FabricLatencySystem(FabricSystem):
+    """The fabric in latency mode: agents spin briefly on replies before sleeping, trading
+    CPU for wake-up latency. Measured on ``rr`` only (the design's latency-mode target)."""
+
+    name = "fabric-latency"
+    label = "Agent Fabric, latency mode"
+    latency_mode = True
+    only_scenarios = ("rr",)

@@ -6,7 +6,7 @@ import pytest
 
 from bench._harness import FULL, QUICK
 from bench._plan import ProcPlan, agents_with_role, parse_selection, plan_layout
-from bench._runner import steps_for
+from bench._runner import RunConfig, _systems_in_run, steps_for
 from bench._scenario import _REGISTRY, registered, scenario
 from bench.systems import system_names
 from fabric.errors import ConfigError
@@ -91,7 +91,7 @@ def test_adding_a_scenario_is_one_function_and_names_are_unique() -> None:
 
 
 def test_systems_and_profiles() -> None:
-    assert system_names() == ["fabric", "fastapi", "aiohttp", "nats", "zenoh"]
+    assert system_names() == ["fabric", "fabric-latency", "fastapi", "aiohttp", "nats", "zenoh"]
     assert "memcpy" in system_names(include_reference=True)
     quick = QUICK.params(4000, 300)
     assert quick.count < FULL.params(4000, 300).count
@@ -102,3 +102,18 @@ def test_systems_and_profiles() -> None:
     assert (
         QUICK.with_total_repeats(4).rounds == 1 and QUICK.with_total_repeats(4).total_repeats == 4
     )
+
+
+def test_scenario_limited_and_reference_systems_join_only_when_they_apply() -> None:
+    every = system_names()
+    assert _systems_in_run(RunConfig(["fanout"], every, QUICK)) == [
+        "fabric",
+        "fastapi",
+        "aiohttp",
+        "nats",
+        "zenoh",
+    ]
+    with_rr = _systems_in_run(RunConfig(["rr"], every, QUICK))
+    assert "fabric-latency" in with_rr and "memcpy" not in with_rr
+    with_big = _systems_in_run(RunConfig(["bigfan"], ["aiohttp"], QUICK))
+    assert with_big == ["aiohttp", "memcpy"]

@@ -61,6 +61,19 @@ def test_ratios_for_latencies_and_rates_with_spread() -> None:
     assert (tp["speedup_min"], tp["speedup_max"]) == pytest.approx((2.0, 4.0))
 
 
+def test_each_fabric_mode_gets_its_own_ratios_but_not_against_the_other() -> None:
+    outcomes = [
+        _latency("fabric", [200]),
+        _latency("fabric-latency", [50]),
+        _latency("aiohttp", [400]),
+    ]
+    found = {(r["subject"], r["baseline"]): r["speedup"] for r in ratios(outcomes)}
+    assert found == {
+        ("fabric", "aiohttp"): pytest.approx(2.0, rel=2e-3),
+        ("fabric-latency", "aiohttp"): pytest.approx(8.0, rel=2e-3),
+    }
+
+
 def test_no_ratio_without_the_fabric() -> None:
     assert ratios([_latency("aiohttp", [100]), _latency("nats", [50])]) == []
 
@@ -205,3 +218,20 @@ def test_big_payload_checks() -> None:
     assert parse_stream_request(b"2000:32") == (2000, 32)
     with pytest.raises(ValueError):
         parse_stream_request(b"2000:99999999")
+
+
+def test_short_reason_keeps_the_first_line_and_the_exception() -> None:
+    from bench._table import short_reason
+
+    reason = (
+        "round 1: ConnectionLost: worker exited before it was ready:\n"
+        'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+        "ImportError: cannot import name 'X'\nFatal Python error: whatever"
+    )
+    assert short_reason(reason) == (
+        "round 1: ConnectionLost: worker exited before it was ready: ... "
+        "ImportError: cannot import name 'X'"
+    )
+    assert short_reason("plain") == "plain"
+    assert short_reason("") == ""
+    assert len(short_reason("x" * 1000)) == 240

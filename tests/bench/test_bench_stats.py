@@ -53,7 +53,7 @@ def test_encoded_histogram_gives_back_the_same_percentiles() -> None:
     assert p99 == summary.p99_us
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.lists(st.integers(min_value=1_000, max_value=10**9), min_size=1, max_size=400))
 def test_p50_and_p99_match_nearest_rank_within_precision(samples: list[int]) -> None:
     summary = summarise(histogram_from_samples(samples))
