@@ -505,18 +505,27 @@ class Agent:
         shm = 0
         if len(payload) >= self._conn.shared.threshold:
             payload, shm = await self._conn.shared.put(payload, until, subject)
-        collector = GatherCollector(subject, quorum)
+        direct = None
+        if self._direct is not None and not shm and prefer is None:
+            direct = await self._direct_targets(subject, until)
+        collector = GatherCollector(subject, quorum, direct=direct is not None)
         n, reply = self._new_reply(collector)
         span = self._tracer.start("gather", subject) if self._tracer else None
         try:
-            self._send_pub(
-                subject,
-                payload,
-                headers=headers,
-                reply=reply,
-                deadline=until,
-                flags=Flags.COUNT | Flags.NO_RESPONDERS | shm,
-            )
+            if direct is not None:
+                # The directory already says who is reached: no count from the node needed.
+                links, sids = direct
+                collector.routed(len(links))
+                self._send_direct(links, sids, subject, payload, reply, until, headers=headers)
+            else:
+                self._send_pub(
+                    subject,
+                    payload,
+                    headers=headers,
+                    reply=reply,
+                    deadline=until,
+                    flags=Flags.COUNT | Flags.NO_RESPONDERS | shm,
+                )
             try:
                 await asyncio.wait_for(
                     asyncio.shield(collector.done), max(0.0, until - time.monotonic())

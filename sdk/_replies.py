@@ -106,9 +106,12 @@ class GatherResult(list[Msg]):
 class GatherCollector(ReplyWaiter):
     """Collect replies until all reached responders answered, the quorum, or the deadline."""
 
-    def __init__(self, subject: str, quorum: int | None) -> None:
+    def __init__(self, subject: str, quorum: int | None, *, direct: bool = False) -> None:
         self.subject = subject
         self.quorum = quorum
+        #: Sent on direct links: a "no responders" answer comes from one target whose
+        #: subscription was gone (a stale directory), not from the whole fabric.
+        self.direct = direct
         self.result = GatherResult()
         self.done = asyncio.get_running_loop().create_future()
         self._error: FabricError | None = None
@@ -136,6 +139,14 @@ class GatherCollector(ReplyWaiter):
             self.no_responders()
         else:
             self._check()
+
+    def no_responders(self) -> None:
+        if self.direct and self.result.reached:
+            self.result.reached -= 1  # that target was not reached after all
+            if self.result.reached:
+                self._check()
+                return
+        super().no_responders()
 
     def fail(self, exc: FabricError) -> None:
         if not self.done.done():

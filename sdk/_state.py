@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from typing_extensions import Buffer
 
-from fabric.errors import FabricError
+from fabric.errors import FabricError, Timeout
 
 from ._payload import Payload, encode_payload
 
@@ -181,9 +181,14 @@ class StateClient:
         payload = encode_payload(data)
         pool = self._conn.shared
         if pool.blobs:
+            budget = self._blob_budget(memoryview(payload).nbytes)
             try:
-                ref = await pool.blob_put(payload, self._blob_budget(memoryview(payload).nbytes))
-            except (OSError, TimeoutError) as exc:
+                ref = await pool.blob_put(payload, budget)
+            except TimeoutError:
+                # Not retried as bytes: the node may still be hashing, and would then hold
+                # the blob for us twice.
+                raise Timeout(f"sharing a blob took longer than {budget:.1f}s") from None
+            except OSError as exc:
                 log.warning("pool socket unusable, sharing the blob as bytes: %s", exc)
             else:
                 if ref is not None:
@@ -211,7 +216,9 @@ class StateClient:
         if pool.blobs:
             try:
                 view = await pool.blob_get(ref, self._timeout)
-            except (OSError, TimeoutError) as exc:
+            except TimeoutError:
+                raise Timeout(f"opening blob {ref} took longer than {self._timeout}s") from None
+            except OSError as exc:
                 log.warning("pool socket unusable, fetching the blob as bytes: %s", exc)
             else:
                 if view is not None:

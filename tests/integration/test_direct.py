@@ -119,3 +119,16 @@ async def test_direct_socket_refuses_other_users(node):
         )
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "0", "a foreign user's connection is closed unanswered"
+
+
+async def test_gather_goes_direct_and_counts_from_the_directory(node, agent_procs):
+    await agent_procs("reviewers", node.url, "4", "left")
+    await agent_procs("reviewers", node.url, "4", "right")
+    async with connect("parent", node.url) as parent:
+        first = await parent.gather("review.essay", b"", deadline=20)
+        assert first.reached == 8 and first.complete
+        before = await _frames_in(parent)
+        for _ in range(10):
+            replies = await parent.gather("review.essay", b"", deadline=20)
+            assert replies.reached == 8 and len(replies) == 8
+        assert await _frames_in(parent) - before <= 4, "no request or reply crossed the node"
