@@ -158,7 +158,48 @@ async def big_reader(url: str, name: str, subject: str, hold: str = "") -> None:
                 msg.release()
 
 
+async def blob_holder(url: str, name: str) -> None:
+    """Shares and opens state-tier blobs on command, one stdin line each, keeping every view:
+    ``share SIZE SEED`` → ``shared REF``; ``open REF`` → ``opened SHA256 READONLY MAPPED NBYTES``
+    (MAPPED: the view is a mapping of the node's sealed memfd, not bytes received);
+    ``drop REF`` → ``dropped REF``; ``release`` → ``released N`` (every view let go);
+    any refusal → ``refused ERRORCODE``."""
+    import hashlib
+    import random
+
+    from fabric.errors import FabricError
+    from fabric.shm import SealedMapping
+
+    views: list[memoryview] = []
+    async with connect(name, url) as agent:
+        say("ready", os.getpid())
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            cmd, *args = line.split()
+            try:
+                if cmd == "share":
+                    data = random.Random(int(args[1])).randbytes(int(args[0]))
+                    say("shared", await agent.state.share(data))
+                elif cmd == "open":
+                    view = await agent.state.open_blob(args[0])
+                    views.append(view)
+                    mapped = isinstance(view.obj, SealedMapping)
+                    digest = hashlib.sha256(view).hexdigest()
+                    say("opened", digest, view.readonly, mapped, view.nbytes)
+                elif cmd == "drop":
+                    await agent.state.drop_blob(args[0])
+                    say("dropped", args[0])
+                elif cmd == "release":
+                    for view in views:
+                        view.release()
+                    say("released", len(views))
+                    views.clear()
+            except FabricError as exc:
+                say("refused", exc.code)
+
+
 ROLES = {
+    "blob-holder": blob_holder,
     "big-reader": big_reader,
     "state-writer": state_writer,
     "echo": echo,

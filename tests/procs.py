@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,21 @@ async def start_agent(role: str, url: str, env: dict[str, str], *args: str) -> P
         await proc.stop()
         raise
     return proc
+
+
+async def until(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "condition"
+) -> None:
+    """Poll a cheap async predicate until true; fails naming ``what`` after ``timeout``.
+
+    For state only observable by asking (a node's counters), where no event can be awaited.
+    """
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 def pid_alive(pid: int) -> bool:

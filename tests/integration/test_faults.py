@@ -9,23 +9,13 @@ import struct
 
 import msgpack
 import pytest
-from procs import start_node
+from procs import start_node, until
 
 from fabric.framing import frame_prefix
 from fabric.wire import Header, Kind, encode_header
 from sdk import ConnectionLost, NoResponders, connect
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.faults]
-
-
-async def _until(predicate, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll a cheap predicate until true; fails with ``what`` after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not await predicate():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_node_restart_agents_reconnect_and_resubscribe(tmp_path, fabric_env):
@@ -54,7 +44,7 @@ async def test_node_restart_agents_reconnect_and_resubscribe(tmp_path, fabric_en
             async def restored() -> bool:
                 return server.reconnects >= 1 and client.reconnects >= 1
 
-            await _until(restored, what="both agents to reconnect")
+            await until(restored, what="both agents to reconnect")
             await server.flush()
             reply = await client.request("svc.echo", b"after", timeout=10)
             assert bytes(reply.data) == b"after", "the handler's subscription came back by itself"
@@ -76,7 +66,7 @@ async def test_killed_agent_interest_is_dropped(node, agent_procs):
                 return True
             return False
 
-        await _until(gone, what="the dead agent's subscription to be dropped")
+        await until(gone, what="the dead agent's subscription to be dropped")
 
 
 def _raw_connect(path: str) -> socket.socket:
@@ -205,7 +195,7 @@ async def test_zeromq_agent_recovers_from_node_restart(tmp_path, fabric_env):
             async def back() -> bool:
                 return remote.reconnects >= 1
 
-            await _until(back, what="the tcp agent to notice and reconnect")
+            await until(back, what="the tcp agent to notice and reconnect")
             await remote.flush()
             async with connect("local", node.url) as local:
                 await local.publish("events.b", b"2")

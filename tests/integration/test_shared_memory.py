@@ -11,7 +11,7 @@ import struct
 
 import msgpack
 import pytest
-from procs import start_node
+from procs import start_node, until
 
 from fabric.framing import frame_prefix
 from fabric.shm import DESCRIPTOR_SIZE, Descriptor
@@ -31,15 +31,6 @@ async def _pool(agent) -> dict:  # type: ignore[no-untyped-def]
     return (await agent.node_status())["pool"]
 
 
-async def _until(predicate, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not await predicate():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_large_payload_fans_out_to_local_agents_written_once(node, agent_procs):
     before = _our_shm_entries()
     readers = [await agent_procs("big-reader", node.url, f"r{i}", "tensors.>") for i in range(4)]
@@ -56,7 +47,7 @@ async def test_large_payload_fans_out_to_local_agents_written_once(node, agent_p
             pool = await _pool(producer)
             return bool(pool["leases"] == 0 and pool["allocated"] == 0)
 
-        await _until(all_released, what="every reader to release its slot")
+        await until(all_released, what="every reader to release its slot")
         pool = await _pool(producer)
         assert pool["bytes_in_use"] == 0
     assert _our_shm_entries() == before, "memfd segments never appear in /dev/shm"
@@ -102,7 +93,7 @@ async def test_killed_receiver_slots_are_reclaimed(node, agent_procs):
             p = await _pool(producer)
             return bool(p["leases"] == 0 and p["reclaimed"] >= 3)
 
-        await _until(reclaimed, what="the dead receiver's slots to come back")
+        await until(reclaimed, what="the dead receiver's slots to come back")
 
 
 async def test_requests_and_replies_carry_large_payloads(node):

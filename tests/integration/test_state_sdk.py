@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +14,6 @@ from state._redis_proc import RedisProcess
 from sdk import Conflict, Fenced, NotFound, connect
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path_factory.mktemp("redis-sdk"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["embedded", "redis"])

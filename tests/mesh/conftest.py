@@ -120,7 +120,8 @@ def cloud_toml(name: str, cluster: dict[str, str], extra: str = "") -> str:
 
 def edge_toml(site: str, hubs: list[str], extra: str = "") -> str:
     return (
-        f'site = "{site}"\nleaf_of = {hubs!r}\nmesh_heartbeat = 0.25\nmesh_dead_after = 2.0\n{extra}'
+        f'site = "{site}"\nleaf_of = {hubs!r}\n'
+        f"mesh_heartbeat = 0.25\nmesh_dead_after = 2.0\n{extra}"
     ).replace("'", '"')
 
 
@@ -134,15 +135,21 @@ async def mesh_nodes(tmp_path: Path, fabric_env: dict[str, str]) -> AsyncIterato
 
 
 @pytest.fixture
-async def mesh5(mesh_nodes: MeshNodes) -> MeshNodes:
+def mesh_extra() -> str:
+    """TOML lines added to every node of ``mesh5`` (tests parametrize it, e.g. the transport)."""
+    return ""
+
+
+@pytest.fixture
+async def mesh5(mesh_nodes: MeshNodes, mesh_extra: str) -> MeshNodes:
     """Three cloud nodes in a cluster; edge e1 (site edge-paris) on c1 then c2, edge e2 (site
     edge-tokyo) on c3 then c2. Returns once every link is up."""
     m = mesh_nodes
     m.cluster = {n: f"tcp://127.0.0.1:{free_port()}" for n in CLOUDS}
-    await asyncio.gather(*(m.start(n, cloud_toml(n, m.cluster)) for n in CLOUDS))
+    await asyncio.gather(*(m.start(n, cloud_toml(n, m.cluster, mesh_extra)) for n in CLOUDS))
     await asyncio.gather(
-        m.start("e1", edge_toml("edge-paris", [m.cluster["c1"], m.cluster["c2"]])),
-        m.start("e2", edge_toml("edge-tokyo", [m.cluster["c3"], m.cluster["c2"]])),
+        m.start("e1", edge_toml("edge-paris", [m.cluster["c1"], m.cluster["c2"]], mesh_extra)),
+        m.start("e2", edge_toml("edge-tokyo", [m.cluster["c3"], m.cluster["c2"]], mesh_extra)),
     )
     await m.wait_links(
         {

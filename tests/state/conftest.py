@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +15,6 @@ from ._redis_proc import RedisProcess
 #: Small limits, so PayloadTooLarge is testable without allocating hundreds of MiB.
 MAX_VALUE_BYTES = 1024 * 1024
 MAX_BLOB_BYTES = 2 * 1024 * 1024
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    """Our own redis-server on a free port, never the shared one on 6379."""
-    server = RedisProcess(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["embedded", "redis"])
