@@ -5,6 +5,8 @@ The node owns the pool: sealed memfd segments (``create_segment``) cut into size
 around it, for waiting allocations). Agents receive the segment fds once (``send_fds`` /
 ``recv_fds``), map them (``SharedRegion.attach``), write a payload once into a leased slot and
 read payloads of others in place. Only a ``Descriptor`` (36 bytes) travels through the node.
+Immutable shared blobs of the state tier are sealed memfds of their own (``create_blob``,
+``SealedMapping``), passed over the same pool socket (``BlobHost``).
 See docs/shared-memory.md.
 """
 
@@ -13,25 +15,31 @@ from ._descriptor import DESCRIPTOR_SIZE, Descriptor, validate_for_segment
 from ._gate import PoolGate
 from ._layout import PoolLayout, Slot, SlotRun
 from ._memfd import (
+    BLOB_SEALS,
     REQUIRED_SEALS,
+    SealedMapping,
+    create_blob,
     create_segment,
     map_segment,
     recv_fds,
     recv_fds_async,
     send_fds,
     send_fds_async,
+    verify_blob,
     verify_segment,
 )
 from ._pool import ClassStats, PoolStats, SlotPool, SlotState
 from ._region import SharedRegion
-from ._service import PoolService, SharedDelivery
+from ._service import BlobHost, PoolService, SharedDelivery
 from ._settings import PAGE, PoolSettings, SlotClassSpec
 
 __all__ = [
+    "BLOB_SEALS",
     "DESCRIPTOR_SIZE",
     "MAX_BATCH",
     "PAGE",
     "REQUIRED_SEALS",
+    "BlobHost",
     "ClassStats",
     "Descriptor",
     "PoolGate",
@@ -40,6 +48,7 @@ __all__ = [
     "PoolSettings",
     "PoolStats",
     "ReleaseBatcher",
+    "SealedMapping",
     "SharedDelivery",
     "SharedRegion",
     "Slot",
@@ -47,6 +56,7 @@ __all__ = [
     "SlotPool",
     "SlotRun",
     "SlotState",
+    "create_blob",
     "create_segment",
     "decode_release_batch",
     "encode_release_batch",
@@ -56,5 +66,6 @@ __all__ = [
     "send_fds",
     "send_fds_async",
     "validate_for_segment",
+    "verify_blob",
     "verify_segment",
 ]

@@ -4,6 +4,19 @@ Agents fetch the segment fds over a second Unix socket next to the node's (``nod
 right after their handshake: a stream transport reads ahead, and ancillary data (SCM_RIGHTS)
 read by a plain ``recv`` is silently dropped by the kernel, so fds cannot share the message
 link. The agent proves which session it is with the secret its WELCOME carried.
+
+The same socket carries the state tier's shared blobs, which are sealed memfds too. Each
+connection is one request, ``msgpack({op, session, secret, ...})``:
+
+- ``op="pool"`` (the default): answer the pool layout with the segment fds;
+- ``op="blob-put"``, ``size``, one fd attached: an immutable blob the agent wrote. The node
+  verifies every seal and the size, maps it read-only, hashes it itself (the reference is never
+  taken from the agent) and answers ``{ref, size}``; a blob already stored is kept and the new
+  fd dropped;
+- ``op="blob-get"``, ``ref``: answer ``{ref, size}`` with the blob's fd, or ``{inline: true}``
+  (no fd, no hold taken) for a small blob the agent should fetch as bytes instead.
+
+A refusal is ``{error: code, message}`` (codes of ``fabric/errors.py``).
 """
 
 from __future__ import annotations
@@ -17,26 +30,60 @@ import secrets
 import socket
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
-from ..errors import FabricError, RemoteProtocolError
+from ..errors import BadDescriptor, FabricError, RemoteProtocolError, StateError
 from ..wire import Flags
 from ._batch import decode_release_batch
 from ._descriptor import Descriptor
 from ._gate import PoolGate
 from ._layout import PoolLayout
-from ._memfd import create_segment, send_fds_async
+from ._memfd import SealedMapping, create_segment, recv_fds_async, send_fds_async
 from ._pool import SlotPool
 from ._region import SharedRegion
 from ._settings import PoolSettings
 
-__all__ = ["PoolService", "SharedDelivery"]
+__all__ = ["BlobHost", "PoolService", "SharedDelivery"]
 
 log = logging.getLogger("fabric.shm")
 
 _MAX_REQUEST = 4096
+#: Reading a request is quick; a blob-put then hashes up to 512 MiB (about a second, several
+#: on a loaded host), which gets a budget of its own.
+_REQUEST_TIMEOUT = 5.0
+_BLOB_TIMEOUT = 120.0
+
+
+class BlobHost(Protocol):
+    """Where the node keeps shared blobs as sealed memfds (the embedded state backend).
+
+    Holders are the node's session ids as decimal strings, as in ``$state.*`` calls, so holds
+    taken here and over CONTROL are one account and ``drop_holder`` on session end covers both.
+    """
+
+    async def share_sealed(self, mapping: SealedMapping, fd: int, holder: str) -> str:
+        """Hash a verified blob, store it once, add a hold; return its ref. Takes ownership of
+        ``mapping`` and ``fd`` (closed whatever happens).
+
+        Raises:
+            PayloadTooLarge: above the blob limit. BackendUnavailable: closed.
+        """
+        ...
+
+    async def open_sealed(self, ref: str, holder: str, *, min_size: int) -> tuple[int, int] | None:
+        """Add a hold and return ``(fd, size)``, the fd a duplicate for the caller to close;
+        or None, and no hold, for a blob below ``min_size`` not already in a memfd.
+
+        Raises:
+            NotFound: no such blob. BackendUnavailable: closed.
+        """
+        ...
+
+    async def drop_blob(self, ref: str, holder: str) -> None:
+        """Remove one hold (``NotFound`` if there is none)."""
+        ...
 
 
 class SharedDelivery:
@@ -81,8 +128,12 @@ class PoolService:
         settings: PoolSettings,
         node_name: str,
         attached: Callable[[int], bool],
+        *,
+        blobs: BlobHost | None = None,
     ) -> None:
         self.settings = settings
+        #: Serves ``blob-put``/``blob-get``; None when the state backend keeps blobs elsewhere.
+        self.blobs = blobs
         self.layout = PoolLayout.from_settings(settings)
         self._node_name = node_name
         self._attached = attached
@@ -127,6 +178,8 @@ class PoolService:
             "threshold": self.settings.threshold,
             "largest": self.settings.largest_slot,
             "when_full": self.settings.when_full,
+            # Blobs at least ``threshold`` bytes long go through sealed memfds.
+            "blobs": self.blobs is not None,
         }
 
     async def _accept_loop(self) -> None:
@@ -138,24 +191,114 @@ class PoolService:
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     async def _serve(self, conn: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
+        fds: list[int] = []
         with conn:
             conn.setblocking(False)
             try:
-                async with asyncio.timeout(5.0):
-                    raw = await loop.sock_recv(conn, _MAX_REQUEST)
-                    request = msgpack.unpackb(raw, raw=False)
-                    session_id = int(request["session"])
-                    expected = self._secrets.get(session_id, "")
-                    given = str(request.get("secret", ""))
-                    if not expected or not hmac.compare_digest(expected, given):
-                        raise RemoteProtocolError("unknown session or wrong pool secret")
-                    await send_fds_async(conn, msgpack.packb(self.layout.to_wire()), self._fds)
+                async with asyncio.timeout(_REQUEST_TIMEOUT):
+                    # recvmsg, not recv: a blob-put carries an fd, and a plain recv would make
+                    # the kernel close it silently.
+                    raw, fds = await recv_fds_async(conn, _MAX_REQUEST, maxfds=1)
+                request = msgpack.unpackb(raw, raw=False)
+                if not isinstance(request, dict):
+                    raise RemoteProtocolError("a pool request is a msgpack map")
+                session_id = self._authenticate(request)
+                op = request.get("op", "pool")
+                if op == "pool":
+                    async with asyncio.timeout(_REQUEST_TIMEOUT):
+                        await send_fds_async(conn, msgpack.packb(self.layout.to_wire()), self._fds)
                     self._attached(session_id)
+                elif op in ("blob-put", "blob-get") and self.blobs is not None:
+                    received, fds = fds, []
+                    async with asyncio.timeout(_BLOB_TIMEOUT):
+                        await self._serve_blob(conn, op, session_id, request, received)
+                else:
+                    raise RemoteProtocolError(f"unknown pool request {op!r}")
             except (TimeoutError, OSError, ValueError, KeyError, TypeError, FabricError) as exc:
-                log.warning("refused a pool fetch: %s", exc)
-                with contextlib.suppress(OSError):
-                    await loop.sock_sendall(conn, b"")
+                # A state error (an unknown or already freed blob) is the agent's ordinary
+                # answer, not something the operator must hear about.
+                level = logging.DEBUG if isinstance(exc, StateError) else logging.WARNING
+                log.log(level, "refused a pool request: %s", exc)
+                await self._refuse(conn, exc)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
+    def _authenticate(self, request: dict[Any, Any]) -> int:
+        session_id = int(request["session"])
+        expected = self._secrets.get(session_id, "")
+        given = str(request.get("secret", ""))
+        if not expected or not hmac.compare_digest(expected, given):
+            raise RemoteProtocolError("unknown session or wrong pool secret")
+        return session_id
+
+    @staticmethod
+    async def _refuse(conn: socket.socket, exc: BaseException) -> None:
+        if isinstance(exc, FabricError):
+            code, message = exc.code, exc.message
+        elif isinstance(exc, TimeoutError):
+            code, message = "timeout", "the pool request took too long"
+        else:
+            code, message = RemoteProtocolError.code, f"malformed pool request: {exc}"
+        with contextlib.suppress(OSError):
+            async with asyncio.timeout(1.0):
+                await asyncio.get_running_loop().sock_sendall(
+                    conn, msgpack.packb({"error": code, "message": message})
+                )
+
+    async def _serve_blob(
+        self, conn: socket.socket, op: str, session_id: int, request: dict[Any, Any], fds: list[int]
+    ) -> None:
+        """One blob-put or blob-get; closes ``fds`` whatever happens."""
+        assert self.blobs is not None
+        loop = asyncio.get_running_loop()
+        holder = str(session_id)
+        if op == "blob-put":
+            if len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                raise BadDescriptor("blob-put needs exactly one memfd attached")
+            fd = fds[0]
+            try:
+                mapping = SealedMapping(fd, int(request["size"]))
+            except BaseException:
+                os.close(fd)
+                raise
+            ref = await self.blobs.share_sealed(mapping, fd, holder)
+            if not self._session_alive(session_id):
+                # The session ended while we hashed: its drop_holder may already have run.
+                await self.blobs.drop_blob(ref, holder)
+                return
+            try:
+                await loop.sock_sendall(conn, msgpack.packb({"ref": ref, "size": request["size"]}))
+            except OSError:
+                # The agent gave up waiting: it does not know it holds the blob.
+                await self.blobs.drop_blob(ref, holder)
+                raise
+            return
+        for fd in fds:
+            os.close(fd)
+        ref = str(request["ref"])
+        got = await self.blobs.open_sealed(ref, holder, min_size=self.settings.threshold)
+        if got is None:
+            await loop.sock_sendall(conn, msgpack.packb({"inline": True}))
+            return
+        dup, size = got
+        try:
+            if not self._session_alive(session_id):
+                await self.blobs.drop_blob(ref, holder)
+                return
+            try:
+                await send_fds_async(conn, msgpack.packb({"ref": ref, "size": size}), [dup])
+            except OSError:
+                # The agent never got it, so it will never drop it.
+                await self.blobs.drop_blob(ref, holder)
+                raise
+        finally:
+            os.close(dup)
+
+    def _session_alive(self, session_id: int) -> bool:
+        return session_id in self._secrets
 
     async def allocate(self, owner: Hashable, size: int, max_wait: float | None) -> Descriptor:
         """A slot for ``size`` bytes, leased to ``owner`` until it publishes.

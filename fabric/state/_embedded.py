@@ -2,15 +2,26 @@
 
 A thin asyncio adapter: it reads ``time.monotonic()`` and feeds it to the store as ``now``.
 The node serves it to its agents over the agent socket; agents never import it.
+
+It is also the node's ``BlobHost``: a blob an agent on this host shares through the pool
+socket stays in the sealed memfd the agent wrote, and the store keeps a read-only view of the
+node's mapping of it (no copy). Agents on the host that open it get a duplicate of that fd and
+map the same pages. A blob shared as bytes (over CONTROL, by a remote agent) is moved into a
+memfd the first time an agent on the host opens it that way. The fd and the node's mapping
+are let go when the store frees the blob.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, ConfigError, NotFound
+from ..shm import SealedMapping, create_blob
 from ._store import StateStore, blob_ref, freeze
 from ._types import (
     DEFAULT_MAX_BLOB_BYTES,
@@ -29,6 +40,28 @@ __all__ = ["EmbeddedBackend"]
 _HASH_OFF_LOOP_BYTES = 1024 * 1024
 
 
+@dataclass(slots=True)
+class _Sealed:
+    """A blob held in a sealed memfd: the node's fd (to hand out) and read-only mapping."""
+
+    fd: int
+    mapping: SealedMapping
+
+    def close_fd(self) -> None:
+        # Idempotent: closing a number twice could close an fd reused by someone else.
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = -1
+
+    def close(self) -> None:
+        self.close_fd()
+        # Views of the mapping still alive (a reply being sent) keep it mapped; it is unmapped
+        # when the last one goes, so no view ever points at unmapped memory.
+        with contextlib.suppress(BufferError):
+            self.mapping.close()
+
+
 class EmbeddedBackend:
     """``StateBackend`` over an in-process ``StateStore``, on the monotonic clock."""
 
@@ -39,9 +72,15 @@ class EmbeddedBackend:
         max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = StateStore(max_value_bytes=max_value_bytes, max_blob_bytes=max_blob_bytes)
+        self.store = StateStore(
+            max_value_bytes=max_value_bytes,
+            max_blob_bytes=max_blob_bytes,
+            on_blob_freed=self._blob_freed,
+        )
         self._clock = clock
         self._closed = False
+        #: Blobs kept in sealed memfds, by ref.
+        self._sealed: dict[str, _Sealed] = {}
 
     def _now(self) -> float:
         if self._closed:
@@ -91,6 +130,75 @@ class EmbeddedBackend:
         ref = await asyncio.to_thread(blob_ref, frozen)
         return self.store.share(frozen, holder, ref=ref)
 
+    async def share_sealed(self, mapping: SealedMapping, fd: int, holder: str) -> str:
+        """See ``BlobHost.share_sealed`` (``fabric.shm``)."""
+        sealed = _Sealed(fd, mapping)
+        kept = False
+        view = memoryview(mapping)
+        try:
+            self._now()
+            check_size(view, self.store.max_blob_bytes, "blob")
+            # The node hashes the bytes itself: the address is never the agent's word.
+            ref = await asyncio.to_thread(blob_ref, view)
+            if ref not in self._sealed:
+                with contextlib.suppress(NotFound):
+                    # Stored as bytes so far: keep the memfd instead, it can be mapped.
+                    self.store.adopt_blob(ref, view)
+            self.store.share(view, holder, ref=ref)  # stores a view only if the ref is new
+            if ref not in self._sealed:
+                self._sealed[ref] = sealed
+                kept = True
+            return ref
+        finally:
+            # The store keeps a view of its own; a hashing thread cut short by a timeout
+            # may still read ours, and then the mapping goes with its last view.
+            with contextlib.suppress(BufferError):
+                view.release()
+            if not kept:
+                sealed.close()
+
+    async def open_sealed(
+        self, ref: str, holder: str, *, min_size: int
+    ) -> tuple[int, int] | None:
+        """See ``BlobHost.open_sealed`` (``fabric.shm``)."""
+        self._now()
+        data = self.store.blob_data(ref)
+        if ref not in self._sealed:
+            if data.nbytes < max(min_size, 1):
+                return None
+            await self._move_to_memfd(ref, data)
+        self.store.open_blob(ref, holder)  # NotFound if freed while we copied
+        sealed = self._sealed[ref]
+        return os.dup(sealed.fd), sealed.mapping.size()
+
+    async def _move_to_memfd(self, ref: str, data: memoryview) -> None:
+        try:
+            fd = await asyncio.to_thread(create_blob, "fabric-blob", data)
+        except ConfigError as exc:
+            raise BackendUnavailable(f"cannot put blob {ref} in shared memory: {exc}") from exc
+        try:
+            sealed = _Sealed(fd, SealedMapping(fd, data.nbytes))
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            current = self.store.blob_data(ref)
+        except NotFound:
+            sealed.close()
+            raise
+        if ref in self._sealed or current.nbytes != data.nbytes:
+            sealed.close()  # another open moved it meanwhile
+            return
+        self.store.adopt_blob(ref, memoryview(sealed.mapping))
+        self._sealed[ref] = sealed
+
+    def _blob_freed(self, ref: str, data: memoryview) -> None:
+        sealed = self._sealed.get(ref)
+        if sealed is not None and data.obj is sealed.mapping:
+            del self._sealed[ref]
+            del data
+            sealed.close()
+
     async def open_blob(self, ref: str, holder: str) -> memoryview:
         """See ``StateBackend.open_blob``."""
         self._now()
@@ -111,5 +219,8 @@ class EmbeddedBackend:
         return self.store.stats()
 
     async def aclose(self) -> None:
-        """Refuse further calls (``BackendUnavailable``); the data stays for inspection."""
+        """Refuse further calls (``BackendUnavailable``); the data stays for inspection, but
+        the fds of blobs in memfds are closed (their mappings stay while the store does)."""
         self._closed = True
+        for sealed in self._sealed.values():
+            sealed.close_fd()

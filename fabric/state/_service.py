@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import RemoteProtocolError
+from ..shm import BlobHost
 from ._backend import StateBackend
+from ._embedded import EmbeddedBackend
 from ._types import Lease
 
 __all__ = ["STATE_PREFIX", "StateService"]
@@ -47,6 +49,11 @@ class StateService:
 
     def __init__(self, backend: StateBackend) -> None:
         self.backend = backend
+
+    def blob_host(self) -> BlobHost | None:
+        """What the shared-memory pool should serve blobs from: the embedded backend, whose
+        blobs live on this host and can be sealed memfds; None for Redis (blobs stay there)."""
+        return self.backend if isinstance(self.backend, EmbeddedBackend) else None
 
     @staticmethod
     def scoped(agent: str, key: str) -> str:

@@ -19,16 +19,24 @@ Shared blobs:
    one, ``drop_blob`` removes one); the blob is freed when no holder has a hold left.
 6. ``drop_holder`` releases every hold and every live lease of a holder that vanished.
 
-Values are kept without a copy when they are ``bytes`` or a view over ``bytes`` (immutable);
+7. A blob's bytes may be moved to other memory holding the same bytes (``adopt_blob``: the
+   node moves a blob into a sealed memfd so agents on its host can map it). Whenever stored
+   blob bytes are let go of (freed, or replaced by ``adopt_blob``), ``on_blob_freed(ref,
+   data)`` is called once with them, so a driver can close what backs them.
+
+Values are kept without a copy when they are ``bytes``, a view over ``bytes``, or a read-only
+view of a ``SealedMapping`` (a memfd sealed against writes: immutable by the kernel's word);
 anything mutable is copied once, since the caller could change it under a reader.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, NotFound, StateError
+from ..shm import SealedMapping
 from ._lease import LeaseTable
 from ._types import (
     DEFAULT_MAX_BLOB_BYTES,
@@ -54,10 +62,18 @@ def freeze(value: BytesLike) -> memoryview:
     """A read-only byte view of ``value``, copying only when the memory could still change."""
     if isinstance(value, bytes):
         return memoryview(value)
-    if isinstance(value, memoryview) and isinstance(value.obj, bytes) and value.c_contiguous:
+    if isinstance(value, memoryview) and value.c_contiguous and _immutable(value):
         # A fresh view, so a caller releasing theirs does not invalidate ours.
         return memoryview(value).cast("B")
     return memoryview(bytes(value))
+
+
+def _immutable(view: memoryview) -> bool:
+    # A SealedMapping can only be built over a memfd carrying F_SEAL_WRITE and is mapped
+    # PROT_READ: no process can change those pages any more. A writable view of anything, or a
+    # view of any other buffer (bytearray, a plain mmap), could still change under a reader.
+    owner = view.obj
+    return isinstance(owner, bytes) or (view.readonly and isinstance(owner, SealedMapping))
 
 
 @dataclass(slots=True)
@@ -78,8 +94,11 @@ class StateStore:
         *,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
+        on_blob_freed: Callable[[str, memoryview], None] | None = None,
     ) -> None:
         self.leases = LeaseTable()
+        #: Called with a blob's bytes when the store lets go of them (rule 7).
+        self.on_blob_freed = on_blob_freed
         self.max_value_bytes = max_value_bytes
         self.max_blob_bytes = max_blob_bytes
         self._values: dict[str, memoryview] = {}
@@ -211,6 +230,38 @@ class StateStore:
         self._hold(ref, blob, holder)
         return blob.data
 
+    def blob_data(self, ref: str) -> memoryview:
+        """The stored bytes of blob ``ref`` (read-only, no copy), without taking a hold.
+
+        Raises:
+            NotFound: no blob has this reference.
+        """
+        blob = self._blobs.get(ref)
+        if blob is None:
+            raise NotFound(f"no blob {ref}", key=ref)
+        return blob.data
+
+    def adopt_blob(self, ref: str, data: BytesLike) -> None:
+        """Keep blob ``ref`` in ``data`` from now on: the same bytes in other memory.
+
+        The caller vouches that ``data`` holds exactly the blob's bytes (it copied them, or
+        hashed them itself); the old bytes go to ``on_blob_freed``. Holds are unchanged.
+
+        Raises:
+            NotFound: no blob has this reference.
+            StateError: ``data`` has a different length.
+        """
+        blob = self._blobs.get(ref)
+        if blob is None:
+            raise NotFound(f"no blob {ref}", key=ref)
+        frozen = freeze(data)
+        if frozen.nbytes != blob.data.nbytes:
+            raise StateError(
+                f"blob {ref} has {blob.data.nbytes} bytes, not {frozen.nbytes}", key=ref
+            )
+        old, blob.data = blob.data, frozen
+        self._freed(ref, old)
+
     def drop_blob(self, ref: str, holder: str) -> None:
         """Remove one hold of ``holder`` on ``ref``; free the blob when no hold is left.
 
@@ -251,6 +302,11 @@ class StateStore:
             del self._by_holder[holder]
         if not blob.holds:
             del self._blobs[ref]
+            self._freed(ref, blob.data)
+
+    def _freed(self, ref: str, data: memoryview) -> None:
+        if self.on_blob_freed is not None:
+            self.on_blob_freed(ref, data)
 
     # --- accounting ----------------------------------------------------------------------
 
