@@ -96,6 +96,9 @@ class NodeSettings(BaseSettings):
     mesh_heartbeat: float = Field(
         0.5, gt=0, description="Seconds between pings on peer links."
     )
+    mesh_transport: Literal["auto", "zmq", "tcp"] = Field(
+        "auto", description="Peer links: auto = ZeroMQ with curve keys, plain TCP without."
+    )
     mesh_dead_after: float = Field(
         3.0, gt=0, description="Seconds of silence after which a peer node counts as gone."
     )

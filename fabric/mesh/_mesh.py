@@ -39,6 +39,7 @@ from ._protocol import (
 )
 from ._strategy import PeerKind, Role, strategy_for
 from ._tally import Tally, TallyBook
+from ._tcp import TcpEnd, dial_tcp, listen_tcp
 
 if TYPE_CHECKING:
     from ..config import NodeSettings
@@ -86,6 +87,8 @@ class _LocalUpstream:
 class _PeerUpstream:
     peer: str
     corr: int
+    #: The upstream only needs to hear "reached nobody" (a request, not a gather).
+    zero_only: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -128,6 +131,16 @@ class Mesh:
         self._ends_by_identity: dict[bytes, _End] = {}
         self._local_keys: dict[Hashable, dict[int, InterestKey]] = {}
         self._listener: PeerListener | None = None
+        # ZeroMQ carries CURVE; without keys, plain TCP frames are far cheaper (see _tcp.py).
+        transport = settings.mesh_transport
+        if transport == "auto":
+            transport = "zmq" if curve is not None else "tcp"
+        if transport == "tcp" and curve is not None:
+            raise ConfigError("curve keys need mesh_transport = zmq (or auto)")
+        self.transport = transport
+        self._tcp_server: asyncio.AbstractServer | None = None
+        self._tcp_endpoint: str | None = None
+        self._tcp_ends: set[_End] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._flush_scheduled = False
         self._peer_down_events: dict[str, asyncio.Event] = {}
@@ -152,7 +165,19 @@ class Mesh:
         if self.settings.cluster:
             if self.role is Role.EDGE:
                 raise ConfigError("an edge node does not accept peers: drop 'cluster'")
-            self._listener = PeerListener(self.settings.cluster, self._listener_frame, self.curve)
+            if self.transport == "zmq":
+                self._listener = PeerListener(
+                    self.settings.cluster, self._listener_frame, self.curve
+                )
+            else:
+                try:
+                    self._tcp_server, self._tcp_endpoint = await listen_tcp(
+                        self.settings.cluster, self.settings.max_payload, self._accept_tcp
+                    )
+                except OSError as exc:
+                    raise ConnectionLost(
+                        f"cannot listen for peers on {self.settings.cluster}: {exc}"
+                    ) from None
         for seed in self.settings.seeds:
             self._spawn(self._dial_loop(seed))
         if self.settings.leaf_of:
@@ -161,7 +186,9 @@ class Mesh:
 
     @property
     def endpoint(self) -> str | None:
-        return self._listener.endpoint if self._listener is not None else None
+        if self._listener is not None:
+            return self._listener.endpoint
+        return self._tcp_endpoint
 
     def close(self) -> None:
         for task in list(self._tasks):
@@ -170,8 +197,12 @@ class Mesh:
             self._close_end(peer.end)
         for end in list(self._ends_by_identity.values()):
             self._close_end(end)
+        for end in list(self._tcp_ends):
+            self._close_end(end)
         if self._listener is not None:
             self._listener.close()
+        if self._tcp_server is not None:
+            self._tcp_server.close()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -180,29 +211,63 @@ class Mesh:
 
     # -- dialling -----------------------------------------------------------------------
 
+    def _tcp_end(self, link: Any, dialed: bool) -> _End:
+        box: list[_End] = []
+        tcp = TcpEnd(
+            link,
+            self.settings.slow_consumer_bytes,
+            lambda _t, h, p: self._frame(box[0], h, p),
+            lambda _t: self._close_end(box[0]),
+        )
+
+        def close() -> None:
+            self._tcp_ends.discard(box[0])
+            tcp.close()
+
+        end = _End(tcp.send, close, dialed, PeerLinkState(last_rx=time.monotonic()))
+        box.append(end)
+        self._tcp_ends.add(end)
+        return end
+
+    def _accept_tcp(self, link: Any) -> None:
+        self._tcp_end(link, dialed=False)
+
     async def _dial_once(self, text: str) -> _End | None:
         """Dial, send HELLO until WELCOME or the handshake time runs out."""
         url, server_key = parse_peer_url(text)
-        end_box: list[_End] = []
+        if self.transport == "tcp":
+            try:
+                link = await dial_tcp(url, self.settings.max_payload, _HANDSHAKE_S)
+            except (OSError, TimeoutError, ConfigError) as exc:
+                log.debug("dial %s: %s", url, exc)
+                self.stats["dial_failures"] += 1
+                return None
+            end = self._tcp_end(link, dialed=True)
+        else:
+            end_box: list[_End] = []
 
-        def on_frame(header: bytes, payload: memoryview) -> None:
-            self._frame(end_box[0], header, payload)
+            def on_frame(header: bytes, payload: memoryview) -> None:
+                self._frame(end_box[0], header, payload)
 
-        try:
-            dialer = PeerDialer(url, on_frame, self.curve, server_key)
-        except ConnectionLost as exc:
-            log.error("%s", exc)
-            return None
-        end = _End(dialer.send, dialer.close, True, PeerLinkState(last_rx=time.monotonic()))
-        end_box.append(end)
+            try:
+                dialer = PeerDialer(url, on_frame, self.curve, server_key)
+            except ConnectionLost as exc:
+                log.error("%s", exc)
+                return None
+            end = _End(dialer.send, dialer.close, True, PeerLinkState(last_rx=time.monotonic()))
+            end_box.append(end)
         hello = encode_header(Header(Kind.CONTROL, subject=HELLO))
         payload = encode_info(self.info)
         loop = asyncio.get_running_loop()
         until = loop.time() + _HANDSHAKE_S
+        sent = False
         while end.state.state is LinkState.HANDSHAKE and not end.closed.is_set():
             if loop.time() > until:
                 break
-            dialer.send(hello, payload)
+            # ZeroMQ drops sends until it has connected (IMMEDIATE), so HELLO repeats there;
+            # a TCP stream delivers the first one or fails.
+            if not sent or self.transport == "zmq":
+                sent = end.send(hello, payload)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(end.closed.wait(), 0.1)
         if end.state.state is LinkState.UP:
@@ -218,9 +283,7 @@ class Mesh:
         while True:
             end = await self._dial_once(seed)
             if end is not None and end.refused == "duplicate":
-                # The other direction carries this peer: redial only once it is gone.
-                down = self._peer_down_events.setdefault(end.peer, asyncio.Event())
-                await down.wait()
+                await self._until_down(end.peer)
                 delay = 0.1
                 continue
             if end is not None and end.state.state is LinkState.UP:
@@ -229,11 +292,17 @@ class Mesh:
                 if end.refused == "duplicate" or (
                     end.peer in self._peers and self._peers[end.peer].end is not end
                 ):
-                    down = self._peer_down_events.setdefault(end.peer, asyncio.Event())
-                    await down.wait()
+                    await self._until_down(end.peer)
                 continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    async def _until_down(self, peer: str) -> None:
+        """The other direction carries this peer: redial once it is gone. Bounded, because
+        the other side may hold a dead link it has not noticed yet (the peer restarted)."""
+        down = self._peer_down_events.setdefault(peer, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(down.wait(), max(5.0, 2 * self.settings.mesh_dead_after))
 
     async def _hub_loop(self, urls: list[str]) -> None:
         i = 0
@@ -302,6 +371,7 @@ class Mesh:
             else:
                 self.interest.peer_delta(end.peer, ann.add, ann.remove)
             self._schedule_flush()
+            self._remote_changed([k[0] for k in (*ann.add, *ann.remove)])
         elif subject == HELLO:
             end.state.check("hello")
             if end.dialed:
@@ -407,7 +477,9 @@ class Mesh:
     def _peer_down(self, name: str) -> None:
         self._peers.pop(name, None)
         log.info("peer %s is down; dropping its interest", name)
+        lost = self.interest.remote_keys(name)
         self.interest.peer_down(name)
+        self._remote_changed([k[0] for k in lost])
         for tally in self.tallies.peer_lost(name):
             self._finish(tally)
         self._peer_down_events.setdefault(name, asyncio.Event()).set()
@@ -428,6 +500,9 @@ class Mesh:
                     continue
                 seq = end.state.ping(now)
                 end.send(encode_header(Header(Kind.PING, msg_id=seq)), b"")
+            for end in list(self._tcp_ends):
+                if end.state.state is LinkState.HANDSHAKE and end.state.silent(now, _HANDSHAKE_S):
+                    self._close_end(end)
             for identity, end in list(self._ends_by_identity.items()):
                 if end.state.state is LinkState.HANDSHAKE and end.state.silent(now, _HANDSHAKE_S):
                     self._close_end(end)
@@ -464,6 +539,25 @@ class Mesh:
         for key in self._local_keys.pop(session, {}).values():
             self.interest.local_remove(key)
         self._schedule_flush()
+
+    def has_remote_interest(self, subject: str) -> bool:
+        """Whether a message a local agent publishes on ``subject`` would go to a peer (the
+        node's directory must then route it, not hand out direct paths)."""
+        for entry in self.interest.trie.match(subject, cache=False):
+            peer = self._peers.get(entry.peer)
+            if peer is not None and self.strategy.may_forward(None, peer.kind):
+                return True
+        return False
+
+    def _remote_changed(self, patterns: list[str]) -> None:
+        """Peers' interest changed: the node's directory caches may be stale."""
+        notify = getattr(self.node, "_interest_changed", None)
+        if notify is None:
+            return
+        for pattern in patterns:
+            if not pattern.startswith(INBOX_PREFIX):
+                notify(pattern)
+                return  # one notice invalidates every cached answer
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -527,24 +621,28 @@ class Mesh:
         """Send the peer copies; returns True when the mesh owns the STATUS answer."""
         origin = bound if isinstance(bound, PeerOrigin) else None
         targets = route.peers if isinstance(route, MeshRoute) else {}
-        if origin is not None:
-            counted = bool(header.flags & Flags.COUNT)
-        else:
-            flags = header.flags
-            counted = bool(header.reply) and bool(
-                flags & Flags.COUNT or (flags & Flags.NO_RESPONDERS and reached == 0)
-            )
+        flags = header.flags
+        # Two ways to count: a gather (COUNT) needs every peer's total; a request only needs
+        # to learn that nobody anywhere was reached, so peers speak up only when they reached
+        # none (NO_RESPONDERS), which keeps a frame per request off the wire.
+        upstream_wants = bool(flags & (Flags.COUNT | Flags.NO_RESPONDERS)) and (
+            origin is not None or bool(header.reply)
+        )
+        full = bool(flags & Flags.COUNT)
+        counted = upstream_wants and (full or reached == 0)
         if not targets:
             if origin is not None and counted:
                 self._send_count(origin.peer, header.sid, reached)
             return origin is not None
         corr = 0
+        out_flags = 0
         if counted:
+            out_flags = Flags.COUNT if full else Flags.NO_RESPONDERS
             budget = header.timeout_ms / 1000 if header.timeout_ms else _DEFAULT_TALLY_S
             upstream: _LocalUpstream | _PeerUpstream = (
-                _PeerUpstream(origin.peer, header.sid)
+                _PeerUpstream(origin.peer, header.sid, zero_only=not full)
                 if origin is not None
-                else _LocalUpstream(bound, header.reply, header.msg_id, header.flags)
+                else _LocalUpstream(bound, header.reply, header.msg_id, flags)
             )
             corr = self.tallies.open(
                 upstream, header.msg_id, reached, set(targets), time.monotonic() + budget
@@ -562,7 +660,7 @@ class Mesh:
                 queue=encode_groups(groups),
                 status=header.status,
                 seq=header.seq,
-                flags=Flags.COUNT if counted else 0,
+                flags=out_flags,
             )
             peer = self._peers.get(name)
             ok = peer is not None and peer.end.send(encode_header(out), payload)
@@ -581,8 +679,8 @@ class Mesh:
         if peer is None or peer.end is not end:
             self.stats["stale"] += 1
             return  # a superseded link's last frames: the live link carries this peer now
-        if header.flags & ~Flags.COUNT:
-            raise RemoteProtocolError("a forwarded message carries only the COUNT flag")
+        if header.flags & ~(Flags.COUNT | Flags.NO_RESPONDERS):
+            raise RemoteProtocolError("a forwarded message carries only counting flags")
         self.stats["received"] += 1
         self.node._publish(peer.origin, header, payload)  # type: ignore[arg-type]
 
@@ -602,8 +700,13 @@ class Mesh:
     def _finish(self, tally: Tally[_LocalUpstream | _PeerUpstream]) -> None:
         up = tally.upstream
         if isinstance(up, _PeerUpstream):
-            self._send_count(up.peer, up.corr, tally.total)
+            if not up.zero_only:
+                self._send_count(up.peer, up.corr, tally.total)
+            elif tally.total == 0 and not tally.expired:
+                self._send_count(up.peer, up.corr, 0)
             return
+        if tally.expired and not up.flags & Flags.COUNT:
+            return  # some peer never said "none": it reached someone, the reply will tell
         if tally.total == 0 and up.flags & Flags.NO_RESPONDERS:
             self.node.stats.no_responders += 1
             status = Header(
@@ -611,7 +714,10 @@ class Mesh:
             )
         elif up.flags & Flags.COUNT:
             status = Header(
-                Kind.STATUS, subject=up.reply, msg_id=up.msg_id, status=Status.ROUTED,
+                Kind.STATUS,
+                subject=up.reply,
+                msg_id=up.msg_id,
+                status=Status.ROUTED,
                 seq=tally.total,
             )
         else:
@@ -633,9 +739,7 @@ class Mesh:
                     "labels": p.info.labels,
                     "dialed": p.end.dialed,
                     "rtt_ms": None if p.end.state.rtt is None else round(p.end.state.rtt * 1e3, 3),
-                    "interest": sorted(
-                        [k[0], k[1]] for k in self.interest.remote_keys(name)
-                    ),
+                    "interest": sorted([k[0], k[1]] for k in self.interest.remote_keys(name)),
                 }
                 for name, p in sorted(self._peers.items())
             ],
@@ -664,6 +768,10 @@ def _curve_from(settings: NodeSettings) -> CurveKeys | None:
         return None
     public, secret = load_keypair(settings.curve_key)
     allowed = frozenset(resolve_public_key(k) for k in settings.curve_allowed)
+    for url in [*settings.seeds, *settings.leaf_of]:
+        if parse_peer_url(url)[1] is None:
+            # Fail closed: without the server's key this link could only be plaintext.
+            raise ConfigError(f"curve_key is set but peer {url} has no ?key= server key")
     return CurveKeys(public, secret, allowed)
 
 
@@ -679,4 +787,3 @@ async def start_mesh(node: Node) -> Mesh | None:
     mesh = Mesh(node, settings, _curve_from(settings))
     await mesh.start()
     return mesh
-

@@ -178,3 +178,32 @@ async def test_publish_storm_has_no_duplicates_and_no_loops(mesh5: MeshNodes) ->
             assert stats["malformed"] == 0, (n, stats)
             forwarded += stats["forwarded"]
         assert forwarded == 2 * (count + 1) * 4
+
+
+async def test_direct_paths_give_way_when_remote_interest_appears(mesh5: MeshNodes) -> None:
+    """Agents on one host may request each other directly (the node is the directory); once
+    a peer announces interest in the subject, the directory is invalidated and requests go
+    through the node again, so the remote subscriber sees them."""
+    m = mesh5
+    async with connect("resp", m.url("c1")) as resp, connect("client", m.url("c1")) as client:
+
+        async def answer(msg: Msg) -> str:
+            return "c1"
+
+        await resp.serve("svc.dir", answer)
+        await resp.flush()
+        for _ in range(3):
+            assert (await client.request("svc.dir", b"", timeout=5)).text() == "c1"
+        async with connect("observer", m.url("c2")) as observer:
+            seen = await observer.subscribe("svc.dir")
+            await observer.flush()
+            await m.wait_interest("c1", "svc.dir")
+
+            async def observed() -> bool:
+                assert (await client.request("svc.dir", b"o", timeout=5)).text() == "c1"
+                try:
+                    return (await seen.next(timeout=0.5)).text() == "o"
+                except Exception:
+                    return False
+
+            await eventually(observed, 10, "the remote subscriber sees requests")

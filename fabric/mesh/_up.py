@@ -1,0 +1,156 @@
+"""``fabric up``: a local mesh of node subprocesses on loopback, for trying things out.
+
+``plan_local_mesh`` is pure (names, sites, ports, TOML text); ``run_local_mesh`` starts one
+``fabric node`` per plan entry, waits for each ready line, prints how to connect, and stops
+them all on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+
+__all__ = ["LocalNode", "plan_local_mesh", "prepare_local_mesh", "run_local_mesh"]
+
+_READY_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class LocalNode:
+    name: str
+    site: str
+    socket: Path
+    cluster: str | None
+    config: str
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def plan_local_mesh(
+    cloud: int, edge: int, runtime: Path, ports: list[int] | None = None
+) -> list[LocalNode]:
+    """Cloud nodes c1..cN in a full mesh; edge node e_i attaches to two cloud nodes in turn.
+
+    Raises:
+        ConfigError: no cloud node, or negative counts.
+    """
+    if cloud < 1 or edge < 0:
+        raise ConfigError("a mesh needs at least one cloud node")
+    ports = ports or [_free_port() for _ in range(cloud)]
+    cluster = {f"c{i + 1}": f"tcp://127.0.0.1:{ports[i]}" for i in range(cloud)}
+    nodes = []
+    for name, url in cluster.items():
+        seeds = [u for n, u in cluster.items() if n != name]
+        toml = f'site = "cloud"\ncluster = "{url}"\nseeds = {json.dumps(seeds)}\n'
+        nodes.append(LocalNode(name, "cloud", runtime / f"{name}.sock", url, toml))
+    urls = list(cluster.values())
+    for i in range(edge):
+        hubs = [urls[i % cloud], urls[(i + 1) % cloud]] if cloud > 1 else urls
+        site = f"edge-{i + 1}"
+        toml = f'site = "{site}"\nleaf_of = {json.dumps(hubs)}\n'
+        nodes.append(LocalNode(f"e{i + 1}", site, runtime / f"e{i + 1}.sock", None, toml))
+    return nodes
+
+
+def prepare_local_mesh(cloud: int, edge: int, runtime: Path) -> list[LocalNode]:
+    """Plan the mesh and write each node's config into ``runtime``.
+
+    Raises:
+        ConfigError: bad counts; the directory cannot be written.
+    """
+    plan = plan_local_mesh(cloud, edge, runtime)
+    try:
+        runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for node in plan:
+            (runtime / f"{node.name}.toml").write_text(node.config)
+    except OSError as exc:
+        raise ConfigError(f"cannot prepare {runtime}: {exc}") from None
+    return plan
+
+
+async def _start(node: LocalNode, runtime: Path) -> asyncio.subprocess.Process:
+    config = runtime / f"{node.name}.toml"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fabric",
+        "node",
+        "--name",
+        node.name,
+        "--socket",
+        str(node.socket),
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(_READY_TIMEOUT):
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                raise ConfigError(f"node {node.name} exited before it was ready")
+            if b"ready" in line:
+                break
+    return proc
+
+
+async def run_local_mesh(plan: list[LocalNode], runtime: Path, say: Callable[[str], None]) -> None:
+    """Start the planned nodes, print how to reach them, and run until SIGINT/SIGTERM.
+
+    Raises:
+        ConfigError: a node that would not start.
+    """
+    cloud = sum(1 for n in plan if n.cluster)
+    edge = len(plan) - cloud
+    procs: list[asyncio.subprocess.Process] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        clouds = [n for n in plan if n.cluster]
+        procs += await asyncio.gather(*(_start(n, runtime) for n in clouds))
+        procs += await asyncio.gather(*(_start(n, runtime) for n in plan if not n.cluster))
+        say(f"mesh up: {cloud} cloud + {edge} edge nodes (runtime dir {runtime})")
+        for n in plan:
+            where = f" cluster {n.cluster}" if n.cluster else ""
+            say(f"  {n.name:4} site={n.site:8} FABRIC_URL={n.url}{where}")
+        first = plan[0].url
+        say(f"connect an agent:  FABRIC_URL={first} python your_agent.py")
+        say(f"inspect the mesh:  fabric mesh --url {first}")
+        say("Ctrl-C stops every node.")
+        waiters = [asyncio.ensure_future(p.wait()) for p in procs]
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        for w in waiters:
+            w.cancel()
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.terminate()
+        for p in procs:
+            try:
+                await asyncio.wait_for(p.wait(), 10)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+        say("mesh stopped")
