@@ -274,6 +274,43 @@ def mesh(
     console.print(" ".join(f"{k}={v}" for k, v in info["stats"].items()))
 
 
+agent_app = typer.Typer(help="Act on a running agent.", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.command("migrate")
+def agent_migrate(
+    name: Annotated[str, typer.Argument(help="The agent to move.")],
+    to: Annotated[str, typer.Option("--to", help="URL (or failover list) of the new node.")],
+    url: Annotated[
+        str | None, typer.Option(help="A node of the mesh to ask through (default: local).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds the migration may take.")] = 30.0,
+) -> None:
+    """Move agent NAME to another node without losing a message (it must be running)."""
+    from .runner import install_uvloop
+
+    install_uvloop()
+    try:
+        report = asyncio.run(_ask_migrate(name, to, url, timeout))
+    except FabricError as exc:
+        err_console.print(f"[red]migration of {name} failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"{name} now on node {report['node']} after {report['elapsed'] * 1000:.1f} ms "
+        f"({report['keys_moved']} keys, {report['bytes_moved']} bytes of state carried, "
+        f"{report['duplicates_dropped']} duplicates dropped)"
+    )
+
+
+async def _ask_migrate(name: str, to: str, url: str | None, timeout: float) -> dict[str, Any]:
+    from sdk import connect
+
+    async with connect("fabric-cli", url, reconnect=False, direct=False) as agent:
+        reply = await agent.request(f"_FABRIC.agent.{name}.migrate", to, timeout=timeout)
+        return dict(json.loads(reply.text()))
+
+
 def _register_optional() -> None:
     """Commands that live in other packages; absent extras leave a helpful stub."""
     try:

@@ -220,6 +220,14 @@ class Node:
                     bound.link.close()
                     self._drop(bound)
 
+    def _state_identity(self) -> str:
+        """Which state store this node serves: agents moving between two nodes with the same
+        identity find their state in place; otherwise they carry it over."""
+        s = self.settings
+        if s.state_backend == "redis":
+            return f"redis:{s.state_url}#{s.state_namespace}"
+        return f"embedded:{s.name}:{os.getpid()}"
+
     def _pool_attached(self, session_id: int) -> bool:
         for session in self._links:
             if session.id == session_id:
@@ -325,6 +333,7 @@ class Node:
             "session": bound.session.id,
             "max_payload": self.settings.max_payload,
             "heartbeat": self.settings.heartbeat_interval,
+            "state": self._state_identity(),
         }
         if self.pool is not None and isinstance(bound.link, StreamLink):
             # Only agents on this host (the Unix socket) can map the pool.
@@ -365,7 +374,10 @@ class Node:
                 header.seq,
                 flags,
             )
-            if self._send_encoded(target, out, body):
+            if target.session.held is not None:
+                if self._hold(target, out, body):
+                    reached += 1
+            elif self._send_encoded(target, out, body):
                 reached += 1
             elif shared is not None:
                 shared.undeliverable(target.session)
@@ -401,6 +413,10 @@ class Node:
         if subject == "$node.stats":
             reply = Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id)
             self._send(bound, reply, msgpack.packb(self.status()))
+        elif subject in ("$agent.hold", "$agent.release", "$node.barrier"):
+            task = asyncio.ensure_future(self._migration_step(bound, header))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif subject == "$node.resolve":
             reply = Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id)
             self._send(bound, reply, msgpack.packb(self._resolve(bound, header)))
@@ -418,6 +434,44 @@ class Node:
             task.add_done_callback(self._tasks.discard)
         else:
             raise RemoteProtocolError(f"unknown control subject {subject!r}")
+
+    def _hold(self, bound: _SessionLink, header: bytes, payload: memoryview | bytes) -> bool:
+        """Queue a delivery for a migrating agent; bounded like a slow consumer's buffer."""
+        session = bound.session
+        assert session.held is not None
+        size = len(header) + len(payload)
+        if session.held_bytes + size > self.settings.slow_consumer_bytes:
+            session.dropped += 1
+            self.stats.dropped_slow += 1
+            return False
+        # Payload views over a receive buffer stay valid: the frame decoder never reuses one.
+        session.held.append((header, payload))
+        session.held_bytes += size
+        return True
+
+    async def _migration_step(self, bound: _SessionLink, header: Header) -> None:
+        """``$agent.hold``: queue this session's deliveries. ``$agent.release``: send what was
+        held, in order, then answer (so the answer trails every held frame on the link).
+        ``$node.barrier``: answer once every peer processed what this node sent it so far."""
+        session = bound.session
+        subject = header.subject
+        try:
+            if subject == "$agent.hold":
+                if session.held is None:
+                    session.held = []
+                    session.held_bytes = 0
+            elif subject == "$agent.release":
+                held, session.held = session.held or [], None
+                session.held_bytes = 0
+                for frame_header, payload in held:
+                    self._send_encoded(bound, frame_header, payload)
+            elif self.mesh is not None:
+                budget = header.timeout_ms / 1000 if header.timeout_ms else 10.0
+                await self.mesh.barrier(budget)
+        except FabricError as exc:
+            self._reject(bound, exc, header)
+            return
+        self._send(bound, Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id))
 
     def _resolve(self, bound: _SessionLink, header: Header) -> dict[str, Any]:
         """The directory: which local agents serve a subject, at which direct sockets.
@@ -479,7 +533,13 @@ class Node:
         assert self.state is not None
         budget = header.timeout_ms / 1000 if header.timeout_ms else 30.0
         op = header.subject[len(STATE_PREFIX) :]
+        release = None
         try:
+            if header.flags & Flags.SHM:
+                # A large value written into the agent's slot: read in place, no socket copy.
+                if self.pool is None:
+                    raise RemoteProtocolError("this node serves no shared-memory pool")
+                payload, release = self.pool.take(bound.session, payload)
             async with asyncio.timeout(budget):
                 headers, data = await self.state.call(
                     op, bound.session.name, str(bound.session.id), header.headers or {}, payload
@@ -490,7 +550,20 @@ class Node:
         except FabricError as exc:
             self._reject(bound, exc, header)
             return
-        reply = Header(Kind.CONTROL, subject=header.subject, msg_id=header.msg_id, headers=headers)
+        finally:
+            if release is not None:
+                release()
+        flags = 0
+        pool = self.pool
+        if pool is not None and bound.session.shm and len(data) >= pool.settings.threshold:
+            try:
+                data, flags = await pool.give(bound.session, data, budget), Flags.SHM
+            except FabricError:
+                pass  # no slot free: the value goes inline
+        reply = Header(
+            Kind.CONTROL, subject=header.subject, msg_id=header.msg_id, headers=headers,
+            flags=flags,
+        )
         self._send(bound, reply, data)
 
     def _send(self, bound: _SessionLink, header: Header, payload: Buffer = b"") -> bool:

@@ -52,6 +52,10 @@ class Session:
     shm: bool = False
     #: The agent's own Unix socket for direct requests from agents on this host, if any.
     direct: str = ""
+    #: Deliveries held back while the agent migrates (``$agent.hold``): encoded MSG headers
+    #: and payloads, in order; None when delivering normally.
+    held: list[tuple[bytes, bytes | memoryview]] | None = None
+    held_bytes: int = 0
 
     def __hash__(self) -> int:
         return self.id

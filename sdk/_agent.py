@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
+import json
 import logging
 import os
 import time
@@ -34,6 +36,7 @@ from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_heade
 from ._connection import Connection, parse_urls
 from ._deadline import current_deadline, effective_deadline, timeout_ms
 from ._direct import DirectPaths
+from ._migrate import MigrationReport, migrate
 from ._msg import Msg
 from ._payload import Payload, encode_payload
 from ._replies import (
@@ -58,6 +61,9 @@ RECONNECT_WAIT = 5.0
 _SEND_HIGH_WATER = 8 * 1024 * 1024
 
 Handler = Callable[[Msg], Any]
+
+#: Subscription id of the agent's own control subject (user subscriptions count from 1).
+_CONTROL_SID = 1 << 31
 
 
 @dataclass(slots=True)
@@ -135,6 +141,20 @@ class Agent:
             self._hello["direct"] = await self._direct.listen()
         await self._conn.open()
         self._conn.send(Header(Kind.SUB, subject=f"{self._inbox}.>", sid=0))
+        # Lets an operator move this agent (`fabric agent migrate NAME --to URL`).
+        control = Subscription(
+            self,
+            _CONTROL_SID,
+            f"_FABRIC.agent.{self.name}.migrate",
+            "",
+            callback=lambda m: self._dispatch(self._migrate_on_request, m),
+        )
+        self._subs[_CONTROL_SID] = control
+        self._conn.send(Header(Kind.SUB, subject=control.subject, sid=_CONTROL_SID))
+
+    async def _migrate_on_request(self, msg: Msg) -> str:
+        report = await self.migrate(msg.text(), timeout=msg.time_left() or 30.0)
+        return json.dumps(dataclasses.asdict(report))
 
     async def aclose(self) -> None:
         """Stop handlers, drop subscriptions, close the link. Idempotent."""
@@ -599,6 +619,34 @@ class Agent:
             self, subject, encode_payload(data), timeout, window, with_prefer(headers, prefer)
         )
 
+    async def migrate(self, to: str, *, timeout: float = 30.0) -> MigrationReport:
+        """Move this agent to the node at ``to`` (a URL or failover list) without losing a
+        message: deliveries are held at both nodes while interest moves, then drained in
+        order with duplicates dropped; leases are taken over (the old tokens are fenced) and
+        leased state is carried over when the new node serves a different store.
+
+        Raises:
+            MigrationFailed: the agent stays where it was (or, if the old node was already
+                left, keeps what it has on the new one).
+        """
+        return await migrate(self, to, timeout=timeout)
+
+    def _subscription_frames(self) -> list[Header]:
+        """SUB frames that recreate this agent's interest (its inbox first)."""
+        frames = [Header(Kind.SUB, subject=f"{self._inbox}.>", sid=0)]
+        frames += [
+            Header(Kind.SUB, subject=s.subject, queue=s.queue, sid=s.sid)
+            for s in self._subs.values()
+        ]
+        return frames
+
+    def _switch_connection(self, conn: Connection) -> None:
+        """From now on this agent talks through ``conn`` (after a migration)."""
+        self._conn = conn
+        self.state._conn = conn
+        if self._direct is not None:
+            self._direct.invalidate()
+
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until everything sent so far has been processed by the node.
 
@@ -860,9 +908,8 @@ class Agent:
                 waiter.fail(gone)
 
     async def _on_restored(self) -> None:
-        self._conn.send(Header(Kind.SUB, subject=f"{self._inbox}.>", sid=0))
-        for sub in self._subs.values():
-            self._conn.send(Header(Kind.SUB, subject=sub.subject, queue=sub.queue, sid=sub.sid))
+        for header in self._subscription_frames():
+            self._conn.send(header)
 
 
 #: User header that carries ``prefer=`` labels to the nodes (fabric.mesh reads it).

@@ -19,9 +19,9 @@ from typing import Any
 import msgpack
 from typing_extensions import Buffer
 
-from fabric.errors import ConnectionLost, FabricError, error_from_wire
+from fabric.errors import ConnectionLost, FabricError, RemoteProtocolError, error_from_wire
 from fabric.transports import Link, open_unix_link, open_zmq_link
-from fabric.wire import Header, Kind, decode_header, encode_header
+from fabric.wire import Flags, Header, Kind, decode_header, encode_header
 
 from ._shared import SharedPool
 
@@ -180,11 +180,39 @@ class Connection:
     ) -> tuple[Header, memoryview]:
         """A control-plane call to the node (``$node.*``, ``$state.*``, ``$pool.*``).
 
+        Large payloads travel through shared memory both ways when the node's pool is
+        mapped; a shared reply is copied out here and its slot given back at once.
+
+        Raises:
+            ConnectionLost, Timeout, or the typed error the node answered with.
+        """
+        header, data, release = await self.call_keep(subject, headers, payload, timeout)
+        if release is None:
+            return header, data
+        try:
+            return header, memoryview(bytes(data))
+        finally:
+            release()
+
+    async def call_keep(
+        self,
+        subject: str,
+        headers: dict[str, str] | None = None,
+        payload: Buffer = b"",
+        timeout: float = 5.0,
+    ) -> tuple[Header, memoryview, Callable[[], None] | None]:
+        """``call``, but a reply that came through shared memory is handed over in place:
+        the caller gets the read-only view and must call the release function when done
+        (None when the reply came inline).
+
         Raises:
             ConnectionLost, Timeout, or the typed error the node answered with.
         """
         from fabric.errors import Timeout
 
+        flags = 0
+        if len(payload) >= self.shared.threshold and subject != "$pool.alloc":  # type: ignore[arg-type]
+            payload, flags = await self.shared.put(payload, time.monotonic() + timeout, subject)  # type: ignore[arg-type]
         msg_id = self.next_id()
         fut: asyncio.Future[tuple[Header, memoryview]] = (
             asyncio.get_running_loop().create_future()
@@ -198,14 +226,32 @@ class Connection:
                     msg_id=msg_id,
                     headers=headers,
                     timeout_ms=max(1, int(timeout * 1000)),
+                    flags=flags,
                 ),
                 payload,
             )
-            return await asyncio.wait_for(fut, timeout)
+            reply, data = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise Timeout("node did not answer in time", subject=subject) from None
         finally:
             self._controls.pop(msg_id, None)
+        if not reply.flags & Flags.SHM:
+            return reply, data, None
+        shared = self.shared
+        found = shared.view(data)
+        if found is None:
+            raise RemoteProtocolError("the node answered with a bad shared-memory descriptor")
+        view, desc = found
+        region = shared.region
+
+        def release() -> None:
+            try:
+                view.release()
+            except BufferError:
+                pass  # the caller still exports a view of it; the slot goes back anyway
+            shared.release(desc, region)
+
+        return reply, view, release
 
     async def aclose(self) -> None:
         """Close the link and stop reconnecting."""

@@ -135,6 +135,18 @@ class StateClient:
         self._leases[key] = lease
         return lease
 
+    async def _acquire_on(self, conn: Connection, key: str, ttl: float) -> Lease:
+        """``acquire`` on a given connection (migration takes leases over on the new node
+        before the agent switches to it)."""
+        sent = time.monotonic()
+        header, _ = await conn.call(
+            "$state.acquire", {"key": key, "ttl_ms": str(int(ttl * 1000))}, timeout=self._timeout
+        )
+        reply = header.headers or {}
+        lease = Lease(key, int(reply["token"]), sent + int(reply["expires_ms"]) / 1000)
+        self._leases[key] = lease
+        return lease
+
     async def renew(self, lease: Lease, ttl: float) -> Lease:
         """Extend a live lease.
 

@@ -198,7 +198,20 @@ async def blob_holder(url: str, name: str) -> None:
                 say("refused", exc.code)
 
 
+async def steady_publisher(url: str, subject: str, count: str, interval_ms: str) -> None:
+    """Publishes ``count`` numbered messages, one every ``interval_ms``, then ``done``."""
+    async with connect("steady", url) as agent:
+        say("ready", os.getpid())
+        for i in range(int(count)):
+            await agent.publish(subject, str(i))
+            await asyncio.sleep(float(interval_ms) / 1000)  # the rate, not a synchronisation
+        await agent.flush()
+        say("done", count)
+        await asyncio.Event().wait()
+
+
 ROLES = {
+    "steady-publisher": steady_publisher,
     "blob-holder": blob_holder,
     "big-reader": big_reader,
     "state-writer": state_writer,

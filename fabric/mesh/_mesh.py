@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Buffer
 
-from ..errors import ConfigError, ConnectionLost, FabricError, RemoteProtocolError
+from ..errors import ConfigError, ConnectionLost, FabricError, RemoteProtocolError, Timeout
 from ..routing import INBOX_PREFIX, Route
 from ..wire import Flags, Header, Kind, Status, decode_header, encode_header
 from ._interest import InterestKey, Labels, MeshInterest
@@ -52,6 +52,8 @@ log = logging.getLogger("fabric.mesh")
 #: How long a counted message waits for peers' counts when it carries no deadline.
 _DEFAULT_TALLY_S = 5.0
 _HANDSHAKE_S = 3.0
+#: Barrier pings number from here up, so they never collide with heartbeat sequence numbers.
+_BARRIER_BASE = 1 << 48
 
 
 def parse_peer_url(text: str) -> tuple[str, bytes | None]:
@@ -144,6 +146,9 @@ class Mesh:
         self._tasks: set[asyncio.Task[None]] = set()
         self._flush_scheduled = False
         self._peer_down_events: dict[str, asyncio.Event] = {}
+        # Barrier pings in flight: seq -> (peer, future). Their seqs live above heartbeats'.
+        self._barriers: dict[int, tuple[str, asyncio.Future[None]]] = {}
+        self._barrier_seq = _BARRIER_BASE
         self.stats = {
             "forwarded": 0,
             "received": 0,
@@ -153,6 +158,46 @@ class Mesh:
             "malformed": 0,
             "stale": 0,
         }
+
+    # -- barriers -----------------------------------------------------------------------
+
+    async def barrier(self, timeout: float) -> None:
+        """Return once every peer has processed all this node sent it so far (interest
+        changes included) and everything it forwarded here before that has arrived.
+
+        Peer links are ordered, so a PING sent after the interest changes is answered only
+        after them, and the PONG trails every message the peer forwarded before. A peer that
+        goes down meanwhile counts as done: it forwards nothing more.
+
+        Raises:
+            Timeout: a live peer did not answer within ``timeout`` seconds.
+        """
+        self._flush()
+        loop = asyncio.get_running_loop()
+        waits = []
+        for name, peer in list(self._peers.items()):
+            self._barrier_seq += 1
+            fut: asyncio.Future[None] = loop.create_future()
+            self._barriers[self._barrier_seq] = (name, fut)
+            peer.end.send(encode_header(Header(Kind.PING, msg_id=self._barrier_seq)), b"")
+            waits.append(fut)
+        if not waits:
+            return
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
+        except TimeoutError:
+            raise Timeout("a peer did not answer the barrier in time") from None
+        finally:
+            for seq in [s for s, (_, f) in self._barriers.items() if f in waits]:
+                del self._barriers[seq]
+
+    def _barrier_answered(self, seq: int) -> bool:
+        entry = self._barriers.get(seq)
+        if entry is None:
+            return False
+        if not entry[1].done():
+            entry[1].set_result(None)
+        return True
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -352,7 +397,8 @@ class Mesh:
             elif kind is Kind.PING:
                 end.send(encode_header(Header(Kind.PONG, msg_id=header.msg_id)), b"")
             elif kind is Kind.PONG:
-                end.state.pong(header.msg_id, now)
+                if not self._barrier_answered(header.msg_id):
+                    end.state.pong(header.msg_id, now)
             elif kind is Kind.CONTROL:
                 self._control(end, header, payload)
             else:
@@ -483,6 +529,9 @@ class Mesh:
         for tally in self.tallies.peer_lost(name):
             self._finish(tally)
         self._peer_down_events.setdefault(name, asyncio.Event()).set()
+        for peer_name, fut in self._barriers.values():
+            if peer_name == name and not fut.done():
+                fut.set_result(None)  # a dead peer forwards nothing more
         self._schedule_flush()
 
     async def _heartbeat(self) -> None:

@@ -323,6 +323,42 @@ class PoolService:
         self.gate.publish(owner, desc, holders)
         return SharedDelivery(self.gate, desc, raw, view)
 
+    def take(self, owner: Hashable, raw: memoryview) -> tuple[memoryview, Callable[[], None]]:
+        """An agent's slot carrying a control call's payload (a large state value): the
+        node takes the hold, reads it in place, and calls the returned release when done.
+
+        Raises:
+            BadDescriptor: not a slot this agent allocated.
+        """
+        desc = Descriptor.decode(raw)
+        hold = ("control", owner)
+        view = self.view(desc)
+        self.gate.publish(owner, desc, [hold])
+
+        def release() -> None:
+            with contextlib.suppress(FabricError):
+                self.gate.release(hold, desc)
+
+        return view, release
+
+    async def give(self, receiver: Any, data: Any, max_wait: float | None) -> bytes:
+        """Copy a control reply's large payload into a slot held by ``receiver``; returns the
+        descriptor to send instead of the bytes.
+
+        Raises:
+            PoolExhausted, PayloadTooLarge: no slot (the caller then sends the bytes inline).
+        """
+        assert self.region is not None
+        owner = ("control", receiver)
+        desc = await self.gate.allocate(owner, len(data), max_wait=max_wait)
+        try:
+            self.region.write(desc, data)
+        except BaseException:
+            self.gate.publish(owner, desc, [])  # publishing to nobody frees the slot
+            raise
+        self.gate.publish(owner, desc, [receiver])
+        return desc.encode()
+
     def release(self, holder: Hashable, payload: memoryview) -> int:
         """Apply a release batch; returns how many were refused (already released, not held).
 

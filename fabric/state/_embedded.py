@@ -93,6 +93,14 @@ class EmbeddedBackend:
         """See ``StateBackend.put``."""
         return self.store.put(key, value, expect=expect, token=token, now=self._now())
 
+    async def restore(self, key: str, value: BytesLike, *, version: int, fence: int) -> None:
+        """Adopt a migrating agent's key (see ``StateStore.restore``)."""
+        self.store.restore(key, value, version=version, fence=fence, now=self._now())
+
+    def fence(self, key: str) -> int:
+        """The last fencing token issued for ``key``."""
+        return self.store.leases.fence(key)
+
     async def get(self, key: str) -> tuple[memoryview, int]:
         """See ``StateBackend.get``."""
         self._now()

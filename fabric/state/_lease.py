@@ -68,6 +68,12 @@ class LeaseTable:
         entry.deadline = now + ttl
         return Lease(key, owner, entry.fence, ttl)
 
+    def raise_fence(self, key: str, fence: int) -> None:
+        """Make every later token for ``key`` larger than ``fence`` (state handed over from
+        another store keeps its fencing order). Never lowers the counter."""
+        entry = self._entries.setdefault(key, _Entry())
+        entry.fence = max(entry.fence, fence)
+
     def check(self, key: str, token: int | None, *, now: float) -> None:
         """Accept or refuse a write to ``key`` carrying ``token`` (rule 4 above).
 

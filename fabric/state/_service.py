@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import RemoteProtocolError
+from ..errors import RemoteProtocolError, StateError
 from ..shm import BlobHost
 from ._backend import StateBackend
 from ._embedded import EmbeddedBackend
@@ -91,7 +91,18 @@ class StateService:
             return {"version": str(version)}, b""
         if op == "get":
             value, version = await b.get(key)
-            return {"version": str(version)}, value
+            last_token = getattr(b, "fence", None)
+            extra = {"fence": str(last_token(key))} if last_token is not None else {}
+            return {"version": str(version), **extra}, value
+        if op == "restore":
+            restore = getattr(b, "restore", None)
+            if restore is None:
+                raise StateError("this node's state backend cannot adopt keys", key=key)
+            at_version = _int(headers, "version")
+            floor = _int(headers, "fence")
+            assert at_version is not None and floor is not None
+            await restore(key, payload, version=at_version, fence=floor)
+            return {"version": str(at_version)}, b""
         if op == "delete":
             await b.delete(
                 key,

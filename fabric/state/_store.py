@@ -145,6 +145,32 @@ class StateStore:
         self._versions[key] = version
         return version
 
+    def restore(
+        self, key: str, value: BytesLike, *, version: int, fence: int, now: float
+    ) -> None:
+        """Adopt a key handed over by another store (an agent migrating between nodes): its
+        value and version, and a fencing floor, so versions continue and every token this
+        store issues later is larger than any the old store issued.
+
+        Raises:
+            Conflict: this store already holds the key at a later version.
+            PayloadTooLarge, StateError: as ``put``.
+        """
+        check_key(key)
+        check_size(value, self.max_value_bytes, key)
+        if version < 1 or fence < 0:
+            raise StateError("restore needs a version of at least 1", key=key)
+        if self._versions.get(key, 0) > version:
+            raise Conflict(
+                f"already at version {self._versions[key]}, newer than {version}", key=key
+            )
+        frozen = freeze(value)
+        old = self._values.get(key)
+        self._private_bytes += frozen.nbytes - (old.nbytes if old is not None else 0)
+        self._values[key] = frozen
+        self._versions[key] = version
+        self.leases.raise_fence(key, fence)
+
     def get(self, key: str) -> tuple[memoryview, int]:
         """Return ``(value, version)`` of ``key``; the view is read-only and not a copy.
 

@@ -58,6 +58,8 @@ _DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
 _SUPPORTED_DIGESTS = frozenset({"sha-1", "sha-224", "sha-256", "sha-384", "sha-512"})
 _FINGERPRINT = re.compile(r"^a=fingerprint:(\S+) ([0-9A-Fa-f:]+)\s*$", re.MULTILINE)
 
+_DATA_SECTION = re.compile(r"^m=application \d+ \S*DTLS/SCTP", re.MULTILINE)
+
 Signal = Callable[[str], Awaitable[str]]
 
 
@@ -187,7 +189,13 @@ class WebRtcLink(Link):
     def send(self, header: bytes, payload: Buffer = b"") -> None:
         if self._closed:
             raise ConnectionLost("WebRTC link is closed")
-        self._writer.push(header, payload)
+        view = memoryview(payload)
+        if not view.readonly:
+            # Queued bytes may wait for the channel; a writable buffer could change meanwhile
+            # (the stream link's transport copies for the same reason). Read-only views are
+            # immutable bytes and are kept by reference.
+            view = memoryview(bytes(view))
+        self._writer.push(header, view)
         self._pump()
 
     def _pump(self) -> None:
@@ -303,7 +311,11 @@ async def open_webrtc_link(
                 )
             )
 
+    # Messages the peer sends the moment the channel opens arrive before this coroutine
+    # resumes; keep them for the link instead of dropping them.
+    early: list[bytes | str] = []
     channel.on("open", on_open)
+    channel.on("message", early.append)
     pc.on("connectionstatechange", on_state)
     try:
         await pc.setLocalDescription(await pc.createOffer())
@@ -326,7 +338,12 @@ async def open_webrtc_link(
     except Exception as exc:  # aiortc raises plain exceptions for bad descriptions
         await _close_pc(pc)
         raise ConnectionLost(f"WebRTC negotiation failed: {exc!r}") from None
-    return WebRtcLink(pc, channel, max_payload, handler)
+    channel.remove_listener("message", early.append)
+    pc.remove_listener("connectionstatechange", on_state)
+    link = WebRtcLink(pc, channel, max_payload, handler)
+    for data in early:
+        link._on_message(data)
+    return link
 
 
 async def accept_webrtc_link(
@@ -348,6 +365,9 @@ async def accept_webrtc_link(
     from aiortc import RTCSessionDescription
 
     sdp_fingerprints(offer)
+    if not _DATA_SECTION.search(offer):
+        # aiortc would answer it with no media at all: a peer that can never open a channel.
+        raise RemoteProtocolError("offer has no data-channel (m=application) section")
     pc = _peer_connection(ice_servers)
     linked = False
 

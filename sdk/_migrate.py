@@ -1,0 +1,159 @@
+"""``agent.migrate(to=...)``: move an agent to another node without losing a message.
+
+The steps, each waiting on an answer from a node, never on a timer (docs/migration.md):
+
+1. hold: the old node queues this agent's deliveries instead of sending them;
+2. attach: dial the new node, have it hold too, subscribe there, and wait for a mesh
+   barrier so every peer knows the new interest;
+3. state: take the leases over on the new node (a larger fencing token fences the old
+   instance); when the two nodes serve different state stores, carry the leased keys over
+   with their versions and fencing floors;
+4. detach: unsubscribe at the old node and wait for its barrier, after which no peer
+   forwards anything more to it;
+5. drain: the old node sends what it held (in order), then the new node, after a barrier
+   of its own, sends what it held; a message both held is delivered once (same subject and
+   message id), and the new link becomes the agent's link.
+
+A failure before step 4 puts everything back on the old node (``MigrationFailed``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fabric.errors import FabricError, MigrationFailed
+from fabric.wire import Header, Kind
+
+from ._connection import Connection, parse_urls
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+
+__all__ = ["MigrationReport", "migrate"]
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationReport:
+    """What a migration did."""
+
+    #: Node the agent is on now.
+    node: str
+    #: Seconds from the first step to the agent running on the new node.
+    elapsed: float
+    #: Leased keys whose state was carried to a different store (0 when shared).
+    keys_moved: int
+    #: Bytes of state carried over.
+    bytes_moved: int
+    #: Messages both nodes held and that were delivered once.
+    duplicates_dropped: int
+
+
+async def migrate(agent: Agent, to: str, *, timeout: float = 30.0) -> MigrationReport:
+    """See ``Agent.migrate``."""
+    started = time.monotonic()
+    deadline = started + timeout
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise MigrationFailed("migration ran out of time")
+        return remaining
+
+    old = agent._conn
+    seen: set[tuple[str, int]] = set()
+    dropped = 0
+
+    def from_old(header: Header, payload: memoryview) -> None:
+        if header.kind is Kind.MSG:
+            seen.add((header.subject, header.msg_id))
+        agent._on_frame(header, payload)
+
+    def from_new(header: Header, payload: memoryview) -> None:
+        nonlocal dropped
+        if header.kind is Kind.MSG and (header.subject, header.msg_id) in seen:
+            dropped += 1
+            return
+        agent._on_frame(header, payload)
+
+    try:
+        await old.call("$agent.hold", timeout=left())
+    except FabricError as exc:
+        raise MigrationFailed(f"the old node would not hold deliveries: {exc}") from None
+    old._on_frame = from_old
+    new = Connection(
+        parse_urls(to), dict(agent._hello), from_new, agent._on_lost, agent._on_restored
+    )
+    detached = False
+    try:
+        await new.open()
+        await new.call("$agent.hold", timeout=left())
+        for header in agent._subscription_frames():
+            new.send(header)
+        await new.call("$node.barrier", timeout=left())
+        moved, moved_bytes = await _hand_over_state(agent, old, new, left)
+        for header in agent._subscription_frames():
+            old.send(Header(Kind.UNSUB, subject=header.subject, sid=header.sid))
+        detached = True
+        await old.call("$node.barrier", timeout=left())
+        await old.call("$agent.release", timeout=left())
+        await new.call("$node.barrier", timeout=left())
+        agent._switch_connection(new)
+        await new.call("$agent.release", timeout=left())
+    except (FabricError, TimeoutError) as exc:
+        await new.aclose()
+        if not detached:
+            old._on_frame = agent._on_frame
+            try:
+                await old.call("$agent.release", timeout=5.0)
+            except FabricError:
+                pass  # the old link is gone too: its reconnect restores the subscriptions
+        raise MigrationFailed(f"migration to {to} failed: {exc}") from None
+    finally:
+        new._on_frame = agent._on_frame
+        seen.clear()
+    old._reconnect = False
+    await old.aclose()
+    return MigrationReport(
+        node=new.node,
+        elapsed=time.monotonic() - started,
+        keys_moved=moved,
+        bytes_moved=moved_bytes,
+        duplicates_dropped=dropped,
+    )
+
+
+async def _hand_over_state(
+    agent: Agent, old: Connection, new: Connection, budget: Callable[[], float]
+) -> tuple[int, int]:
+    """Take every lease the agent holds over on the new node; carry the keys' values when
+    the new node serves a different store. Returns (keys moved, bytes moved)."""
+    same_store = old.welcome.get("state") == new.welcome.get("state")
+    moved = moved_bytes = 0
+    for key, lease in list(agent.state._leases.items()):
+        if not same_store:
+            try:
+                # On one host the value comes in the old node's shared memory and goes out in
+                # the new one's: one copy between the two pools, none through a socket.
+                reply, value, release = await old.call_keep(
+                    "$state.get", {"key": key}, timeout=budget()
+                )
+            except FabricError as exc:
+                if exc.code != "not_found":
+                    raise
+            else:
+                try:
+                    found = reply.headers or {}
+                    fence = max(int(found.get("fence", "0")), lease.token)
+                    headers = {"key": key, "version": found["version"], "fence": str(fence)}
+                    await new.call("$state.restore", headers, value, timeout=budget())
+                    moved += 1
+                    moved_bytes += len(value)
+                finally:
+                    if release is not None:
+                        release()
+        ttl = max(1.0, lease.remaining)
+        await agent.state._acquire_on(new, key, ttl)
+    return moved, moved_bytes
