@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 .PHONY: setup bench demo test lint clean
 
 $(STAMP): pyproject.toml
+	bash scripts/system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

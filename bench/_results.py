@@ -26,7 +26,7 @@ SCHEMA = "agent-fabric.bench/1"
 #: The system the ratios are about.
 SUBJECT = "fabric"
 #: Every system that gets ratios against the baselines (the fabric in each of its modes).
-SUBJECTS: tuple[str, ...] = (SUBJECT, "fabric-latency")
+SUBJECTS: tuple[str, ...] = (SUBJECT, "fabric-latency", "fabric-crossnode")
 
 
 @dataclass

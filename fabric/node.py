@@ -249,7 +249,8 @@ class Node:
         """
         if self.pool is None:
             raise RemoteProtocolError("this node serves no shared-memory pool")
-        return self.pool.publish(bound.session, payload, [t.session for t, _ in targets])
+        receivers = [t.session for t, _ in targets]
+        return self.pool.publish(bound.session, payload, receivers, self.settings.max_payload)
 
     async def _forget_holder(self, holder: str) -> None:
         assert self.state is not None

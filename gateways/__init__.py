@@ -9,11 +9,14 @@ from ._app import create_app
 from ._credentials import Credentials, Identity
 from ._server import parse_listen, run_gateway, serve_gateway
 from ._settings import GatewaySettings
+from ._webrtc_agent import WebRtcRelay, connect_webrtc
 
 __all__ = [
     "Credentials",
     "GatewaySettings",
     "Identity",
+    "WebRtcRelay",
+    "connect_webrtc",
     "create_app",
     "parse_listen",
     "run_gateway",

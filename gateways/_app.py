@@ -5,8 +5,8 @@ Every fabric error maps to one status (``_status.py``) and one JSON shape
 so a client handles one error format whatever went wrong.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI resolves the route signatures, whose
+# aliases are local to the factory, at runtime.
 import contextlib
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -14,10 +14,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fabric.errors import FabricError, NotAuthorized
+from fabric.routing import INBOX_PREFIX
 from fabric.subjects import validate_subject
 
 from ._agents import AgentPool
@@ -80,7 +81,9 @@ def create_app(settings: GatewaySettings, credentials: Credentials | None = None
     if settings.webrtc:
         from ._signaling import Signaling
 
-        signaling = Signaling(settings.url)
+        signaling = Signaling(
+            settings.url, mesh_url=settings.mesh_url, mesh_agents=settings.mesh_agents
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,6 +139,7 @@ def create_app(settings: GatewaySettings, credentials: Credentials | None = None
     @app.post(
         "/v1/request/{subject}",
         response_model=MessageOut,
+        response_model_exclude_none=True,
         responses=_REQUEST_ERRORS,
         summary="Send a request and wait for the first reply.",
     )
@@ -145,21 +149,27 @@ def create_app(settings: GatewaySettings, credentials: Credentials | None = None
         who: Who,
         timeout: Annotated[
             float | None,
-            Query(gt=0, le=settings.max_timeout, description="Seconds to wait for the reply."),
+            Query(ge=0.001, le=settings.max_timeout, description="Seconds to wait for the reply."),
         ] = None,
         x_fabric_timeout: Annotated[
             float | None,
-            Header(gt=0, le=settings.max_timeout, description="Same as the timeout query."),
+            Header(ge=0.001, le=settings.max_timeout, description="Same as the timeout query."),
         ] = None,
     ) -> dict[str, Any]:
         validate_subject(subject)
         credentials.check_publish(who, subject)
         wait = timeout or x_fabric_timeout or settings.default_timeout
         agent = await pool.get(who)
-        reply = await agent.request(
-            subject, body.payload(), timeout=wait, headers=body.headers or None
-        )
-        return message_out(reply.subject, reply.data, reply.headers)
+        try:
+            reply = await agent.request(
+                subject, body.payload(), timeout=wait, headers=body.headers or None
+            )
+        except FabricError as exc:
+            if exc.subject is None or exc.subject.startswith((INBOX_PREFIX, "$")):
+                # The client knows its subject, not our reply inbox or a control call.
+                exc.subject = subject
+            raise
+        return message_out(subject, reply.data, reply.headers)
 
     @app.get(
         "/v1/health",
@@ -174,10 +184,16 @@ def create_app(settings: GatewaySettings, credentials: Credentials | None = None
         )
         return JSONResponse(body.model_dump(), status_code=200 if up else 503)
 
+    static = resources.files("gateways").joinpath("static")
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        html = resources.files("gateways").joinpath("static/index.html").read_text()
-        return HTMLResponse(html)
+        return HTMLResponse(static.joinpath("index.html").read_text())
+
+    @app.get("/fabric-webrtc.js", include_in_schema=False)
+    async def script() -> Response:
+        js = static.joinpath("fabric-webrtc.js").read_text()
+        return Response(js, media_type="text/javascript")
 
     from ._ws import install_websockets
 

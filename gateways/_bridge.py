@@ -16,7 +16,6 @@ import logging
 from collections.abc import Callable
 
 import msgpack
-from typing_extensions import Buffer
 
 from fabric.errors import ConnectionLost, FabricError, NotAuthorized
 from fabric.transports import Link, open_unix_link, open_zmq_link
@@ -27,7 +26,8 @@ __all__ = ["Bridge"]
 log = logging.getLogger("gateways.bridge")
 
 _MAX_EARLY_FRAMES = 64
-#: WELCOME keys describing resources of the node's host (shared-memory pool, direct paths).
+#: HELLO and WELCOME keys that describe resources of one host (shared-memory pool, direct-path
+#: sockets): meaningless, and misleading, across a WebRTC hop.
 _HOST_LOCAL = frozenset({"pool", "direct"})
 
 
@@ -61,6 +61,7 @@ class Bridge:
         max_payload: int,
         max_backlog: int = 64 * 1024 * 1024,
         on_closed: Callable[[Bridge], None] | None = None,
+        inspect: bool = True,
     ) -> None:
         self.edge = edge
         self.node: Link | None = None
@@ -69,8 +70,9 @@ class Bridge:
         self.max_payload = max_payload
         self.max_backlog = max_backlog
         self.dropped = 0
-        self._hello_checked = False
-        self._welcomed = False
+        # Node-to-node links speak the mesh protocol: nothing to check or strip in them.
+        self._hello_checked = not inspect
+        self._welcomed = not inspect
         self._early: list[tuple[bytes, bytes]] = []
         self._closed = False
         self._on_closed = on_closed
@@ -79,6 +81,11 @@ class Bridge:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def pending(self) -> int:
+        """Frames from the edge held until the node side is attached."""
+        return len(self._early)
 
     def node_side(self) -> _Side:
         """The handler to give the node-side link when opening it."""
@@ -98,8 +105,9 @@ class Bridge:
         except FabricError:
             self.close()
 
-    async def dial(self, urls: list[str]) -> None:
-        """Open the node side from a node URL list (``unix://``, ``tcp://``).
+    async def dial(self, urls: list[str], *, stream: bool = False) -> None:
+        """Open the node side from a node URL list (``unix://``, ``tcp://``). ``tcp://`` is
+        ZeroMQ (the node's agent endpoint) unless ``stream`` (a plain-TCP mesh endpoint).
 
         Raises:
             ConnectionLost: no URL answered (the edge link is closed too).
@@ -111,6 +119,8 @@ class Bridge:
                     link: Link = await open_unix_link(
                         url[len("unix://") :], self.max_payload, self.node_side()
                     )
+                elif stream:
+                    link = await _open_tcp_stream(url, self.max_payload, self.node_side())
                 else:
                     link = await open_zmq_link(url, self.node_side())
             except ConnectionLost as exc:
@@ -139,7 +149,7 @@ class Bridge:
             return
         if not self._hello_checked:
             try:
-                self._check_hello(header, payload)
+                payload = self._check_hello(header, payload)
             except NotAuthorized as exc:
                 self._refuse(header, exc)
                 return
@@ -188,25 +198,30 @@ class Bridge:
             welcome.pop(key, None)
         return memoryview(msgpack.packb(welcome))
 
-    def _check_hello(self, raw: bytes, payload: Buffer) -> None:
-        """Until HELLO has passed, every frame is decoded; afterwards none is."""
+    def _check_hello(self, raw: bytes, payload: memoryview) -> memoryview:
+        """Until HELLO has passed, every frame is decoded; afterwards none is. HELLO loses
+        what only makes sense on the node's host (a direct-path socket of the peer's host)."""
         try:
             header = decode_header(raw)
         except FabricError:
-            return  # the node answers malformed frames itself
+            return payload  # the node answers malformed frames itself
         if header.kind is not Kind.HELLO:
-            return
-        self._hello_checked = True
-        if self.agent is None:
-            return
+            return payload
         try:
             info = msgpack.unpackb(payload, raw=False)
-            name = info.get("name") if isinstance(info, dict) else None
         except Exception:
-            name = None
-        if name != self.agent:
-            self._hello_checked = False
+            return payload  # the node refuses it
+        if not isinstance(info, dict):
+            return payload
+        name = info.get("name")
+        if self.agent is not None and name != self.agent:
             raise NotAuthorized(f"signalled as agent {self.agent!r}, but said HELLO as {name!r}")
+        self._hello_checked = True
+        if not _HOST_LOCAL.intersection(info):
+            return payload
+        for key in _HOST_LOCAL:
+            info.pop(key, None)
+        return memoryview(msgpack.packb(info))
 
     def _refuse(self, raw: bytes, exc: NotAuthorized) -> None:
         try:
@@ -220,3 +235,26 @@ class Bridge:
             pass
         log.warning("refusing WebRTC peer: %s", exc)
         self.close()
+
+
+async def _open_tcp_stream(url: str, max_payload: int, handler: _Side) -> Link:
+    """Frames over plain TCP, as the mesh's ``mesh_transport = "tcp"`` peer links speak them.
+
+    Raises:
+        ConnectionLost: nothing listens there.
+    """
+    import asyncio
+
+    from fabric.transports import StreamLink
+
+    host, sep, port = url.removeprefix("tcp://").rpartition(":")
+    if not url.startswith("tcp://") or not sep or not port.isdigit():
+        raise ConnectionLost(f"bad mesh URL {url!r}: expected tcp://HOST:PORT")
+    loop = asyncio.get_running_loop()
+    try:
+        _, link = await loop.create_connection(
+            lambda: StreamLink(max_payload, handler), host.strip("[]"), int(port)
+        )
+    except OSError as exc:
+        raise ConnectionLost(f"cannot reach {url}: {exc.strerror or exc}") from None
+    return link

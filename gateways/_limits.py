@@ -20,9 +20,11 @@ __all__ = ["BodyLimit"]
 class BodyLimit:
     """Wraps an ASGI app; HTTP bodies above ``limit`` bytes get 413."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, drain: int = 64 * 1024 * 1024) -> None:
         self.app = app
         self.limit = limit
+        #: Bytes of a refused body read and dropped before the connection is closed.
+        self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -30,6 +32,8 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
+            if declared - self.limit <= self.drain:
+                await self._discard(receive)
             await self._refuse(send, declared)
             return
         seen = 0
@@ -46,6 +50,8 @@ class BodyLimit:
                     # Answer now and tell the app the client went away: whatever it tries to
                     # send afterwards (a 500 for the disconnect) is swallowed below.
                     refused = True
+                    if message.get("more_body", False):
+                        await self._discard(receive)
                     if not started:
                         await self._refuse(send, seen)
                     return {"type": "http.disconnect"}
@@ -65,6 +71,20 @@ class BodyLimit:
             if not refused:
                 raise
 
+    async def _discard(self, receive: Receive) -> None:
+        """Read and drop the rest of the body (at most ``drain`` bytes) before answering, so a
+        client that sends its whole body before reading (most do) gets the 413 and not a
+        reset. Nothing is kept: memory use is one chunk. (uvicorn stops delivering the body
+        once the response is complete, so this must come first.)"""
+        dropped = 0
+        while dropped <= self.drain:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
     async def _refuse(self, send: Send, size: int) -> None:
         body = json.dumps(
             error_body(
@@ -76,7 +96,7 @@ class BodyLimit:
         headers: list[Any] = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
+            (b"connection", b"close"),  # the rest of the body is not worth waiting for
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

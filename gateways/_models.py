@@ -77,7 +77,7 @@ def _valid_header(name: str) -> bool:
 class MessageOut(BaseModel):
     """A message received (a reply, a stream chunk, a subscription delivery)."""
 
-    subject: str
+    subject: str = Field(description="The subject it was sent on (for a reply: the request's).")
     text: str | None = Field(None, description="Payload, when it is valid UTF-8.")
     base64: str | None = Field(None, description="Payload, when it is not valid UTF-8.")
     headers: dict[str, str] = Field(default_factory=dict)

@@ -35,3 +35,16 @@ class GatewaySettings(BaseSettings):
     default_timeout: float = Field(5.0, gt=0, description="Request timeout when none is given.")
     max_timeout: float = Field(300.0, gt=0, description="Largest timeout a client may ask for.")
     webrtc: bool = Field(True, description="Serve POST /v1/webrtc/offer (needs aiortc).")
+    mesh_url: str | None = Field(
+        None,
+        description=(
+            "The node's plain-TCP cluster endpoint (tcp://HOST:PORT). Set it to let edge nodes "
+            "attach as leaves over WebRTC (offers with ?to=mesh)."
+        ),
+    )
+    mesh_agents: list[str] = Field(
+        default_factory=list,
+        description=(
+            "With an auth file: the agents whose tokens may attach an edge node (?to=mesh)."
+        ),
+    )

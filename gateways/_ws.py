@@ -136,26 +136,24 @@ def install_websockets(
 
         async def pump() -> None:
             async for chunk in chunks:
-                await ws.send_json(message_out(chunk.subject, chunk.data, chunk.headers))
+                await ws.send_json(message_out(subject, chunk.data, chunk.headers))
 
         work = asyncio.ensure_future(pump())
         gone = asyncio.ensure_future(_until_disconnect(ws))
         try:
             await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
-            if not work.done():
-                work.cancel()  # the client left: leaving the stream cancels the responder
-                return
+            if gone.done():
+                return  # the client left: leaving the stream (finally) cancels the responder
             failure = work.exception()
             if isinstance(failure, FabricError):
                 await fail_with(ws, failure)
-            elif failure is not None and not isinstance(
-                failure, WebSocketDisconnect | RuntimeError
-            ):
-                raise failure
-            else:
+            elif failure is None:
                 await ws.send_json({"end": True})
                 await ws.close(1000)
+            elif not isinstance(failure, WebSocketDisconnect | RuntimeError):
+                raise failure
         finally:
+            work.cancel()
             gone.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await work

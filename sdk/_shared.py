@@ -178,6 +178,8 @@ class SharedPool:
         if region is None or conn is None:
             return payload, 0
         size = len(payload)
+        if size > conn.max_payload:
+            raise PayloadTooLarge(subject=subject, size=size, limit=conn.max_payload)
         if size > self.largest:
             if size <= conn.max_payload:
                 return payload, 0  # fits the link but no slot class: copy it

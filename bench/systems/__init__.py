@@ -6,7 +6,7 @@ from typing import Any
 
 from bench.systems._aiohttp import AiohttpSystem
 from bench.systems._base import Client, System, WorkerInfo
-from bench.systems._fabric import FabricLatencySystem, FabricSystem
+from bench.systems._fabric import FabricCrossNodeSystem, FabricLatencySystem, FabricSystem
 from bench.systems._fastapi import FastapiSystem
 from bench.systems._memcpy import MemcpySystem
 from bench.systems._nats import NatsSystem
@@ -21,6 +21,7 @@ SYSTEMS: dict[str, type[System]] = {
     for cls in (
         FabricSystem,
         FabricLatencySystem,
+        FabricCrossNodeSystem,
         FastapiSystem,
         AiohttpSystem,
         NatsSystem,

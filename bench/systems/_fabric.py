@@ -24,7 +24,7 @@ from fabric.errors import RemoteProtocolError, Timeout
 if TYPE_CHECKING:
     from sdk import Agent, Msg
 
-__all__ = ["FabricLatencySystem", "FabricSystem"]
+__all__ = ["FabricCrossNodeSystem", "FabricLatencySystem", "FabricSystem"]
 
 _OP_TIMEOUT_S = 30.0
 
@@ -101,7 +101,11 @@ class FabricSystem(System):
             keep: list[Any] = []
             for agent_plan in plan.agents:
                 agent = await stack.enter_async_context(
-                    connect(agent_plan.name, url=env["url"], latency_mode=_mode(env))
+                    connect(
+                        agent_plan.name,
+                        url=env.get("worker_url") or env["url"],
+                        latency_mode=_mode(env),
+                    )
                 )
                 keep.extend(await _register_roles(agent, agent_plan.name, agent_plan.roles))
                 await agent.flush()
@@ -279,3 +283,76 @@ class FabricLatencySystem(FabricSystem):
     label = "Agent Fabric, latency mode"
     latency_mode = True
     only_scenarios = ("rr",)
+
+
+class FabricCrossNodeSystem(FabricSystem):
+    """The fabric across two nodes: the client's agent on one node, every responder on the
+    other, the nodes linked as a cluster over TCP on loopback. Measured on ``rr`` (DESIGN's
+    cross-node target: no slower than aiohttp between the same two processes)."""
+
+    name = "fabric-crossnode"
+    label = "Agent Fabric, two nodes"
+    only_scenarios = ("rr",)
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self._nodes: list[Child] = []
+
+    async def start_env(self, workdir: Path) -> dict[str, Any]:
+        ports = [_free_port(), _free_port()]
+        urls = []
+        for i, port in enumerate(ports):
+            peer = ports[1 - i]
+            config = workdir / f"node{i}.toml"
+            config.write_text(
+                f'cluster = "tcp://127.0.0.1:{port}"\nseeds = ["tcp://127.0.0.1:{peer}"]\n'
+            )
+            socket_path = workdir / f"node{i}.sock"
+            self._nodes.append(
+                await start_child(
+                    f"fabric node {i}",
+                    [
+                        sys.executable,
+                        "-m",
+                        "fabric",
+                        "node",
+                        "--name",
+                        f"bench{i}",
+                        "--socket",
+                        str(socket_path),
+                        "--config",
+                        str(config),
+                    ],
+                    ready="ready",
+                )
+            )
+            urls.append(f"unix://{socket_path}")
+        await _wait_linked(urls[0], "bench1")
+        return {"url": urls[0], "worker_url": urls[1], "latency_mode": False}
+
+    async def stop_env(self) -> None:
+        nodes, self._nodes = self._nodes, []
+        for node in nodes:
+            await node.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _wait_linked(url: str, peer: str, timeout_s: float = 20.0) -> None:
+    """Until the node at ``url`` lists ``peer`` among its mesh peers (bounded)."""
+    from sdk import connect
+
+    deadline = time.monotonic() + timeout_s
+    async with connect("bench-probe", url, reconnect=False, direct=False) as probe:
+        while time.monotonic() < deadline:
+            mesh = (await probe.node_status()).get("mesh") or {}
+            if any(p.get("name") == peer for p in mesh.get("peers", [])):
+                return
+            await asyncio.sleep(0.05)
+    raise Timeout(f"node {peer} did not link within {timeout_s:g} s")

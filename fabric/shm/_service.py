@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from ..errors import BadDescriptor, FabricError, RemoteProtocolError, StateError
+from ..errors import BadDescriptor, FabricError, PayloadTooLarge, RemoteProtocolError, StateError
 from ..wire import Flags
 from ._batch import decode_release_batch
 from ._descriptor import Descriptor
@@ -309,17 +309,25 @@ class PoolService:
         return await self.gate.allocate(owner, size, max_wait=max_wait)
 
     def publish(
-        self, owner: Hashable, raw: memoryview, receivers: Iterable[Any]
+        self,
+        owner: Hashable,
+        raw: memoryview,
+        receivers: Iterable[Any],
+        max_payload: int | None = None,
     ) -> SharedDelivery:
         """Hand the owner's slot to the receivers that mapped the pool (one hold per
         delivery, repeats allowed); the others will be sent a copy.
 
         Raises:
             BadDescriptor: not a slot this owner allocated.
+            PayloadTooLarge: longer than ``max_payload`` (the slot is freed, nothing sent).
         """
         desc = Descriptor.decode(raw)
         holders = [r for r in receivers if getattr(r, "shm", False)]
         view = self.view(desc)  # validates against the mapping before any hold is taken
+        if max_payload is not None and desc.length > max_payload:
+            self.gate.publish(owner, desc, [])  # to nobody: validates ownership, frees it
+            raise PayloadTooLarge(size=desc.length, limit=max_payload)
         self.gate.publish(owner, desc, holders)
         return SharedDelivery(self.gate, desc, raw, view)
 

@@ -91,7 +91,9 @@ def test_adding_a_scenario_is_one_function_and_names_are_unique() -> None:
 
 
 def test_systems_and_profiles() -> None:
-    assert system_names() == ["fabric", "fabric-latency", "fastapi", "aiohttp", "nats", "zenoh"]
+    assert system_names() == [
+        "fabric", "fabric-latency", "fabric-crossnode", "fastapi", "aiohttp", "nats", "zenoh"
+    ]
     assert "memcpy" in system_names(include_reference=True)
     quick = QUICK.params(4000, 300)
     assert quick.count < FULL.params(4000, 300).count

@@ -65,6 +65,7 @@ async def test_api_conforms_to_its_openapi_description(
             "--no-color",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path,  # schemathesis writes .schemathesis/ into its working directory
             env={"PATH": "/usr/bin:/bin", "SCHEMATHESIS_TELEMETRY": "false"},
         )
         out, _ = await proc.communicate()

@@ -16,7 +16,7 @@ from procs import start_node, until
 from fabric.framing import frame_prefix
 from fabric.shm import DESCRIPTOR_SIZE, Descriptor
 from fabric.wire import Flags, Header, Kind, encode_header
-from sdk import connect
+from sdk import PayloadTooLarge, connect
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -190,3 +190,18 @@ async def test_hostile_descriptors_are_refused_and_the_node_keeps_serving(node):
                 await sub.next(timeout=0.3)  # nothing forged was delivered
         finally:
             sock.close()
+
+
+async def test_the_payload_limit_holds_on_the_shared_memory_path(tmp_path, fabric_env):
+    node = await start_node(tmp_path / "n.sock", fabric_env, extra=["--max-payload", str(MiB)])
+    try:
+        async with connect("a", node.url) as a, connect("b", node.url) as b:
+            sub = await b.subscribe("big")
+            await b.flush()
+            with pytest.raises(PayloadTooLarge):
+                await a.publish("big", b"\x01" * (MiB + 1))
+            await a.publish("big", b"\x02" * MiB)  # at the limit: fine, through a slot
+            msg = await sub.next(timeout=10)
+            assert msg.shared and len(msg.data) == MiB
+    finally:
+        await node.stop()

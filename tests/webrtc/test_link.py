@@ -8,36 +8,13 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from webrtc_support import Collector
 
 from fabric.errors import ConnectionLost, PayloadTooLarge
 from fabric.transports import WebRtcLink, accept_webrtc_link, open_webrtc_link
 from fabric.transports._webrtc import CHUNK_SIZE, HIGH_WATER
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class Collector:
-    """A LinkHandler that records frames and lets a test await them."""
-
-    def __init__(self) -> None:
-        self.frames: list[tuple[bytes, bytes]] = []
-        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-        self._changed = asyncio.Event()
-
-    def frame_received(self, header: bytes, payload: memoryview) -> None:
-        self.frames.append((header, bytes(payload)))
-        self._changed.set()
-
-    def link_lost(self, exc: BaseException | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-    async def wait_for(self, count: int, timeout: float = 30.0) -> list[tuple[bytes, bytes]]:
-        async with asyncio.timeout(timeout):
-            while len(self.frames) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return self.frames
 
 
 Tamper = Callable[[str], str]
@@ -180,3 +157,23 @@ async def test_signaling_failure_is_connection_lost() -> None:
 
     with pytest.raises(ConnectionLost, match="signaling"):
         await open_webrtc_link(signal, Collector(), timeout=5)  # type: ignore[arg-type]
+
+
+async def test_frames_sent_the_moment_the_channel_opens_are_kept() -> None:
+    server_links: list[WebRtcLink] = []
+
+    def on_link(link: WebRtcLink) -> None:
+        server_links.append(link)
+        link.send(b"first", b"sent from on_link")  # before the offering side has its link
+
+    async def signal(offer: str) -> str:
+        return await accept_webrtc_link(offer, on_link, timeout=20)
+
+    client = Collector()
+    link = await open_webrtc_link(signal, client, timeout=20)
+    try:
+        assert (await client.wait_for(1))[0] == (b"first", b"sent from on_link")
+    finally:
+        await link.aclose()
+        for other in server_links:
+            await other.aclose()
