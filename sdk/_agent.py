@@ -453,10 +453,8 @@ class Agent:
             route = await direct.resolve(
                 self._conn, subject, max(0.001, deadline - time.monotonic())
             )
-        if route is None or route is True:
+        if route is None or route is True or route.empty:
             return None
-        if route.empty:
-            raise NoResponders("no agent is subscribed", subject=subject)
         targets = route.pick()
         try:
             links = [direct.link_now(path) or await direct.link(path) for path, _ in targets]

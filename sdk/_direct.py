@@ -173,6 +173,10 @@ class DirectPaths:
         _, payload = await conn.call("$node.resolve", {"subject": subject}, timeout=timeout)
         answer = msgpack.unpackb(payload, raw=False)
         route = DirectRoute.from_wire(answer["targets"]) if answer.get("direct") else None
+        if route is not None and route.empty:
+            # Never cache "nobody": interest may be on its way from a peer node, and only
+            # the node's own answer to a request says NoResponders with authority.
+            return None
         if len(self._routes) > 4096:
             self._routes.clear()  # bounded; hot subjects come back on their next request
         self._routes[subject] = route

@@ -19,7 +19,7 @@ from bench._payloads import FAN_REPLY, big_ok, map_result, parse_stream_request
 from bench._plan import ProcPlan, agents_with_role
 from bench._procs import Child, start_child
 from bench.systems._base import Announce, Client, System, WorkerInfo
-from fabric.errors import RemoteProtocolError, Timeout
+from fabric.errors import NoResponders, RemoteProtocolError, Timeout
 
 if TYPE_CHECKING:
     from sdk import Agent, Msg
@@ -329,6 +329,23 @@ class FabricCrossNodeSystem(FabricSystem):
             urls.append(f"unix://{socket_path}")
         await _wait_linked(urls[0], "bench1")
         return {"url": urls[0], "worker_url": urls[1], "latency_mode": False}
+
+    async def open_client(
+        self, env: dict[str, Any], layout: Sequence[ProcPlan], infos: Sequence[WorkerInfo]
+    ) -> Client:
+        client = await super().open_client(env, layout, infos)
+        # A worker's subscriptions reach the client's node one interest announcement at a
+        # time: wait (bounded) until the node routes the measured subject across the link.
+        deadline = time.monotonic() + 20.0
+        while True:
+            try:
+                await client.request(b"ready?")
+                return client
+            except NoResponders:
+                if time.monotonic() > deadline:
+                    await client.aclose()
+                    raise
+                await asyncio.sleep(0.05)
 
     async def stop_env(self) -> None:
         nodes, self._nodes = self._nodes, []
