@@ -104,6 +104,10 @@ class _End:
     peer: str = ""
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     refused: str = ""
+    #: Replaced by a duplicate link to the same peer. Interest frames still in flight on it
+    #: are older than the full set the peer sends on the kept link, and the two links are
+    #: not ordered with each other: applying them late would roll the peer's interest back.
+    superseded: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -411,6 +415,8 @@ class Mesh:
         subject = header.subject
         if subject == INTEREST:
             end.state.check("interest")
+            if end.superseded:
+                return
             ann = decode_announce(payload)
             if ann.full:
                 self.interest.peer_replace(end.peer, ann.add)
@@ -480,6 +486,7 @@ class Mesh:
                 self._refuse(end, "duplicate")
                 return
             old = existing.end
+            old.superseded = True
             existing.end = end
             existing.info = info
             self._refuse(old, "duplicate")
