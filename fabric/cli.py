@@ -77,18 +77,23 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print raw JSON.")] = False,
 ) -> None:
     """Show a node's sessions, subscriptions and counters."""
-    from .runner import install_uvloop
-
-    install_uvloop()
-    try:
-        snapshot = asyncio.run(_fetch_status(url))
-    except FabricError as exc:
-        err_console.print(f"[red]cannot reach node:[/red] {exc}")
-        raise typer.Exit(1) from None
+    snapshot = _status_or_exit(url)
     if as_json:
         console.print_json(json.dumps(snapshot))
         return
     _print_status(snapshot)
+
+
+def _status_or_exit(url: str | None) -> dict[str, Any]:
+    """A node's status snapshot, or exit 1 with a clear message when it is unreachable."""
+    from .runner import install_uvloop
+
+    install_uvloop()
+    try:
+        return asyncio.run(_fetch_status(url))
+    except FabricError as exc:
+        err_console.print(f"[red]cannot reach node:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 async def _fetch_status(url: str | None) -> dict[str, Any]:
@@ -242,14 +247,7 @@ def mesh(
     """Show a node's peers, links, round trips and interest."""
     from rich.table import Table
 
-    from .runner import install_uvloop
-
-    install_uvloop()
-    try:
-        snapshot = asyncio.run(_fetch_status(url))
-    except FabricError as exc:
-        err_console.print(f"[red]cannot reach node:[/red] {exc}")
-        raise typer.Exit(1) from None
+    snapshot = _status_or_exit(url)
     info = snapshot.get("mesh")
     if as_json:
         console.print_json(json.dumps(info))

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
+import struct
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -132,6 +134,27 @@ async def until(
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+def raw_frame(header: bytes, payload: bytes = b"") -> bytes:
+    """One frame as a hostile client writes it by hand on the node's Unix socket."""
+    return struct.pack("<II", len(header), len(payload)) + header + payload
+
+
+def read_raw_frame(sock: socket.socket) -> tuple[bytes, bytes]:
+    """Read exactly one frame (header, payload) from a blocking socket."""
+
+    def exact(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("closed")
+            buf += chunk
+        return buf
+
+    hlen, plen = struct.unpack("<II", exact(8))
+    return exact(hlen), exact(plen)
 
 
 def pid_alive(pid: int) -> bool:

@@ -9,9 +9,8 @@ import struct
 
 import msgpack
 import pytest
-from procs import start_node, until
+from procs import raw_frame, read_raw_frame, start_node, until
 
-from fabric.framing import frame_prefix
 from fabric.wire import Header, Kind, encode_header
 from sdk import ConnectionLost, NoResponders, connect
 
@@ -76,24 +75,6 @@ def _raw_connect(path: str) -> socket.socket:
     return sock
 
 
-def _frame(header: bytes, payload: bytes = b"") -> bytes:
-    return frame_prefix(len(header), len(payload)) + header + payload
-
-
-def _read_frame(sock: socket.socket) -> tuple[bytes, bytes]:
-    def exact(n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("closed")
-            buf += chunk
-        return buf
-
-    hlen, plen = struct.unpack("<II", exact(8))
-    return exact(hlen), exact(plen)
-
-
 async def test_malformed_frames_get_errors_and_others_are_unaffected(node, agent_procs):
     await agent_procs("echo", node.url)
     async with connect("client", node.url) as client:
@@ -101,9 +82,9 @@ async def test_malformed_frames_get_errors_and_others_are_unaffected(node, agent
         try:
             hello = encode_header(Header(Kind.HELLO, msg_id=1))
             await asyncio.to_thread(
-                hostile.sendall, _frame(hello, msgpack.packb({"name": "hostile", "labels": {}}))
+                hostile.sendall, raw_frame(hello, msgpack.packb({"name": "hostile", "labels": {}}))
             )
-            welcome, _ = await asyncio.to_thread(_read_frame, hostile)
+            welcome, _ = await asyncio.to_thread(read_raw_frame, hostile)
             assert msgpack.unpackb(welcome)[1] == Kind.WELCOME
             for garbage in (
                 b"\xc1",  # never-used msgpack byte
@@ -112,8 +93,8 @@ async def test_malformed_frames_get_errors_and_others_are_unaffected(node, agent
                 encode_header(Header(Kind.PUB, subject="bad..subject")),
                 encode_header(Header(Kind.SUB, subject="a.>.b", sid=3)),
             ):
-                await asyncio.to_thread(hostile.sendall, _frame(garbage))
-                header, payload = await asyncio.to_thread(_read_frame, hostile)
+                await asyncio.to_thread(hostile.sendall, raw_frame(garbage))
+                header, payload = await asyncio.to_thread(read_raw_frame, hostile)
                 assert msgpack.unpackb(header)[1] == Kind.ERR
                 code, message = msgpack.unpackb(payload)
                 assert code in ("remote_protocol_error", "invalid_subject"), message
@@ -136,8 +117,8 @@ async def test_frames_before_hello_are_refused(node):
     sock = await asyncio.to_thread(_raw_connect, str(node.socket))
     try:
         pub = encode_header(Header(Kind.PUB, subject="x.y"))
-        await asyncio.to_thread(sock.sendall, _frame(pub, b"data"))
-        header, payload = await asyncio.to_thread(_read_frame, sock)
+        await asyncio.to_thread(sock.sendall, raw_frame(pub, b"data"))
+        header, payload = await asyncio.to_thread(read_raw_frame, sock)
         assert msgpack.unpackb(header)[1] == Kind.ERR
         assert msgpack.unpackb(payload)[0] == "connection_lost"
     finally:

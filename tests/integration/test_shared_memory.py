@@ -7,13 +7,11 @@ import hashlib
 import os
 import signal
 import socket
-import struct
 
 import msgpack
 import pytest
-from procs import start_node, until
+from procs import raw_frame, read_raw_frame, start_node, until
 
-from fabric.framing import frame_prefix
 from fabric.shm import DESCRIPTOR_SIZE, Descriptor
 from fabric.wire import Flags, Header, Kind, encode_header
 from sdk import PayloadTooLarge, connect
@@ -132,24 +130,6 @@ async def test_remote_agents_get_bytes_for_a_shared_publish(tmp_path, fabric_env
         await node.stop()
 
 
-def _frame(header: bytes, payload: bytes = b"") -> bytes:
-    return frame_prefix(len(header), len(payload)) + header + payload
-
-
-def _read_frame(sock: socket.socket) -> tuple[list, bytes]:  # type: ignore[type-arg]
-    def exact(n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = sock.recv(n - len(buf))
-            if not chunk:
-                raise ConnectionError("closed")
-            buf += chunk
-        return buf
-
-    hlen, plen = struct.unpack("<II", exact(8))
-    return list(msgpack.unpackb(exact(hlen))), exact(plen)
-
-
 async def test_hostile_descriptors_are_refused_and_the_node_keeps_serving(node):
     async with connect("victim", node.url) as victim, connect("server", node.url) as server:
         sub = await victim.subscribe("target")
@@ -176,14 +156,14 @@ async def test_hostile_descriptors_are_refused_and_the_node_keeps_serving(node):
         try:
             hello = encode_header(Header(Kind.HELLO, msg_id=1))
             await asyncio.to_thread(
-                sock.sendall, _frame(hello, msgpack.packb({"name": "forger", "labels": {}}))
+                sock.sendall, raw_frame(hello, msgpack.packb({"name": "forger", "labels": {}}))
             )
-            await asyncio.to_thread(_read_frame, sock)
+            await asyncio.to_thread(read_raw_frame, sock)
             for raw in forged:
                 pub = encode_header(Header(Kind.PUB, subject="target", flags=Flags.SHM))
-                await asyncio.to_thread(sock.sendall, _frame(pub, raw))
-                header, payload = await asyncio.to_thread(_read_frame, sock)
-                assert header[1] == Kind.ERR
+                await asyncio.to_thread(sock.sendall, raw_frame(pub, raw))
+                header, payload = await asyncio.to_thread(read_raw_frame, sock)
+                assert msgpack.unpackb(header)[1] == Kind.ERR
                 assert msgpack.unpackb(payload)[0] == "bad_descriptor"
             assert (await server.request("svc.ok", b"", timeout=5)).text() == "ok"
             with pytest.raises(Exception, match="no message"):
