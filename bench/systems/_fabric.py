@@ -335,9 +335,7 @@ class FabricCrossNodeSystem(FabricSystem):
     ) -> Client:
         client = await super().open_client(env, layout, infos)
         # A worker's subscriptions reach the client's node one interest announcement at a
-        # time, and right after two nodes link a request can still meet "no responders"
-        # (a known race while the duplicate peer link is resolved; see the closing notes):
-        # measure only once the route has held for a run of requests (bounded).
+        # time: measure only once the route has held for a run of requests (bounded).
         deadline = time.monotonic() + 20.0
         streak = 0
         while streak < 300:

@@ -52,6 +52,8 @@ log = logging.getLogger("fabric.mesh")
 #: How long a counted message waits for peers' counts when it carries no deadline.
 _DEFAULT_TALLY_S = 5.0
 _HANDSHAKE_S = 3.0
+#: Frames held for a peer while it switches links (then sending fails as for a dead peer).
+_BACKLOG = 10_000
 #: Barrier pings number from here up, so they never collide with heartbeat sequence numbers.
 _BARRIER_BASE = 1 << 48
 
@@ -116,6 +118,9 @@ class _Peer:
     kind: PeerKind
     end: _End
     origin: PeerOrigin
+    #: While the peer switches to the duplicate link it kept (ours was refused before that
+    #: one came up here): frames to forward once it is up. None when not switching.
+    backlog: list[tuple[bytes, Any]] | None = None
 
 
 class Mesh:
@@ -481,6 +486,15 @@ class Mesh:
         end.peer = info.name
         end.state.up(time.monotonic())
         existing = self._peers.get(info.name)
+        if existing is not None and existing.backlog is not None:
+            # The link the peer kept is up: the switch is over, nothing was lost.
+            backlog, existing.backlog = existing.backlog, None
+            existing.end = end
+            existing.info = info
+            self._send_full(info.name)
+            for frame_header, payload in backlog:
+                end.send(frame_header, payload)
+            return
         if existing is not None and existing.end is not end:
             if self._keeps(existing.end, end, info.name):
                 self._refuse(end, "duplicate")
@@ -525,7 +539,22 @@ class Mesh:
         end.closed.set()
         peer = self._peers.get(end.peer)
         if peer is not None and peer.end is end:
-            self._peer_down(end.peer)
+            if end.refused == "duplicate" and peer.backlog is None:
+                # The peer refused this link because it keeps another one to us that is not
+                # up here yet (a link is up at its acceptor on HELLO, at its dialer only on
+                # WELCOME). That is a switch, not a death: counting it as one would answer
+                # every open request "no responders" and drop the peer's interest.
+                peer.backlog = []
+                self._spawn(self._switch_or_down(peer, end))
+            else:
+                self._peer_down(end.peer)
+
+    async def _switch_or_down(self, peer: _Peer, old: _End) -> None:
+        """Give a switching peer until ``mesh_dead_after`` for its kept link to come up."""
+        await asyncio.sleep(max(3 * self.settings.mesh_heartbeat, self.settings.mesh_dead_after))
+        if self._peers.get(peer.info.name) is peer and peer.end is old:
+            peer.backlog = None
+            self._peer_down(peer.info.name)
 
     def _peer_down(self, name: str) -> None:
         self._peers.pop(name, None)
@@ -719,7 +748,11 @@ class Mesh:
                 flags=out_flags,
             )
             peer = self._peers.get(name)
-            ok = peer is not None and peer.end.send(encode_header(out), payload)
+            if peer is not None and peer.backlog is not None and len(peer.backlog) < _BACKLOG:
+                peer.backlog.append((encode_header(out), payload))
+                ok = True
+            else:
+                ok = peer is not None and peer.end.send(encode_header(out), payload)
             if ok:
                 self.stats["forwarded"] += 1
             else:
