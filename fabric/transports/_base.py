@@ -9,11 +9,12 @@ message, which is measurable against a 30 µs wake-up.
 from __future__ import annotations
 
 import abc
+import asyncio
 from typing import Protocol
 
 from typing_extensions import Buffer
 
-__all__ = ["Link", "LinkHandler"]
+__all__ = ["Link", "LinkHandler", "settle"]
 
 
 class LinkHandler(Protocol):
@@ -24,6 +25,17 @@ class LinkHandler(Protocol):
 
     def link_lost(self, exc: BaseException | None) -> None:
         """The link is gone (``exc`` is None for an orderly close). Called once."""
+
+
+def settle(waiters: list[asyncio.Future[None]], exc: BaseException | None) -> None:
+    """Wake ``drain()`` waiters: with a result when the buffer emptied, with ``exc`` when the
+    link closed. Shared by every transport's flow control."""
+    for waiter in waiters:
+        if not waiter.done():
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(exc)
 
 
 class Link(abc.ABC):

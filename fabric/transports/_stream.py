@@ -16,7 +16,7 @@ from typing_extensions import Buffer
 
 from ..errors import ConnectionLost, FabricError
 from ..framing import FrameDecoder, frame_prefix
-from ._base import Link, LinkHandler
+from ._base import Link, LinkHandler, settle
 
 __all__ = ["StreamLink", "open_unix_link"]
 
@@ -193,13 +193,7 @@ class StreamLink(asyncio.Protocol, Link):
 
     def _wake_drainers(self, exc: BaseException | None) -> None:
         waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if waiter.done():
-                continue
-            if exc is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(exc)
+        settle(waiters, exc)
 
 
 async def open_unix_link(path: str | Path, max_payload: int, handler: LinkHandler) -> StreamLink:

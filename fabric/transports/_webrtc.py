@@ -36,7 +36,7 @@ from typing_extensions import Buffer
 
 from ..errors import ConnectionLost, FabricError, RemoteProtocolError
 from ..framing import FrameDecoder, frame_prefix
-from ._base import Link, LinkHandler
+from ._base import Link, LinkHandler, settle
 
 __all__ = [
     "CHUNK_SIZE",
@@ -253,13 +253,7 @@ class WebRtcLink(Link):
 
     def _wake(self, exc: BaseException | None) -> None:
         waiters, self._drainers = self._drainers, []
-        for waiter in waiters:
-            if waiter.done():
-                continue
-            if exc is None:
-                waiter.set_result(None)
-            else:
-                waiter.set_exception(exc)
+        settle(waiters, exc)
 
 
 async def _close_pc(pc: Any) -> None:

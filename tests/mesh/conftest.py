@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from procs import NodeProcess, start_node
+from procs import NodeProcess, start_node, until
 
 from sdk import connect
 
@@ -23,17 +22,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "condition"
-) -> None:
-    """Poll ``check`` until true; fail after ``timeout`` seconds (bounded, never a bare sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.05)
+#: Poll a predicate until true, bounded (one helper for the whole suite: tests/procs.py).
+eventually = until
 
 
 async def node_status(url: str) -> dict[str, Any]:
