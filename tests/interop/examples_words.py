@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "swarm"))
 
-from agents import tokens_for  # noqa: E402
+from agents import tokens_for
 
 
 def expected_tokens(prompt: str) -> list[str]:

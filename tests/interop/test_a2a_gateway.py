@@ -161,7 +161,8 @@ async def test_oversized_message_is_invalid_request(http: httpx.AsyncClient, gat
     request = text_request("x" * (A2A_MAX + 1))
     from google.protobuf.json_format import MessageToDict
 
-    body = {"jsonrpc": "2.0", "id": "big", "method": "SendMessage", "params": MessageToDict(request)}
+    params = MessageToDict(request)
+    body = {"jsonrpc": "2.0", "id": "big", "method": "SendMessage", "params": params}
     r = await http.post("/a2a/llm/", json=body)
     assert r.json()["error"]["code"] == -32600
     assert "too large" in r.json()["error"]["message"]

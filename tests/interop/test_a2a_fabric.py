@@ -1,0 +1,109 @@
+"""A2A over the fabric binding: the a2a-sdk client with the fabric transport, and multicast."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from a2a.client import A2AClientError
+from a2a.helpers import get_artifact_text
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    Role,
+    SendMessageConfiguration,
+    SendMessageRequest,
+    TaskState,
+)
+from a2a.utils.errors import TaskNotFoundError
+from conftest import Swarm
+
+from fabric.errors import NoResponders
+from sdk import connect
+from sdk.a2a import fabric_client, fetch_card, multicast
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(90)]
+
+
+def text_request(text: str, *, immediately: bool = False) -> SendMessageRequest:
+    request = SendMessageRequest()
+    request.message.role = Role.ROLE_USER
+    request.message.message_id = uuid.uuid4().hex
+    request.message.parts.add().text = text
+    if immediately:
+        request.configuration.CopyFrom(SendMessageConfiguration(return_immediately=True))
+    return request
+
+
+async def test_card_send_stream_get_cancel_over_the_fabric(swarm: Swarm) -> None:
+    async with connect("a2a-tester", swarm.node.url) as agent:
+        card = await fetch_card(agent, "llm")
+        assert [i.protocol_binding for i in card.supported_interfaces] == ["FABRIC"]
+        client = await fabric_client(agent, "llm")
+        tokens = []
+        async for event in client.send_message(text_request("fabric tokens=8")):
+            if event.HasField("artifact_update"):
+                tokens += [p.text for p in event.artifact_update.artifact.parts if p.text]
+        assert len(tokens) == 8
+
+        unary = await fabric_client(agent, "llm", streaming=False)
+        events = [e async for e in unary.send_message(text_request("x tokens=4"))]
+        assert len(get_artifact_text(events[-1].task.artifacts[0]).split()) == 4
+
+        long_task = text_request("tokens=5000", immediately=True)
+        events = [e async for e in unary.send_message(long_task)]
+        task_id = events[-1].task.id
+        cancelled = await unary.cancel_task(CancelTaskRequest(id=task_id))
+        assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
+        await swarm.agents["llm"].wait_line("llm cancelled after")
+        with pytest.raises(TaskNotFoundError):
+            await unary.get_task(GetTaskRequest(id="missing"))
+
+
+async def test_leaving_a_fabric_stream_cancels_the_task(swarm: Swarm) -> None:
+    async with connect("a2a-leaver", swarm.node.url) as agent:
+        client = await fabric_client(agent, "llm")
+        task_id = ""
+        seen = 0
+        events = client.send_message(text_request("leave tokens=5000"))
+        async for event in events:
+            task_id = task_id or event.task.id or event.status_update.task_id
+            seen += 1
+            if seen == 4:
+                break
+        await events.aclose()  # type: ignore[attr-defined]
+        await swarm.agents["llm"].wait_line("llm cancelled after")
+        unary = await fabric_client(agent, "llm", streaming=False)
+        task = await unary.get_task(GetTaskRequest(id=task_id))
+        assert task.status.state == TaskState.TASK_STATE_CANCELED
+
+
+async def test_multicast_is_a_gather_with_quorum_and_deadline(swarm: Swarm) -> None:
+    async with connect("a2a-caster", swarm.node.url) as agent:
+        everyone = await multicast(agent, "reviewers", "review this", deadline=1.0)
+        assert everyone.reached == 5
+        assert sorted(everyone.answered) == [f"reviewer-{i}" for i in range(4)]
+        assert everyone.missing == 1  # reviewer-4 sleeps past the deadline
+        quorum = await multicast(agent, "reviewers", "quick", quorum=2, deadline=3.0)
+        assert len(quorum.replies) >= 2
+        assert all(r.response is not None for r in quorum.replies)
+        with pytest.raises(NoResponders):
+            await multicast(agent, "nobody-here", "hello")
+
+
+async def test_unknown_agent_over_the_fabric(swarm: Swarm) -> None:
+    async with connect("a2a-lost", swarm.node.url) as agent:
+        with pytest.raises(NoResponders):
+            await fetch_card(agent, "nobody")
+        card = await fetch_card(agent, "llm")
+        card.supported_interfaces[0].url = "fabric:nobody"
+        from a2a.client import ClientConfig, ClientFactory
+
+        from sdk.a2a import register_fabric
+
+        factory = ClientFactory(ClientConfig(supported_protocol_bindings=["FABRIC"]))
+        register_fabric(factory, agent)
+        client = factory.create(card)
+        with pytest.raises(A2AClientError):
+            async for _ in client.send_message(text_request("hi")):
+                pass
