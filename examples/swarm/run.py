@@ -18,15 +18,15 @@ import tempfile
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
 from a2a.client import ClientConfig, ClientFactory
 from a2a.types.a2a_pb2 import Role, SendMessageRequest, TaskState
 from mcp import Client
 
+ROOT = Path(__file__).resolve().parents[2]
+
 AGENTS = Path(__file__).resolve().parent / "agents.py"
 READY_TIMEOUT = 60.0
+_echoes: set[asyncio.Future[None]] = set()
 
 
 async def start(
@@ -54,7 +54,7 @@ async def start(
         async for line in proc.stdout:  # type: ignore[union-attr]
             print(f"[{label}] {line.decode().rstrip()}", flush=True)
 
-    asyncio.ensure_future(echo())
+    _echoes.add(asyncio.ensure_future(echo()))
     return proc
 
 
