@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from a2a.helpers import get_artifact_text  # noqa: E402
+from a2a.helpers import get_artifact_text
 from a2a.types.a2a_pb2 import Role, SendMessageRequest
 from mcp import Client
 from pydantic import BaseModel, Field
@@ -28,7 +28,9 @@ from sdk import Agent, connect
 from sdk.a2a import TextExecutor, agent_card, fabric_client, multicast, serve_a2a
 from sdk.mcp import ToolCall, fabric_mcp_server, fabric_transport, serve_mcp, serve_tools, tool
 
-VOCAB = "the fabric carries agents fast and far tokens flow in order".split()
+VOCAB = [
+    "the", "fabric", "carries", "agents", "fast", "and", "far", "tokens", "flow", "in", "order",
+]
 #: Seconds between two tokens of the llm (set SWARM_TOKEN_DELAY=0 to stream flat out).
 TOKEN_DELAY = float(os.environ.get("SWARM_TOKEN_DELAY", "0.01"))
 
