@@ -51,8 +51,10 @@ def agent_card(
         capabilities=AgentCapabilities(streaming=streaming),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
+        # A2A 1.0 requires at least one skill: an agent that names none offers itself as one.
         skills=[
-            AgentSkill(id=sid, name=sid, description=text, tags=[sid]) for sid, text in skills
+            AgentSkill(id=sid, name=sid, description=text, tags=[sid])
+            for sid, text in (skills or [(name, description)])
         ],
     )
 
