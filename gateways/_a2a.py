@@ -47,10 +47,16 @@ def _not_found(name: str, request_id: Any = None) -> JSONResponse:
 
 
 def _strip(raw: bytes | memoryview) -> bytes:
-    """A fabric reply as the HTTP binding sends it: without the fabric's ``agent`` member."""
-    data = json.loads(bytes(raw))
-    if isinstance(data, dict):
-        data.pop("fabric", None)
+    """A fabric reply as the HTTP binding sends it: without the fabric's ``agent`` member. An
+    agent that answers something other than a JSON-RPC response gets -32603 in its place."""
+    try:
+        data = json.loads(bytes(raw))
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or data.get("jsonrpc") != "2.0":
+        bad = InternalError(message="the agent answered with something other than JSON-RPC")
+        return json.dumps(error_response(None, bad)).encode()
+    data.pop("fabric", None)
     return json.dumps(data).encode()
 
 
