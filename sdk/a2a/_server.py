@@ -3,12 +3,15 @@ request handler (tasks, states, cancel) behind them."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from a2a.server.agent_execution import AgentExecutor
+from a2a.server.jsonrpc_models import InternalError
 from a2a.server.request_handlers import DefaultRequestHandler, RequestHandler
 from a2a.server.tasks import InMemoryTaskStore, TaskStore
 from a2a.types.a2a_pb2 import (
@@ -22,7 +25,7 @@ from google.protobuf.json_format import MessageToDict
 
 from sdk import Agent, Msg, Subscription
 
-from ._dispatch import Call, RpcDispatcher, RpcFailure, parse_call
+from ._dispatch import Call, RpcDispatcher, RpcFailure, error_response, parse_call
 from ._protocol import FABRIC_BINDING, card_subject, fabric_url, group_subject, rpc_subject
 
 __all__ = ["A2AService", "agent_card", "serve_a2a"]
@@ -72,6 +75,8 @@ class A2AService:
         self._subs: list[Subscription] = []
         #: Streams whose reader left before the task ended, whose task was then cancelled.
         self.abandoned = 0
+        #: Blocking sends whose deadline passed, whose task was then cancelled.
+        self.expired = 0
 
     def card_json(self) -> dict[str, Any]:
         return dict(MessageToDict(self.card))
@@ -86,7 +91,7 @@ class A2AService:
             return self._reply(failure.response)
         if call.streaming:
             return self._stream(call)
-        return self._unary(call)
+        return self._unary(call, msg.time_left())
 
     async def _reply(self, response: dict[str, Any]) -> bytes:
         return self._encode(response)
@@ -95,8 +100,25 @@ class A2AService:
         response["fabric"] = {"agent": self.agent.name}
         return json.dumps(response).encode()
 
-    async def _unary(self, call: Call) -> bytes:
-        return self._encode(await self.dispatcher.call(call))
+    async def _unary(self, call: Call, left: float | None) -> bytes:
+        if call.method != "SendMessage" or left is None:
+            return self._encode(await self.dispatcher.call(call))
+        work = asyncio.ensure_future(self.dispatcher.call(call))
+        done, _ = await asyncio.wait({work}, timeout=max(0.0, left))
+        if work in done:
+            return self._encode(work.result())
+        # The caller's deadline passed: a blocking send's work stops with it. (a2a-sdk answers a
+        # cancelled send with the task as it stands, so the cancel is ours to make; the handler
+        # wrote the task id it made into the request.)
+        self.expired += 1
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
+        task_id = call.params.message.task_id  # type: ignore[attr-defined]
+        if task_id:
+            await self._cancel(str(task_id))
+        why = InternalError(message="the deadline passed; the task was cancelled")
+        return self._encode(error_response(call.request_id, why))
 
     async def _stream(self, call: Call) -> AsyncIterator[bytes]:
         task_id = ""

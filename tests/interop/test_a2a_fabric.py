@@ -15,7 +15,7 @@ from a2a.types.a2a_pb2 import (
     SendMessageRequest,
     TaskState,
 )
-from a2a.utils.errors import TaskNotFoundError
+from a2a.utils.errors import InternalError, TaskNotFoundError
 from conftest import Swarm
 
 from fabric.errors import NoResponders
@@ -107,3 +107,20 @@ async def test_unknown_agent_over_the_fabric(swarm: Swarm) -> None:
         with pytest.raises(A2AClientError):
             async for _ in client.send_message(text_request("hi")):
                 pass
+
+
+async def test_a_blocking_send_past_its_deadline_cancels_the_task(swarm: Swarm) -> None:
+    from a2a.client import A2AClientTimeoutError, ClientCallContext
+
+    async with connect("a2a-deadline", swarm.node.url) as agent:
+        client = await fabric_client(agent, "llm", streaming=False)
+        # The caller's timeout, or the agent's own -32603 when its copy of the deadline
+        # (a hair earlier) fires first: a race either way, never a task left running.
+        with pytest.raises((A2AClientTimeoutError, InternalError)):
+            async for _ in client.send_message(
+                text_request("slow tokens=5000"), context=ClientCallContext(timeout=0.5)
+            ):
+                pass
+        await swarm.agents["llm"].wait_line("llm cancelled after")
+        events = [e async for e in client.send_message(text_request("after tokens=2"))]
+        assert events[-1].task.status.state == TaskState.TASK_STATE_COMPLETED
