@@ -46,18 +46,23 @@ def _not_found(name: str, request_id: Any = None) -> JSONResponse:
     return JSONResponse(body, status_code=404)
 
 
-def _strip(raw: bytes | memoryview) -> bytes:
-    """A fabric reply as the HTTP binding sends it: without the fabric's ``agent`` member. An
-    agent that answers something other than a JSON-RPC response gets -32603 in its place."""
+def _relay(raw: bytes | memoryview) -> tuple[bytes, bool]:
+    """A fabric reply as the HTTP binding sends it (without the fabric's ``agent`` member), and
+    whether it is an error response. An agent that answers something other than a JSON-RPC
+    response gets -32603 in its place."""
     try:
         data = json.loads(bytes(raw))
     except ValueError:
         data = None
     if not isinstance(data, dict) or data.get("jsonrpc") != "2.0":
         bad = InternalError(message="the agent answered with something other than JSON-RPC")
-        return json.dumps(error_response(None, bad)).encode()
+        return json.dumps(error_response(None, bad)).encode(), True
     data.pop("fabric", None)
-    return json.dumps(data).encode()
+    return json.dumps(data).encode(), "error" in data
+
+
+def _strip(raw: bytes | memoryview) -> bytes:
+    return _relay(raw)[0]
 
 
 def _fabric_failure(exc: FabricError, request_id: Any, wait: float) -> dict[str, Any]:
@@ -170,9 +175,9 @@ async def _stream(
         try:
             if first is None:
                 return
-            yield _sse(_strip(first.data))
+            yield _event(first.data)
             async for chunk in chunks:
-                yield _sse(_strip(chunk.data))
+                yield _event(chunk.data)
         except FabricError as exc:
             yield _sse(json.dumps(_fabric_failure(exc, request_id, wait)).encode(), "error")
         finally:
@@ -185,6 +190,13 @@ async def _stream(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _event(raw: bytes | memoryview) -> bytes:
+    # As a2a-sdk's own server does: an error response goes out as an `error` event, which
+    # its client raises as the typed error.
+    data, error = _relay(raw)
+    return _sse(data, "error" if error else "")
 
 
 def _sse(data: bytes, event: str = "") -> bytes:

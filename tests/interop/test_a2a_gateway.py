@@ -202,3 +202,66 @@ async def test_planner_fans_out_with_a_quorum_and_streams(gateway: str) -> None:
     assert "reviewer-4" not in reviews  # the slow one missed the quorum
     assert json.loads(words.split(": ", 1)[1].replace("'", '"'))["words"] == 3
     assert len(summary.split()) == 12
+
+
+async def test_subscribe_to_task_streams_and_errors_arrive_as_typed(gateway: str) -> None:
+    from a2a.types.a2a_pb2 import SubscribeToTaskRequest
+
+    client = await a2a_client(gateway, "llm")
+    unary = await a2a_client(gateway, "llm", streaming=False)
+    try:
+        events = [
+            e async for e in unary.send_message(text_request("tokens=5000", immediately=True))
+        ]
+        task_id = events[-1].task.id
+        seen = 0
+        async for _ in client.subscribe(SubscribeToTaskRequest(id=task_id)):
+            seen += 1
+            if seen == 3:
+                break
+        assert seen == 3
+        await unary.cancel_task(CancelTaskRequest(id=task_id))
+        # An error that comes as the stream's first event is an SSE `error` event, which the
+        # official client raises as the typed error.
+        with pytest.raises(TaskNotFoundError):
+            async for _ in client.subscribe(SubscribeToTaskRequest(id="no-such-task")):
+                pass
+    finally:
+        await client.close()
+        await unary.close()
+
+
+AUTH = """
+[agents.alice]
+credential = "alice-secret"
+publish = { allow = ["a2a.>"] }
+subscribe = { allow = ["events.>"] }
+
+[agents.bob]
+credential = "bob-secret"
+publish = { allow = ["events.>"] }
+subscribe = { allow = ["events.>"] }
+"""
+
+
+async def test_auth_file_applies_to_a2a(swarm: Swarm) -> None:
+    from gateways import GatewaySettings, serve_gateway
+
+    path = swarm.tmp / "auth.toml"
+    path.write_text(AUTH)
+    settings = GatewaySettings(
+        url=swarm.node.url, listen="127.0.0.1:0", auth_file=path, webrtc=False
+    )
+    async with serve_gateway(settings) as url, httpx.AsyncClient(base_url=url) as http:
+        card_path = "/a2a/llm/.well-known/agent-card.json"
+        assert (await http.get(card_path)).status_code == 401
+        bob = {"authorization": "Bearer bob-secret"}
+        assert (await http.get(card_path, headers=bob)).status_code == 403
+        alice = {"authorization": "Bearer alice-secret"}
+        r = await http.get(card_path, headers=alice)
+        assert r.status_code == 200 and r.json()["name"] == "llm"
+        body = {"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x"}}
+        assert (await http.post("/a2a/llm/", json=body, headers=bob)).status_code == 403
+        r = await http.post("/a2a/llm/", json=body, headers=alice)
+        assert r.json()["error"]["code"] == -32001  # reached the agent: task not found
+        assert (await http.post("/mcp", json={})).status_code == 404  # open gateways only
