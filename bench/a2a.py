@@ -12,7 +12,9 @@ executor (``sdk.a2a.TextExecutor``), so only the path differs:
 * ``fabric binding``: the same a2a-sdk client with the fabric transport (no HTTP).
 
 A call is one blocking ``SendMessage`` (the task is created, run and completed; the reply is the
-completed task). Calls are sequential, one in flight; p50/p99 come from an HDR histogram.
+completed task). Calls are sequential, one in flight, the three systems interleaved in 8 rounds
+(so a burst of load on this shared machine falls on all of them); p50/p99 come from an HDR
+histogram.
 Numbers go to docs/bench.md by hand; the ratio is what to compare (the machine is noisy).
 """
 
@@ -122,12 +124,11 @@ async def _wait_http(url: str) -> None:
     raise RuntimeError(f"{url} never answered")
 
 
-async def _measure(client: object, calls: int, warmup: int) -> LatencySummary:
+async def _calls(client: object, count: int, samples: list[int] | None) -> None:
+    """``count`` sequential SendMessage calls; their latencies go to ``samples`` (if given)."""
     from a2a.types.a2a_pb2 import Role, SendMessageRequest
 
-    samples: list[int] = []
-    deadline = time.monotonic() + 120  # bounded in count and in time
-    for i in range(warmup + calls):
+    for _ in range(count):
         request = SendMessageRequest()
         request.message.role = Role.ROLE_USER
         request.message.message_id = uuid.uuid4().hex
@@ -135,11 +136,25 @@ async def _measure(client: object, calls: int, warmup: int) -> LatencySummary:
         start = time.perf_counter_ns()
         async for _ in client.send_message(request):  # type: ignore[attr-defined]
             pass
-        if i >= warmup:
+        if samples is not None:
             samples.append(time.perf_counter_ns() - start)
+
+
+async def _measure(
+    clients: dict[str, object], calls: int, warmup: int, rounds: int = 8
+) -> dict[str, LatencySummary]:
+    """Interleave the systems in ``rounds`` rounds, so the machine's noise falls on all of
+    them alike; bounded in count and in time."""
+    samples: dict[str, list[int]] = {label: [] for label in clients}
+    for client in clients.values():
+        await _calls(client, warmup, None)
+    deadline = time.monotonic() + 300
+    for _ in range(rounds):
+        for label, client in clients.items():
+            await _calls(client, max(1, calls // rounds), samples[label])
         if time.monotonic() > deadline:
             break
-    return summarise(histogram_from_samples(samples))
+    return {label: summarise(histogram_from_samples(s)) for label, s in samples.items()}
 
 
 async def run(calls: int, warmup: int) -> dict[str, LatencySummary]:
@@ -149,7 +164,6 @@ async def run(calls: int, warmup: int) -> dict[str, LatencySummary]:
     from sdk import connect
     from sdk.a2a import fabric_client
 
-    results: dict[str, LatencySummary] = {}
     with tempfile.TemporaryDirectory(prefix="bench-a2a-") as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FABRIC_")}
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
@@ -170,18 +184,21 @@ async def run(calls: int, warmup: int) -> dict[str, LatencySummary]:
                 f"127.0.0.1:{gw_port}", "--no-webrtc", env=env, ready="gateway ready"))
             await _wait_http(f"http://127.0.0.1:{base_port}/.well-known/agent-card.json")
             factory = ClientFactory(ClientConfig(streaming=False))
-            for label, where in (
-                ("a2a-sdk HTTP (uvicorn + httpx)", f"http://127.0.0.1:{base_port}/"),
-                ("fabric gateway (/a2a/echo/)", f"http://127.0.0.1:{gw_port}/a2a/echo/"),
-            ):
-                client = await factory.create_from_url(where)
-                results[label] = await _measure(client, calls, warmup)
-                await client.close()
-            async with connect("bench-a2a-client", url) as agent:
-                client = await fabric_client(agent, "echo", streaming=False)
-                results["fabric binding (a2a-sdk client, fabric transport)"] = await _measure(
-                    client, calls, warmup
-                )
+            clients: dict[str, object] = {
+                "a2a-sdk HTTP (uvicorn + httpx)": await factory.create_from_url(
+                    f"http://127.0.0.1:{base_port}/"
+                ),
+                "fabric gateway (/a2a/echo/)": await factory.create_from_url(
+                    f"http://127.0.0.1:{gw_port}/a2a/echo/"
+                ),
+            }
+            agent = await stack.enter_async_context(connect("bench-a2a-client", url))
+            clients["fabric binding (a2a-sdk client, fabric transport)"] = await fabric_client(
+                agent, "echo", streaming=False
+            )
+            results = await _measure(clients, calls, warmup)
+            for client in clients.values():
+                await client.close()  # type: ignore[attr-defined]
     return results
 
 
