@@ -72,3 +72,48 @@ async def test_fabric_transport_session(swarm: Swarm) -> None:
         # A second session after the first one ended: the host cleaned up and still serves.
         async with Client(fabric_transport(agent, "tools")) as client:
             assert len((await client.list_tools()).tools) == 2
+
+
+async def test_malformed_json_rpc_at_mcp_keeps_the_gateway_serving(gateway: str) -> None:
+    import httpx
+
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=gateway, timeout=30) as http:
+        r = await http.post("/mcp", content=b"{not json", headers=headers)
+        assert r.status_code == 400
+        assert r.json()["error"]["code"] == -32700
+        r = await http.post("/mcp", json={"jsonrpc": "2.0", "id": 1}, headers=headers)
+        assert r.status_code >= 400
+    async with Client(f"{gateway}/mcp") as client:
+        assert len((await client.list_tools()).tools) == 2
+
+
+async def test_malformed_message_on_a_fabric_session(swarm: Swarm) -> None:
+    import json
+
+    from sdk.mcp import host_subject
+
+    async with connect("mcp-raw", swarm.node.url) as agent:
+        sid = "raw0001"
+        stream = agent.stream(host_subject("tools"), sid, timeout=30)
+        assert bytes((await stream.__anext__()).data) == b""  # ready
+        target = f"{host_subject('tools')}.{sid}"
+        assert (await agent.request(target, b"{garbage", timeout=10)).text() == "malformed"
+        ping = {"jsonrpc": "2.0", "id": 9, "method": "ping"}
+        assert (await agent.request(target, json.dumps(ping), timeout=10)).text() == "ok"
+        async for chunk in stream:
+            message = json.loads(bytes(chunk.data))
+            if message.get("id") == 9:
+                assert "result" in message or "error" in message
+                break
+        await stream.aclose()
+        # Unknown session: a typed error, the host still serves.
+        from fabric.errors import RemoteError
+
+        with pytest.raises(RemoteError):
+            await agent.request(f"{host_subject('tools')}.nosession", b"{}", timeout=10)
+    async with (
+        connect("mcp-after", swarm.node.url) as agent,
+        Client(fabric_transport(agent, "tools")) as client,
+    ):
+        assert len((await client.list_tools()).tools) == 2
