@@ -67,6 +67,9 @@ class McpHost:
         run = asyncio.ensure_future(
             self.server.run(server_in, server_out, self.server.create_initialization_options())
         )
+        # A server that stops on its own (an error) ends the stream instead of leaving the
+        # client waiting for its deadline.
+        run.add_done_callback(lambda _: server_out.close())
         try:
             yield b""  # ready: the client may send from now on
             async for message in from_server:
