@@ -199,7 +199,7 @@ def mcp_stdio(
 ) -> None:
     """Serve the fabric's MCP tools over stdio (for desktop MCP clients; docs/interop.md)."""
     try:
-        from sdk.mcp._stdio import run_stdio
+        from sdk.mcp import run_stdio
     except ImportError as exc:
         err_console.print(
             f"[red]fabric mcp needs the agents extra[/red] ({exc}): "

@@ -26,8 +26,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from fabric.errors import FabricError, InvalidSubject, NoResponders, PayloadTooLarge, Timeout
 from sdk import Agent
-from sdk.a2a._dispatch import RpcFailure, error_response, parse_call
-from sdk.a2a._protocol import card_subject, rpc_subject
+from sdk.a2a import RpcFailure, card_subject, error_response, parse_call, rpc_subject
 
 from ._agents import AgentPool
 from ._credentials import Credentials, Identity
@@ -106,7 +105,13 @@ def install_a2a(
             return JSONResponse(
                 error_body("not_found", f"no A2A agent named {name!r}", subject=subject), 404
             )
-        data = json.loads(bytes(reply.data))
+        try:
+            data = json.loads(bytes(reply.data))
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            why = f"agent {name!r} served a card that is not a JSON object: {exc}"
+            return JSONResponse(error_body("bad_card", why, subject=subject), 502)
         here = f"{str(request.base_url).rstrip('/')}/a2a/{name}/"
         others = [
             i for i in data.get("supportedInterfaces", []) if i.get("protocolBinding") != "JSONRPC"

@@ -21,24 +21,41 @@ from ._client import (
     multicast,
     register_fabric,
 )
+from ._dispatch import Call, RpcDispatcher, RpcFailure, error_response, parse_call
 from ._executors import TextExecutor, TextFn
-from ._protocol import FABRIC_BINDING, card_subject, group_subject, rpc_subject
+from ._protocol import (
+    FABRIC_BINDING,
+    STREAMING_METHODS,
+    card_subject,
+    fabric_url,
+    group_subject,
+    name_from_url,
+    rpc_subject,
+)
 from ._server import A2AService, agent_card, serve_a2a
 
 __all__ = [
     "FABRIC_BINDING",
+    "STREAMING_METHODS",
     "A2AService",
+    "Call",
     "FabricTransport",
     "MulticastReply",
     "MulticastResult",
+    "RpcDispatcher",
+    "RpcFailure",
     "TextExecutor",
     "TextFn",
     "agent_card",
     "card_subject",
+    "error_response",
     "fabric_client",
+    "fabric_url",
     "fetch_card",
     "group_subject",
     "multicast",
+    "name_from_url",
+    "parse_call",
     "register_fabric",
     "rpc_subject",
     "serve_a2a",

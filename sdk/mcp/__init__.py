@@ -19,6 +19,7 @@ Needs the ``[agents]`` extra; ``import sdk`` never imports this package.
 from ._protocol import LIST_SUBJECT, host_subject, tool_subject
 from ._server import fabric_mcp_server
 from ._session import McpHost, fabric_transport, serve_mcp
+from ._stdio import run_stdio, serve_stdio
 from ._tools import FabricTool, ToolCall, ToolService, serve_tools, tool
 
 __all__ = [
@@ -30,7 +31,9 @@ __all__ = [
     "fabric_mcp_server",
     "fabric_transport",
     "host_subject",
+    "run_stdio",
     "serve_mcp",
+    "serve_stdio",
     "serve_tools",
     "tool",
     "tool_subject",

@@ -10,7 +10,7 @@ from sdk import connect
 
 from ._server import fabric_mcp_server
 
-__all__ = ["run_stdio"]
+__all__ = ["run_stdio", "serve_stdio"]
 
 
 async def serve_stdio(url: str | None, name: str, call_timeout: float) -> None:
