@@ -91,7 +91,10 @@ def install_a2a(
 
     Who = Annotated[Identity, Depends(who_async)]
 
-    @app.get("/a2a/{name}/.well-known/agent-card.json", summary="An A2A agent's card.")
+    # Not in the gateway's OpenAPI description: A2A describes these endpoints itself (the
+    # Agent Card and the A2A specification's JSON-RPC binding), and their answers follow it
+    # (JSON-RPC errors at HTTP 200), not the REST shapes of /v1/.
+    @app.get("/a2a/{name}/.well-known/agent-card.json", include_in_schema=False)
     async def card(name: Name, request: Request, who: Who) -> Response:
         try:
             subject = card_subject(name)
@@ -150,7 +153,7 @@ def install_a2a(
             return JSONResponse(_fabric_failure(exc, call.request_id, wait))
         return Response(_strip(reply.data), media_type="application/json")
 
-    @app.post("/a2a/{name}/", summary="A2A JSON-RPC endpoint of an agent.")
+    @app.post("/a2a/{name}/", include_in_schema=False)
     async def rpc_slash(name: Name, request: Request, who: Who) -> Response:
         return await rpc(name, request, who)
 
