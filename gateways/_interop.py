@@ -12,9 +12,6 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from fabric.errors import NotAuthorized
-from sdk import Agent
-
 from ._agents import AgentPool
 from ._credentials import Credentials, Identity
 from ._settings import GatewaySettings
@@ -39,28 +36,12 @@ def install_interop(
     else:
         install_a2a(app, pool, credentials, settings, identity)
     try:
-        from mcp.server.streamable_http_manager import (
-            StreamableHTTPASGIApp,
-            StreamableHTTPSessionManager,
-        )
         from starlette.routing import Route
 
-        from sdk.mcp import fabric_mcp_server
+        from ._mcp import McpEndpoint
     except ImportError as exc:
         log.warning("MCP not served (install the agents extra): %s", exc)
         return
-    try:
-        anonymous = credentials.identify(None)
-    except NotAuthorized:
-        # Every MCP call would need the caller's own agent; the streamable HTTP session runs
-        # outside the request that carries the token, so this version serves /mcp open only.
-        log.warning("MCP not served: /mcp is only available without an auth file")
-        return
-
-    async def agent() -> Agent:
-        return await pool.get(anonymous)
-
-    server = fabric_mcp_server(agent, call_timeout=settings.a2a_timeout)
-    manager = StreamableHTTPSessionManager(app=server, max_request_body_size=settings.max_body)
-    app.state.lifespan_hooks.append(manager.run)
-    app.router.routes.append(Route("/mcp", endpoint=StreamableHTTPASGIApp(manager)))
+    endpoint = McpEndpoint(pool, credentials, settings)
+    app.state.lifespan_hooks.append(endpoint.running)
+    app.router.routes.append(Route("/mcp", endpoint=endpoint))

@@ -15,14 +15,17 @@ from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
-from fabric.errors import FabricError, NoResponders
+from fabric.errors import FabricError, NoResponders, NotAuthorized
 from sdk import Agent
 
 from ._protocol import LIST_SUBJECT, TRACEPARENT, tool_subject
 
-__all__ = ["fabric_mcp_server"]
+__all__ = ["NOT_AUTHORIZED", "fabric_mcp_server"]
 
 log = logging.getLogger("sdk.mcp")
+
+#: JSON-RPC error code of a call the bridge refused for lack of permission.
+NOT_AUTHORIZED = -32001
 
 
 @contextlib.contextmanager
@@ -51,6 +54,7 @@ def fabric_mcp_server(
     name: str = "agent-fabric",
     list_deadline: float = 0.5,
     call_timeout: float = 30.0,
+    authorize: Callable[[str], None] | None = None,
 ) -> Server[Any]:
     """An MCP ``Server`` listing and calling the tools fabric agents serve (``serve_tools``).
 
@@ -58,7 +62,18 @@ def fabric_mcp_server(
     serving agent answered). A call to a tool nobody serves is the JSON-RPC error -32602; a
     tool that fails, times out or rejects its arguments is a result with ``isError``.
     ``agent`` may be a coroutine function returning the agent (opened on first use).
+    ``authorize(subject)``, when given, runs before each fabric call and raises
+    ``NotAuthorized`` to refuse it (the gateway checks its caller's permissions so): the MCP
+    client gets the JSON-RPC error -32001 (implementation-defined server error range).
     """
+
+    def check(subject: str) -> None:
+        if authorize is None:
+            return
+        try:
+            authorize(subject)
+        except NotAuthorized as exc:
+            raise MCPError(NOT_AUTHORIZED, f"not authorized: {exc.message}") from None
 
     async def get_agent() -> Agent:
         return agent if isinstance(agent, Agent) else await agent()
@@ -66,6 +81,7 @@ def fabric_mcp_server(
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        check(LIST_SUBJECT)
         try:
             replies = await (await get_agent()).gather(LIST_SUBJECT, b"", deadline=list_deadline)
         except NoResponders:
@@ -88,6 +104,7 @@ def fabric_mcp_server(
             subject = tool_subject(params.name)
         except ValueError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+        check(subject)
         meta = dict(params.meta or {})
         traceparent = str(meta.get(TRACEPARENT, "") or "")
         body = json.dumps({"arguments": params.arguments or {}, "_meta": meta}, default=str)

@@ -237,6 +237,11 @@ credential = "alice-secret"
 publish = { allow = ["a2a.>"] }
 subscribe = { allow = ["events.>"] }
 
+[agents.carol]
+credential = "carol-secret"
+publish = { allow = ["mcp.tools", "mcp.tool.add"] }
+subscribe = { allow = ["events.>"] }
+
 [agents.bob]
 credential = "bob-secret"
 publish = { allow = ["events.>"] }
@@ -264,4 +269,34 @@ async def test_auth_file_applies_to_a2a(swarm: Swarm) -> None:
         assert (await http.post("/a2a/llm/", json=body, headers=bob)).status_code == 403
         r = await http.post("/a2a/llm/", json=body, headers=alice)
         assert r.json()["error"]["code"] == -32001  # reached the agent: task not found
-        assert (await http.post("/mcp", json={})).status_code == 404  # open gateways only
+        await check_mcp_with_tokens(url)
+
+
+async def check_mcp_with_tokens(url: str) -> None:
+    """/mcp under an auth file: a token is required, and the token's agent's permissions hold
+    for listing (``mcp.tools``) and for each call (``mcp.tool.NAME``)."""
+    from mcp import Client
+    from mcp.shared.exceptions import MCPError
+
+    async with httpx.AsyncClient(base_url=url) as http:
+        assert (await http.post("/mcp", json={})).status_code == 401
+        bad = {"authorization": "Bearer wrong"}
+        assert (await http.post("/mcp", json={}, headers=bad)).status_code == 401
+
+    def client(token: str) -> Client:
+        import httpx2
+        from mcp.client.streamable_http import streamable_http_client
+
+        http = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=30)
+        return Client(streamable_http_client(f"{url}/mcp", http_client=http))
+
+    async with client("carol-secret") as carol:
+        assert {t.name for t in (await carol.list_tools()).tools} == {"add", "wordcount"}
+        assert (await carol.call_tool("add", {"a": 1, "b": 2})).content[0].text == "3"  # type: ignore[union-attr]
+        with pytest.raises(MCPError) as refused:
+            await carol.call_tool("wordcount", {"text": "x"})
+        assert refused.value.code == -32001
+    async with client("bob-secret") as bob:
+        with pytest.raises(MCPError) as refused:
+            await bob.list_tools()
+        assert refused.value.code == -32001
