@@ -63,7 +63,7 @@ async def llm(url: str) -> None:
                     sent += 1
             finally:
                 if sent < count:
-                    say("llm cancelled after", sent)
+                    say("llm cancelled after", sent, "tokens of:", prompt[:60])
 
         card = agent_card("llm", "Streams a deterministic answer, token by token.",
                           skills=[("generate", "tokens=N sets the length")])
@@ -119,7 +119,7 @@ async def planner(url: str) -> None:
     async with connect("planner", url) as agent:
 
         async def plan(task: str) -> AsyncIterator[str]:
-            votes = await multicast(agent, "reviewers", task, quorum=3, deadline=1.0)
+            votes = await multicast(agent, "reviewers", task, quorum=3, deadline=2.0)
             verdicts = []
             for reply in votes.replies:
                 if reply.response is not None:

@@ -91,14 +91,16 @@ async def test_get_and_cancel_task(gateway: str, swarm: Swarm) -> None:
     client = await a2a_client(gateway, "llm", streaming=False)
     try:
         events = [
-            e async for e in client.send_message(text_request("tokens=5000", immediately=True))
+            e async for e in client.send_message(
+                text_request("gw-cancel tokens=5000", immediately=True)
+            )
         ]
         task_id = events[-1].task.id
         got = await client.get_task(GetTaskRequest(id=task_id))
         assert got.status.state in (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
         cancelled = await client.cancel_task(CancelTaskRequest(id=task_id))
         assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
-        await swarm.agents["llm"].wait_line("llm cancelled after")
+        await swarm.agents["llm"].wait_line("tokens of: gw-cancel")
         got = await client.get_task(GetTaskRequest(id=task_id))
         assert got.status.state == TaskState.TASK_STATE_CANCELED
         with pytest.raises(TaskNotFoundError):
@@ -126,7 +128,7 @@ async def test_client_leaving_mid_stream_cancels_the_responder(
                 seen += 1
                 if seen == 5:
                     break  # leave: the response is closed with the stream half read
-    await swarm.agents["llm"].wait_line("llm cancelled after")
+    await swarm.agents["llm"].wait_line("tokens of: leave early")
     client = await a2a_client(gateway, "llm", streaming=False)
     try:
         got = await client.get_task(GetTaskRequest(id=task_id))
@@ -211,7 +213,9 @@ async def test_subscribe_to_task_streams_and_errors_arrive_as_typed(gateway: str
     unary = await a2a_client(gateway, "llm", streaming=False)
     try:
         events = [
-            e async for e in unary.send_message(text_request("tokens=5000", immediately=True))
+            e async for e in unary.send_message(
+                text_request("gw-subscribe tokens=5000", immediately=True)
+            )
         ]
         task_id = events[-1].task.id
         seen = 0
