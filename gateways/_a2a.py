@@ -33,7 +33,7 @@ from ._credentials import Credentials, Identity
 from ._settings import GatewaySettings
 from ._status import error_body
 
-__all__ = ["install_a2a"]
+__all__ = ["fabric_failure", "install_a2a", "relay", "sse"]
 
 Name = Annotated[str, Path(description="The agent's fabric name.", max_length=256)]
 
@@ -45,7 +45,7 @@ def _not_found(name: str, request_id: Any = None) -> JSONResponse:
     return JSONResponse(body, status_code=404)
 
 
-def _relay(raw: bytes | memoryview) -> tuple[bytes, bool]:
+def relay(raw: bytes | memoryview) -> tuple[bytes, bool]:
     """A fabric reply as the HTTP binding sends it (without the fabric's ``agent`` member), and
     whether it is an error response. An agent that answers something other than a JSON-RPC
     response gets -32603 in its place."""
@@ -61,10 +61,10 @@ def _relay(raw: bytes | memoryview) -> tuple[bytes, bool]:
 
 
 def _strip(raw: bytes | memoryview) -> bytes:
-    return _relay(raw)[0]
+    return relay(raw)[0]
 
 
-def _fabric_failure(exc: FabricError, request_id: Any, wait: float) -> dict[str, Any]:
+def fabric_failure(exc: FabricError, request_id: Any, wait: float) -> dict[str, Any]:
     if isinstance(exc, PayloadTooLarge):
         return error_response(request_id, InvalidRequestError(message="Payload too large"))
     if isinstance(exc, Timeout):
@@ -119,8 +119,10 @@ def install_a2a(
         others = [
             i for i in data.get("supportedInterfaces", []) if i.get("protocolBinding") != "JSONRPC"
         ]
+        others = [i for i in others if i.get("protocolBinding") != "HTTP+JSON"]
         data["supportedInterfaces"] = [
             {"url": here, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
+            {"url": here.rstrip("/"), "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"},
             *others,
         ]
         return JSONResponse(data)
@@ -150,7 +152,7 @@ def install_a2a(
         except NoResponders:
             return _not_found(name, call.request_id)
         except FabricError as exc:
-            return JSONResponse(_fabric_failure(exc, call.request_id, wait))
+            return JSONResponse(fabric_failure(exc, call.request_id, wait))
         return Response(_strip(reply.data), media_type="application/json")
 
     @app.post("/a2a/{name}/", include_in_schema=False)
@@ -160,6 +162,10 @@ def install_a2a(
     @app.post("/a2a/{name}", include_in_schema=False)
     async def rpc_bare(name: Name, request: Request, who: Who) -> Response:
         return await rpc(name, request, who)
+
+    from ._a2a_rest import install_a2a_rest
+
+    install_a2a_rest(app, pool, credentials, settings, who_async)
 
 
 async def _stream(
@@ -177,7 +183,7 @@ async def _stream(
         return _not_found(name, request_id)
     except FabricError as exc:
         await chunks.aclose()
-        return JSONResponse(_fabric_failure(exc, request_id, wait))
+        return JSONResponse(fabric_failure(exc, request_id, wait))
 
     async def events() -> AsyncIterator[bytes]:
         try:
@@ -187,7 +193,7 @@ async def _stream(
             async for chunk in chunks:
                 yield _event(chunk.data)
         except FabricError as exc:
-            yield _sse(json.dumps(_fabric_failure(exc, request_id, wait)).encode(), "error")
+            yield sse(json.dumps(fabric_failure(exc, request_id, wait)).encode(), "error")
         finally:
             # Runs on the end, on an error, and when the client went away (Starlette cancels
             # this generator): the cancel reaches the agent, which cancels the task.
@@ -203,10 +209,10 @@ async def _stream(
 def _event(raw: bytes | memoryview) -> bytes:
     # As a2a-sdk's own server does: an error response goes out as an `error` event, which
     # its client raises as the typed error.
-    data, error = _relay(raw)
-    return _sse(data, "error" if error else "")
+    data, error = relay(raw)
+    return sse(data, "error" if error else "")
 
 
-def _sse(data: bytes, event: str = "") -> bytes:
+def sse(data: bytes, event: str = "") -> bytes:
     head = f"event: {event}\n".encode() if event else b""
     return head + b"data: " + data + b"\n\n"
