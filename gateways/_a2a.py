@@ -116,10 +116,12 @@ def install_a2a(
             why = f"agent {name!r} served a card that is not a JSON object: {exc}"
             return JSONResponse(error_body("bad_card", why, subject=subject), 502)
         here = f"{str(request.base_url).rstrip('/')}/a2a/{name}/"
-        others = [
-            i for i in data.get("supportedInterfaces", []) if i.get("protocolBinding") != "JSONRPC"
+        listed = data.get("supportedInterfaces")
+        others = [  # the agent's own non-HTTP interfaces (the fabric one); HTTP ones are ours
+            i
+            for i in (listed if isinstance(listed, list) else [])
+            if isinstance(i, dict) and i.get("protocolBinding") not in ("JSONRPC", "HTTP+JSON")
         ]
-        others = [i for i in others if i.get("protocolBinding") != "HTTP+JSON"]
         data["supportedInterfaces"] = [
             {"url": here, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
             {"url": here.rstrip("/"), "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"},

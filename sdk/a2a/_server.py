@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from a2a.server.agent_execution import AgentExecutor
+from a2a.server.context import ServerCallContext
 from a2a.server.jsonrpc_models import InternalError
 from a2a.server.request_handlers import DefaultRequestHandler, RequestHandler
 from a2a.server.tasks import InMemoryTaskStore, TaskStore
@@ -32,6 +33,8 @@ __all__ = ["A2AService", "agent_card", "serve_a2a"]
 
 log = logging.getLogger("sdk.a2a")
 
+#: How long past a caller's deadline a blocking send waits before it cancels the task.
+_DEADLINE_GRACE = 0.05
 #: A2A protocol version this binding speaks.
 PROTOCOL_VERSION = "1.0"
 
@@ -73,6 +76,7 @@ class A2AService:
         self.dispatcher = RpcDispatcher(handler)
         self._cancel_on_leave = cancel_on_leave
         self._subs: list[Subscription] = []
+        self._card_bytes: bytes | None = None
         #: Streams whose reader left before the task ended, whose task was then cancelled.
         self.abandoned = 0
         #: Blocking sends whose deadline passed, whose task was then cancelled.
@@ -82,7 +86,9 @@ class A2AService:
         return dict(MessageToDict(self.card))
 
     async def _on_card(self, msg: Msg) -> bytes:
-        return json.dumps(self.card_json()).encode()
+        if self._card_bytes is None:
+            self._card_bytes = json.dumps(self.card_json()).encode()
+        return self._card_bytes
 
     def _on_rpc(self, msg: Msg) -> Any:
         try:
@@ -104,7 +110,9 @@ class A2AService:
         if call.method != "SendMessage" or left is None:
             return self._encode(await self.dispatcher.call(call))
         work = asyncio.ensure_future(self.dispatcher.call(call))
-        done, _ = await asyncio.wait({work}, timeout=max(0.0, left))
+        # A little past the deadline, so the caller's own timer has fired first: it sees its
+        # Timeout (a gather counts this member missing), never a race with our late answer.
+        done, _ = await asyncio.wait({work}, timeout=max(0.0, left) + _DEADLINE_GRACE)
         if work in done:
             return self._encode(work.result())
         # The caller's deadline passed: a blocking send's work stops with it. (a2a-sdk answers a
@@ -138,8 +146,6 @@ class A2AService:
     async def _cancel(self, task_id: str) -> None:
         handler = self.dispatcher.handler
         try:
-            from a2a.server.context import ServerCallContext
-
             await handler.on_cancel_task(CancelTaskRequest(id=task_id), ServerCallContext())
         except Exception as exc:  # already terminal, or gone: nothing left to stop
             log.debug("cancelling abandoned task %s: %s", task_id, exc)

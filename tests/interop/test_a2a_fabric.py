@@ -16,7 +16,7 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import InternalError, TaskNotFoundError
-from conftest import Swarm
+from interop_support import Swarm
 
 from fabric.errors import NoResponders
 from sdk import connect
@@ -114,8 +114,8 @@ async def test_a_blocking_send_past_its_deadline_cancels_the_task(swarm: Swarm) 
 
     async with connect("a2a-deadline", swarm.node.url) as agent:
         client = await fabric_client(agent, "llm", streaming=False)
-        # The caller's timeout, or the agent's own -32603 when its copy of the deadline
-        # (a hair earlier) fires first: a race either way, never a task left running.
+        # The caller's timeout (the agent waits a little past the deadline before it cancels,
+        # so its -32603 comes late; accepted too, should a loaded machine reorder the two).
         with pytest.raises((A2AClientTimeoutError, InternalError)):
             async for _ in client.send_message(
                 text_request("fabric-slow tokens=5000"), context=ClientCallContext(timeout=0.5)

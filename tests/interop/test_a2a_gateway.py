@@ -22,7 +22,7 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import TaskNotFoundError
-from conftest import A2A_MAX, Swarm
+from interop_support import A2A_MAX, Swarm
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(90)]
 

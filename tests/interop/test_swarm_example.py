@@ -7,7 +7,7 @@ import socket
 import sys
 
 import pytest
-from conftest import ROOT, child_env
+from interop_support import ROOT, child_env
 
 pytestmark = pytest.mark.timeout(180)
 
