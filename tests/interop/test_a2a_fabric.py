@@ -17,6 +17,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import InternalError, TaskNotFoundError
 from interop_support import Swarm
+from procs import until
 
 from fabric.errors import NoResponders
 from sdk import connect
@@ -124,3 +125,20 @@ async def test_a_blocking_send_past_its_deadline_cancels_the_task(swarm: Swarm) 
         await swarm.agents["llm"].wait_line("tokens of: fabric-slow")
         events = [e async for e in client.send_message(text_request("after tokens=2"))]
         assert events[-1].task.status.state == TaskState.TASK_STATE_COMPLETED
+
+
+async def test_a_large_message_over_the_fabric_binding(swarm: Swarm) -> None:
+    # 512 KiB of text: above the shared-memory threshold (64 KiB), so the SDK writes the
+    # JSON-RPC request once into the node's pool and only a descriptor travels (the pool's
+    # gauges are back to zero by the time the reply is here, so this test checks the answer).
+    async with connect("a2a-big", swarm.node.url) as agent:
+        client = await fabric_client(agent, "llm", streaming=False)
+        big = "tokens=3 " + "x" * (512 * 1024)
+        events = [e async for e in client.send_message(text_request(big))]
+        assert events[-1].task.status.state == TaskState.TASK_STATE_COMPLETED
+        assert len(get_artifact_text(events[-1].task.artifacts[0]).split()) == 3
+
+        async def released() -> bool:
+            return (await agent.node_status())["pool"]["leases"] == 0
+
+        await until(released, what="the shared-memory slot coming back")
