@@ -1,5 +1,7 @@
 """One node, the swarm's agents (examples/swarm/agents.py) as real processes, and an in-process
-gateway, shared by the tests of a module."""
+gateway, shared by the tests of this directory (starting five Python processes is the slow part
+on a busy 2-core machine; tests that cancel work tag their prompts, so they never see another
+test's events)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from procs import start_node
 from gateways import GatewaySettings, serve_gateway
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="package", loop_scope="package")
 async def swarm(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Swarm]:
     tmp = tmp_path_factory.mktemp("swarm")
     env = child_env(tmp)
@@ -39,7 +41,7 @@ async def swarm(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Swarm
         await node.stop()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="package", loop_scope="package")
 async def gateway(swarm: Swarm) -> AsyncIterator[str]:
     settings = GatewaySettings(
         url=swarm.node.url, listen="127.0.0.1:0", a2a_max_message=A2A_MAX, webrtc=False

@@ -23,7 +23,7 @@ from fabric.errors import NoResponders
 from sdk import connect
 from sdk.a2a import fabric_client, fetch_card, multicast
 
-pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.timeout(90)]
 
 
 def text_request(text: str, *, immediately: bool = False) -> SendMessageRequest:

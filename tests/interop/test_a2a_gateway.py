@@ -24,7 +24,7 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import TaskNotFoundError
 from interop_support import A2A_MAX, Swarm
 
-pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.timeout(90)]
 
 
 def text_request(text: str, *, immediately: bool = False) -> SendMessageRequest:
@@ -37,7 +37,7 @@ def text_request(text: str, *, immediately: bool = False) -> SendMessageRequest:
     return request
 
 
-@pytest_asyncio.fixture(loop_scope="module")
+@pytest_asyncio.fixture(loop_scope="package")
 async def http(gateway: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=gateway, timeout=30) as client:
         yield client
