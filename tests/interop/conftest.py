@@ -17,10 +17,11 @@ import pytest_asyncio
 # `gateways` is the package, never the tests/gateways directory.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from interop_support import A2A_MAX, Swarm, child_env, start_role
 from procs import start_node
 
 from gateways import GatewaySettings, serve_gateway
+
+from .interop_support import A2A_MAX, Swarm, child_env, start_role
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="package")

@@ -16,12 +16,13 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import InternalError, TaskNotFoundError
-from interop_support import Swarm
 from procs import until
 
 from fabric.errors import NoResponders
 from sdk import connect
 from sdk.a2a import fabric_client, fetch_card, multicast
+
+from .interop_support import Swarm
 
 pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.timeout(90)]
 

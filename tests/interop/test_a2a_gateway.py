@@ -22,7 +22,8 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import TaskNotFoundError
-from interop_support import A2A_MAX, Swarm
+
+from .interop_support import A2A_MAX, Swarm
 
 pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.timeout(90)]
 
@@ -81,7 +82,7 @@ async def test_stream_delivers_tokens_in_order(gateway: str) -> None:
                 states.append(event.status_update.status.state)
     finally:
         await client.close()
-    from examples_words import expected_tokens
+    from .examples_words import expected_tokens
 
     assert tokens == expected_tokens("order please tokens=30")
     assert states[-1] == TaskState.TASK_STATE_COMPLETED

@@ -6,13 +6,14 @@ from __future__ import annotations
 import sys
 
 import pytest
-from interop_support import Swarm
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.shared.exceptions import MCPError
 
 from sdk import connect
 from sdk.mcp import fabric_transport
+
+from .interop_support import Swarm
 
 pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.timeout(90)]
 

@@ -7,7 +7,8 @@ import socket
 import sys
 
 import pytest
-from interop_support import ROOT, child_env
+
+from .interop_support import ROOT, child_env
 
 pytestmark = pytest.mark.timeout(180)
 
