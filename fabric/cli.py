@@ -189,6 +189,30 @@ def gateway(
         raise typer.Exit(1) from None
 
 
+@app.command(name="mcp")
+def mcp_stdio(
+    url: Annotated[
+        str | None, typer.Option(help="Node URL (default: FABRIC_URL or the local node).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Agent name the MCP server joins as.")] = "mcp-stdio",
+    timeout: Annotated[float, typer.Option(help="Seconds a tool call may take.")] = 30.0,
+) -> None:
+    """Serve the fabric's MCP tools over stdio (for desktop MCP clients; docs/interop.md)."""
+    try:
+        from sdk.mcp import run_stdio
+    except ImportError as exc:
+        err_console.print(
+            f"[red]fabric mcp needs the agents extra[/red] ({exc}): "
+            "pip install 'agent-fabric\\[agents]'"
+        )
+        raise typer.Exit(2) from None
+    try:
+        run_stdio(url, name, timeout)
+    except FabricError as exc:
+        err_console.print(f"[red]fabric mcp failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
 keys_app = typer.Typer(help="CurveZMQ keys for node-to-node links.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 

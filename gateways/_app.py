@@ -88,7 +88,10 @@ def create_app(settings: GatewaySettings, credentials: Credentials | None = None
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                for hook in app.state.lifespan_hooks:
+                    await stack.enter_async_context(hook())
+                yield
         finally:
             if signaling is not None:
                 await signaling.aclose()
@@ -104,6 +107,8 @@ def create_app(settings: GatewaySettings, credentials: Credentials | None = None
     app.state.credentials = credentials
     app.state.pool = pool
     app.state.signaling = signaling
+    #: Context managers run for the app's lifetime (the MCP session manager).
+    app.state.lifespan_hooks = []
     _install_error_handlers(app)
 
     def identity(
@@ -198,6 +203,10 @@ def create_app(settings: GatewaySettings, credentials: Credentials | None = None
     from ._ws import install_websockets
 
     install_websockets(app, pool, credentials, settings)
+    if settings.agents:
+        from ._interop import install_interop
+
+        install_interop(app, pool, credentials, settings, identity)
     if signaling is not None:
         signaling.install(app, identity)
     app.add_middleware(BodyLimit, limit=settings.max_body)

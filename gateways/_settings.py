@@ -34,6 +34,15 @@ class GatewaySettings(BaseSettings):
     )
     default_timeout: float = Field(5.0, gt=0, description="Request timeout when none is given.")
     max_timeout: float = Field(300.0, gt=0, description="Largest timeout a client may ask for.")
+    a2a_max_message: int = Field(
+        1024 * 1024, gt=0, description="Largest A2A JSON-RPC request, bytes (-32600 above it)."
+    )
+    a2a_timeout: float = Field(
+        60.0, gt=0, description="How long an A2A call (or a stream) may take on the fabric."
+    )
+    agents: bool = Field(
+        True, description="Serve /a2a/ and /mcp (needs the agents extra; off when missing)."
+    )
     webrtc: bool = Field(True, description="Serve POST /v1/webrtc/offer (needs aiortc).")
     mesh_url: str | None = Field(
         None,

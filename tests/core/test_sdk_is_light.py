@@ -10,6 +10,8 @@ import sys
 FORBIDDEN = (
     "uvloop", "typer", "rich", "pydantic_settings", "fabric.node", "fabric.cli", "gateways",
     "bench", "opentelemetry", "redis", "aiortc", "fastapi", "fabric.state",
+    # The agent protocols are opt-in (`sdk.a2a`, `sdk.mcp`, the [agents] extra).
+    "a2a", "mcp", "mcp_types", "sdk.a2a", "sdk.mcp",
 )
 
 
