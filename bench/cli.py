@@ -19,10 +19,16 @@ from rich.progress import Progress as RichProgress
 
 from bench._harness import FULL, QUICK
 from bench._plan import parse_selection
-from bench._results import build_document, validate_document
+from bench._results import RunRecord, build_document, validate_document
 from bench._runner import RunConfig, run_bench
 from bench._scenario import registered
-from bench._table import problems_table, results_table, skipped_table
+from bench._table import (
+    problems_table,
+    results_notes,
+    results_table,
+    skipped_table,
+    summary_table,
+)
 from bench.systems import system_names
 from fabric.errors import ConfigError
 
@@ -101,10 +107,7 @@ def bench_command(
         transient=False,
     ) as progress:
         record = asyncio.run(run_bench(config, _Bars(progress)))
-    console.print(results_table(record, wide=console.width >= 110))
-    for extra in (problems_table(record), skipped_table(record)):
-        if extra is not None:
-            console.print(extra)
+    print_results(console, record)
     console.print(
         f"[dim]{record.machine['cpu_model']}, {record.machine['cores']} cores, "
         f"Python {record.machine['python']}; run took {record.duration_s:.0f} s[/dim]"
@@ -124,6 +127,16 @@ def bench_command(
         console.print(f"report written to {index}")
     if problems or _failed(document):
         raise typer.Exit(1)
+
+
+def print_results(console: Console, record: RunRecord) -> None:
+    """The results table laid out for ``console``'s width, its notes, what was not measured,
+    and the summary last (the lines a reader looks at first when the run ends)."""
+    console.print(results_table(record, width=console.width))
+    console.print(results_notes(record))
+    for extra in (problems_table(record), skipped_table(record), summary_table(record)):
+        if extra is not None:
+            console.print(extra)
 
 
 def _failed(document: dict[str, Any]) -> bool:
