@@ -65,7 +65,7 @@ def node(
     try:
         run_node(settings)
     except FabricError as exc:
-        err_console.print(f"[red]node failed:[/red] {exc}")
+        err_console.print(f"[red]node failed:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
