@@ -92,7 +92,7 @@ def _status_or_exit(url: str | None) -> dict[str, Any]:
     try:
         return asyncio.run(_fetch_status(url))
     except FabricError as exc:
-        err_console.print(f"[red]cannot reach node:[/red] {exc}")
+        err_console.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
 
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 __all__ = [
     "BackendUnavailable",
     "BadDescriptor",
+    "BadHandlerResult",
     "Cancelled",
     "ConfigError",
     "Conflict",
@@ -212,6 +213,13 @@ class RemoteError(RequestError):
         self.remote_code = remote_code
 
 
+class BadHandlerResult(RemoteError):
+    """A handler returned something the fabric cannot send: return bytes, str or a pydantic
+    model."""
+
+    code = "bad_handler_result"
+
+
 class ConnectionLost(RequestError):
     """The link to the node dropped while the operation was in flight."""
 
@@ -314,6 +322,6 @@ def error_from_wire(code: str, message: str, *, subject: str | None = None) -> F
         return RemoteError(message, subject=subject, remote_code=code)
     if issubclass(cls, StateError):
         return cls(message, key=subject)
-    if cls is RemoteError:
-        return RemoteError(message, subject=subject, remote_code=code)
+    if issubclass(cls, RemoteError):
+        return cls(message, subject=subject, remote_code=code)
     return cls(message, subject=subject)

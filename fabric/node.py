@@ -33,8 +33,8 @@ from .errors import (
 from .mesh import Mesh, start_mesh
 from .routing import INBOX_PREFIX, InterestTable
 from .session import Session, SessionState
-from .socket_claim import SocketClaim, claim_socket
 from .shm import PoolService, SharedDelivery
+from .socket_claim import SocketClaim, claim_socket
 from .state import STATE_PREFIX, StateService, make_state_backend
 from .subjects import validate_subject
 from .telemetry import NodeTracer
