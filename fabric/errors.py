@@ -161,7 +161,12 @@ class SocketInUse(ConfigError):
     code = "socket_in_use"
 
     def __init__(
-        self, message: str = "", *, path: str | None = None, pid: int | None = None
+        self,
+        message: str = "",
+        *,
+        subject: str | None = None,
+        path: str | None = None,
+        pid: int | None = None,
     ) -> None:
         if not message and path is not None:
             who = f"node pid {pid}" if pid else "another process"
@@ -169,7 +174,7 @@ class SocketInUse(ConfigError):
                 f"{path} is in use by {who}: stop it first, or give this node its own "
                 "--socket (FABRIC_SOCKET)"
             )
-        super().__init__(message)
+        super().__init__(message, subject=subject)
         self.path = path
         self.pid = pid
 
