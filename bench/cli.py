@@ -30,6 +30,7 @@ from bench._table import (
     summary_table,
 )
 from bench.systems import system_names
+from fabric._help import hide_flag_types
 from fabric.errors import ConfigError
 
 __all__ = ["app", "bench_command", "main"]
@@ -55,13 +56,14 @@ class _Bars:
             self._progress.update(task, completed=total, case=status)
 
 
+hide_flag_types()
+_SCENARIOS_HELP = f"comma list of scenarios, or 'all': {', '.join(registered())}"
+_SYSTEMS_HELP = f"comma list of systems, or 'all': {', '.join(system_names())}"
+
+
 def bench_command(
-    scenarios: Annotated[
-        str, typer.Option("--scenarios", help="comma list of scenarios, or 'all'")
-    ] = "all",
-    systems: Annotated[
-        str, typer.Option("--systems", help="comma list of systems, or 'all'")
-    ] = "all",
+    scenarios: Annotated[str, typer.Option("--scenarios", help=_SCENARIOS_HELP)] = "all",
+    systems: Annotated[str, typer.Option("--systems", help=_SYSTEMS_HELP)] = "all",
     quick: Annotated[
         bool, typer.Option("--quick", help="smoke run: tiny counts, under a minute")
     ] = False,
@@ -81,8 +83,9 @@ def bench_command(
 ) -> None:
     """Measure the fabric against HTTP (FastAPI, aiohttp), NATS and Zenoh on this machine.
 
-    Every scenario runs for every system in the same run; the table gives the fabric's ratio
-    against each baseline. Missing optional systems are skipped with an install hint.
+    All systems run every scenario in one run; ratios, then a summary. Details: docs/bench.md.
+
+    Optional systems that are not installed are skipped with an install hint.
     \f
     Raises:
         typer.Exit: code 2 for a bad selection, 1 when a system or case failed.

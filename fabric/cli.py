@@ -11,10 +11,12 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from ._help import hide_flag_types
 from .errors import FabricError
 
 __all__ = ["app", "main"]
 
+hide_flag_types()
 app = typer.Typer(
     help="Agent Fabric: a message fabric for AI agent swarms.",
     no_args_is_help=True,
@@ -22,6 +24,29 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"agent-fabric {version('agent-fabric')}")
+        except PackageNotFoundError:
+            print("agent-fabric (not installed as a package)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Agent Fabric: a message fabric for AI agent swarms."""
 
 
 @app.command()
