@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from procs import start_node
 
 from fabric.errors import SocketInUse
 from fabric.socket_claim import claim_socket
-from procs import start_node
 from sdk import connect
 
 pytestmark = pytest.mark.timeout(90)
