@@ -33,3 +33,19 @@ def test_building_the_metadata_warns_about_nothing(tmp_path: Path) -> None:
     assert "deprecated" not in (done.stdout + done.stderr).lower()
     metadata = next(tmp_path.glob("*.dist-info")).joinpath("METADATA").read_text()
     assert "License-Expression: Apache-2.0" in metadata
+
+
+@pytest.mark.timeout(120)
+def test_the_editable_install_prints_no_banner(tmp_path: Path) -> None:
+    # What `pip install -e .` runs in its build environment; pip shows what this prints.
+    script = (
+        "import logging, warnings; warnings.simplefilter('always'); logging.basicConfig();"
+        "from setuptools import build_meta;"
+        f"print(build_meta.build_editable({str(tmp_path)!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=100
+    )
+    assert done.returncode == 0, done.stderr
+    noise = done.stderr.lower()
+    assert "!!" not in noise and "warning" not in noise and "deprecat" not in noise, noise
