@@ -22,7 +22,7 @@ from bench._results import SUBJECTS
 from bench._stats import new_histogram
 from bench._table import RATIO_HEADERS, format_latency, format_rate, format_spread
 
-__all__ = ["FIGURE_INCHES", "FIGURE_DPI", "system_colour", "write_report"]
+__all__ = ["FIGURE_DPI", "FIGURE_INCHES", "system_colour", "write_report"]
 
 _CURVE = (0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0)
 #: Every plot's size: wide enough for its labels at 100 dpi, small enough for a laptop screen.

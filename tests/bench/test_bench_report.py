@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import re
 import struct
-import sys
 from pathlib import Path
+
+from sample_run import README as _README
+from sample_run import sample_record as _record
 
 from bench._report import FIGURE_DPI, FIGURE_INCHES, system_colour, write_report
 from bench._results import build_document
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_bench_table import _README, _record  # noqa: E402
 
 
 def _png_size(path: Path) -> tuple[int, int]:
