@@ -140,13 +140,13 @@ def _ratio_plot(case: str, rows: Sequence[dict[str, Any]], path: Path) -> dict[s
     for i, subject in enumerate(subjects):
         xs, values, lower, upper = [], [], [], []
         for j, baseline in enumerate(baselines):
-            r = by_pair.get((subject, baseline))
-            if r is None:
+            pair = by_pair.get((subject, baseline))
+            if pair is None:
                 continue
             xs.append(j - 0.4 + width * (i + 0.5))
-            values.append(r["speedup"])
-            lower.append(max(0.0, r["speedup"] - r.get("speedup_min", r["speedup"])))
-            upper.append(max(0.0, r.get("speedup_max", r["speedup"]) - r["speedup"]))
+            values.append(pair["speedup"])
+            lower.append(max(0.0, pair["speedup"] - pair.get("speedup_min", pair["speedup"])))
+            upper.append(max(0.0, pair.get("speedup_max", pair["speedup"]) - pair["speedup"]))
         bars = ax.bar(
             xs,
             values,
