@@ -249,17 +249,20 @@ def up(
     """Start a local mesh of node processes on loopback; Ctrl-C stops them all."""
     import tempfile
 
-    from .mesh._up import prepare_local_mesh, run_local_mesh
+    from .mesh._up import LocalNode, clean_runtime, prepare_local_mesh, run_local_mesh
     from .runner import install_uvloop
 
     install_uvloop()
     where = runtime or Path(tempfile.mkdtemp(prefix="fabric-mesh-"))
+    plan: list[LocalNode] = []
     try:
         plan = prepare_local_mesh(cloud, edge, where)
         asyncio.run(run_local_mesh(plan, where, lambda line: print(line, flush=True)))
     except FabricError as exc:
-        err_console.print(f"[red]mesh failed:[/red] {exc}")
+        err_console.print(f"[red]mesh failed:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
+    finally:
+        clean_runtime(plan, where, created=runtime is None)  # nothing left after Ctrl-C
 
 
 @app.command()
