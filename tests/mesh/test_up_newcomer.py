@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import sys
@@ -48,7 +49,7 @@ async def test_up_names_nodes_in_logs_counts_no_failures_and_cleans_up(
         found = re.search(r"runtime dir (\S+)\)", line)
         assert found, line
         runtime = Path(found.group(1))
-        assert runtime.is_dir()
+        assert os.path.isdir(runtime)
         await up.wait_line("Ctrl-C stops every node", timeout=60)
         url = f"unix://{runtime}/c1.sock"
 
@@ -59,6 +60,7 @@ async def test_up_names_nodes_in_logs_counts_no_failures_and_cleans_up(
         await eventually(linked, 40, "c1 linked to c2 and e1")
         for name in ("c1", "c2", "e1"):
             code, out = await _mesh_json(fabric_env, f"unix://{runtime}/{name}.sock")
+            assert code == 0, out
             stats = json.loads(out)["stats"]
             # Peers that were still starting, and both sides dialling at once, are normal:
             # they have their own counters, not failures.
@@ -67,7 +69,7 @@ async def test_up_names_nodes_in_logs_counts_no_failures_and_cleans_up(
         await up.wait_line("mesh stopped", timeout=30)
         assert await asyncio.wait_for(process.wait(), 30) == 0
         await asyncio.wait_for(reader, 10)
-        assert not runtime.exists()  # the temp runtime folder went with the mesh
+        assert not os.path.exists(runtime)  # the temp runtime folder went with the mesh
     finally:
         await up.stop()
         reader.cancel()
