@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import sys
@@ -17,6 +16,10 @@ from procs import Proc
 from .conftest import eventually
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def _exists(path: Path) -> bool:
+    return path.exists()
 
 
 async def _mesh_json(env: dict[str, str], url: str) -> tuple[int, str]:
@@ -49,7 +52,7 @@ async def test_up_names_nodes_in_logs_counts_no_failures_and_cleans_up(
         found = re.search(r"runtime dir (\S+)\)", line)
         assert found, line
         runtime = Path(found.group(1))
-        assert os.path.isdir(runtime)
+        assert _exists(runtime)
         await up.wait_line("Ctrl-C stops every node", timeout=60)
         url = f"unix://{runtime}/c1.sock"
 
@@ -69,7 +72,7 @@ async def test_up_names_nodes_in_logs_counts_no_failures_and_cleans_up(
         await up.wait_line("mesh stopped", timeout=30)
         assert await asyncio.wait_for(process.wait(), 30) == 0
         await asyncio.wait_for(reader, 10)
-        assert not os.path.exists(runtime)  # the temp runtime folder went with the mesh
+        assert not _exists(runtime)  # the temp runtime folder went with the mesh
     finally:
         await up.stop()
         reader.cancel()
