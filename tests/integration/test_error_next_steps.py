@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
+import sys
 import time
 from typing import Any
 
@@ -139,3 +141,16 @@ async def test_a_missing_unix_socket_says_how_to_start_a_node(tmp_path):
         async with connect("nobody", f"unix://{tmp_path}/none.sock", reconnect=False):
             pass
     assert "is a node running" in str(caught.value) and "fabric node" in str(caught.value)
+
+
+async def test_fabric_status_without_a_node_says_it_once_with_the_next_step(tmp_path, fabric_env):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fabric", "status", "--url", f"unix://{tmp_path}/none.sock",
+        env=fabric_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
+    assert process.returncode == 1
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, out
+    assert lines[0].count("cannot reach node") == 1, lines[0]  # was said twice
+    assert "start one with `fabric node`" in lines[0] and "--url" in lines[0]
