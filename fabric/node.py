@@ -128,6 +128,7 @@ class Node:
         """Start listening.
 
         Raises:
+            SocketInUse: another live node serves on the Unix socket (fabric/socket_claim.py).
             ConnectionLost: when an endpoint cannot be bound (in use, no permission).
         """
         if self.settings.auth_file is not None:
