@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -139,3 +140,17 @@ def test_the_documented_default_socket_paths(monkeypatch: pytest.MonkeyPatch, tm
         text = (ROOT / doc).read_text()
         assert "$XDG_RUNTIME_DIR/fabric/" not in text, doc
         assert "/run/user/1000/fabric/" not in text, doc
+
+
+async def test_readme_local_mesh_starts_and_ctrl_c_stops_it(fabric_env: dict[str, str]) -> None:
+    words = _documented("README.md", ".venv/bin/fabric up")
+    assert words[1:] == ["up", "--cloud", "3", "--edge", "2"]
+    up = await _spawn(words, fabric_env, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        await up.wait_line("Ctrl-C stops every node", timeout=90)
+        assert sum("FABRIC_URL=unix://" in line for line in up.lines) >= 5
+        up.kill(signal.SIGINT)
+        await up.wait_line("mesh stopped", timeout=30)
+        assert await asyncio.wait_for(up.process.wait(), 30) == 0
+    finally:
+        await up.stop()
