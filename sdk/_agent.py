@@ -936,13 +936,14 @@ def _log_handler_error(fn: Any, msg: Msg, exc: Exception) -> None:
     """Say on the responder's side which handler failed on which subject, and how the
     requester hears of it."""
     name = getattr(fn, "__qualname__", None) or repr(fn)
-    told = "the requester gets it" if msg.reply else "nobody waits for a reply"
     if isinstance(exc, FabricError):
         # A typed error is often on purpose (NotFound, a bad result): one line, no traceback.
+        told = "sent to the requester" if msg.reply else "no reply was asked for"
         log.warning("handler %s for %r raised %s: %s (%s)", name, msg.subject,
                     type(exc).__name__, exc.message, told)
     else:
-        log.error("handler %s for %r raised %s (%s as RemoteError)", name, msg.subject,
+        told = "the requester gets a RemoteError" if msg.reply else "no reply was asked for"
+        log.error("handler %s for %r raised %s (%s)", name, msg.subject,
                   type(exc).__name__, told, exc_info=exc)
 
 
