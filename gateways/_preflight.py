@@ -4,6 +4,7 @@ gateway in front of no node says so at once, not only on ``/v1/health``)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from pathlib import Path
@@ -36,7 +37,7 @@ def bind_listen(host: str, port: int, listen: str) -> socket.socket:
         hint = (
             "; another gateway or server holds it: stop it, or pick another --listen "
             "(FABRIC_GATEWAY_LISTEN)"
-            if exc.errno == 98
+            if exc.errno == errno.EADDRINUSE
             else ""
         )
         raise ConnectionLost(
