@@ -18,7 +18,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench._results import SUBJECTS
+from bench._results import SUBJECTS, summary_lines, times_text
 from bench._stats import new_histogram
 from bench._table import RATIO_HEADERS, format_latency, format_rate, format_spread
 
@@ -251,6 +251,16 @@ def write_report(document: dict[str, Any], directory: Path) -> Path:
             f"{_case_table(rows, case_ratios, subjects)}{''.join(figures)}</section>"
         )
 
+    summary = "".join(
+        f"<tr><td>{html.escape(line.case)}</td>"
+        f"<td>{html.escape(RATIO_HEADERS.get(line.subject, line.subject).removesuffix(' x'))}</td>"
+        + "".join(
+            f"<td>{times_text(v.speedup)} than {html.escape(v.baseline)}</td>" if v else "<td></td>"
+            for v in (line.peer, line.http)
+        )
+        + "</tr>"
+        for line in summary_lines(ratios)
+    )
     legend = "".join(
         f'<li data-system="{html.escape(system)}" data-colour="{sorted(found)[0]}">'
         f'<span class="swatch" style="background:{sorted(found)[0]}"></span>'
@@ -294,6 +304,11 @@ profile {html.escape(str(document["config"].get("profile")))},
 the spread is their min-max; {html.escape(meaning)} (above 1: faster). Scenarios and columns
 are explained in docs/bench.md.</p>
 <ul class="colours">{legend}</ul>
+<h2>Summary</h2>
+<p>Each fabric mode against the fastest peer broker (NATS, Zenoh) and the fastest HTTP stack
+measured on each case.</p>
+<table><tr><th>case</th><th>fabric</th><th>vs best peer</th><th>vs best HTTP</th></tr>
+{summary}</table>
 <h2>Results by case</h2>
 {"".join(sections) or "<p>nothing measured</p>"}
 <h2>Systems</h2>

@@ -49,6 +49,9 @@ def test_one_section_per_case_with_its_table_and_both_plots(tmp_path: Path) -> N
     aiohttp = next(r for r in rows if ">aiohttp<" in r)
     assert aiohttp.count("x</td>") == 3  # fabric, latency mode and two nodes vs aiohttp
     assert "docs/bench.md" in page
+    summary = page[page.index("<h2>Summary</h2>") : page.index("<h2>Results by case</h2>")]
+    assert "<td>rr/64B</td><td>fabric</td><td>1.42x faster than zenoh</td>" in summary
+    assert "<td>2 nodes</td>" in summary and "slower than aiohttp" in summary
 
 
 def test_every_plot_has_the_same_readable_size(tmp_path: Path) -> None:
