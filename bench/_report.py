@@ -1,9 +1,11 @@
 """``--report DIR``: an HTML page with the tables and matplotlib plots (PNG files beside it).
 
 Works from the JSON document alone, so a report can be rebuilt from a saved ``--json``.
-Plots: one latency distribution per case (every system's percentile curve, from the HDR
-histograms of all its repeats merged) and one ratio chart per scenario (the fabric's speed-up
-over each baseline, with the spread as error bars).
+One section per case: the results of every system with a ratio column per fabric mode, the
+latency distribution (every system's percentile curve, from the HDR histograms of all its
+repeats merged) and the ratio chart (each fabric mode's speed-up over each baseline, with the
+spread as error bars). Every plot has the same size and readable labels, legends sit outside
+the axes, and a system has one colour everywhere (:func:`system_colour`).
 """
 
 from __future__ import annotations
@@ -16,13 +18,41 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench._results import SUBJECTS
+from bench._results import SUBJECTS, summary_lines, times_text
 from bench._stats import new_histogram
-from bench._table import format_latency, format_rate
+from bench._table import RATIO_HEADERS, format_latency, format_rate, format_spread
 
-__all__ = ["write_report"]
+__all__ = ["FIGURE_DPI", "FIGURE_INCHES", "system_colour", "write_report"]
 
 _CURVE = (0.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0)
+#: Every plot's size: wide enough for its labels at 100 dpi, small enough for a laptop screen.
+FIGURE_INCHES = (8.0, 4.2)
+FIGURE_DPI = 100
+#: One colour per system, the same in every plot (tab10, in the order of bench/systems).
+_COLOURS = {
+    "fabric": "#1f77b4",
+    "fabric-latency": "#17becf",
+    "fabric-crossnode": "#9467bd",
+    "fastapi": "#ff7f0e",
+    "aiohttp": "#d62728",
+    "nats": "#2ca02c",
+    "zenoh": "#8c564b",
+    "memcpy": "#7f7f7f",
+}
+_MEANING = {
+    "fabric": "the fabric on one host",
+    "fabric-latency": "the fabric in latency mode",
+    "fabric-crossnode": "the fabric across two nodes",
+}
+_SPARE = ("#e377c2", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39")
+
+
+def system_colour(system: str) -> str:
+    """The colour of ``system`` in every plot (a stable spare one for unknown systems)."""
+    found = _COLOURS.get(system)
+    if found is not None:
+        return found
+    return _SPARE[sum(system.encode()) % len(_SPARE)]
 
 
 def _slug(text: str) -> str:
@@ -36,12 +66,24 @@ def _merged(repeats: Sequence[dict[str, Any]]) -> HdrHistogram:
     return merged
 
 
-def _latency_plot(case: str, results: Sequence[dict[str, Any]], path: Path) -> bool:
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    # No tight bbox: every PNG keeps FIGURE_INCHES x FIGURE_DPI pixels; the right margin
+    # holds the legend, outside the axes, so it never covers a line or a bar.
+    fig.subplots_adjust(left=0.1, right=0.74, top=0.88, bottom=0.2)
+    fig.savefig(path, dpi=FIGURE_DPI)
+
+
+def _latency_plot(case: str, results: Sequence[dict[str, Any]], path: Path) -> dict[str, str]:
+    """Percentile curves of ``case``; returns the colour used for each system drawn."""
     curves = []
     for result in results:
         if result["status"] != "ok" or result["kind"] != "latency":
@@ -51,78 +93,123 @@ def _latency_plot(case: str, results: Sequence[dict[str, Any]], path: Path) -> b
         xs = [1.0 / (1.0 - p / 100.0) if p < 100.0 else 1e5 for p in _CURVE]
         curves.append((result["system"], xs, [values[p] / 1e3 for p in _CURVE]))
     if not curves:
-        return False
-    fig, ax = plt.subplots(figsize=(7, 4))
+        return {}
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=FIGURE_INCHES)
+    used: dict[str, str] = {}
     for system, xs, ys in curves:
-        ax.plot(
-            xs, ys, marker="o", markersize=3, label=system, linewidth=2 if system == "fabric" else 1
+        (line,) = ax.plot(
+            xs,
+            ys,
+            marker="o",
+            markersize=3,
+            label=system,
+            color=system_colour(system),
+            linewidth=2.5 if system in SUBJECTS else 1.2,
         )
+        used[system] = str(line.get_color())
     ax.set_xscale("log")
     ax.set_yscale("log")
     ticks = [1.0 / (1.0 - p / 100.0) for p in (0.0, 50.0, 90.0, 99.0, 99.9, 99.99)]
-    ax.set_xticks(ticks, ["0%", "50%", "90%", "99%", "99.9%", "99.99%"])
-    ax.set_xlabel("percentile")
-    ax.set_ylabel("latency (µs)")
-    ax.set_title(f"{case}: latency distribution (all repeats)")
+    ax.set_xticks(ticks, ["0%", "50%", "90%", "99%", "99.9%", "99.99%"], fontsize=9)
+    ax.set_xlabel("percentile", fontsize=10)
+    ax.set_ylabel("latency (µs, log)", fontsize=10)
+    ax.set_title(f"{case}: latency distribution (all repeats)", fontsize=11)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9, frameon=False)
+    _save(fig, path)
     plt.close(fig)
-    return True
+    return used
 
 
-def _ratio_plot(scenario: str, ratios: Sequence[dict[str, Any]], path: Path) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in ratios if r["scenario"] == scenario]
+def _ratio_plot(case: str, rows: Sequence[dict[str, Any]], path: Path) -> dict[str, str]:
+    """Each fabric mode's speed-up over each baseline on ``case``, grouped by baseline;
+    returns the colour used for each fabric mode drawn."""
     if not rows:
-        return False
-    labels = [f"{r['case']}\n{r.get('subject', 'fabric')}\nvs {r['baseline']}" for r in rows]
-    values = [r["speedup"] for r in rows]
-    lower = [max(0.0, r["speedup"] - r["speedup_min"]) for r in rows]
-    upper = [max(0.0, r["speedup_max"] - r["speedup"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(rows)), 4))
-    colours = ["tab:green" if v >= 1 else "tab:red" for v in values]
-    ax.bar(range(len(rows)), values, color=colours, yerr=[lower, upper], capsize=4)
+        return {}
+    subjects = [s for s in SUBJECTS if any(r["subject"] == s for r in rows)]
+    baselines: list[str] = []
+    for r in rows:
+        if r["baseline"] not in baselines:
+            baselines.append(r["baseline"])
+    by_pair = {(r["subject"], r["baseline"]): r for r in rows}
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=FIGURE_INCHES)
+    width = 0.8 / len(subjects)
+    used: dict[str, str] = {}
+    for i, subject in enumerate(subjects):
+        xs, values, lower, upper = [], [], [], []
+        for j, baseline in enumerate(baselines):
+            pair = by_pair.get((subject, baseline))
+            if pair is None:
+                continue
+            xs.append(j - 0.4 + width * (i + 0.5))
+            values.append(pair["speedup"])
+            lower.append(max(0.0, pair["speedup"] - pair.get("speedup_min", pair["speedup"])))
+            upper.append(max(0.0, pair.get("speedup_max", pair["speedup"]) - pair["speedup"]))
+        bars = ax.bar(
+            xs,
+            values,
+            width=width,
+            color=system_colour(subject),
+            yerr=[lower, upper],
+            capsize=3,
+            label=RATIO_HEADERS.get(subject, subject),
+        )
+        used[subject] = system_colour(subject)
+        ax.bar_label(bars, labels=[f"{v:.2g}x" for v in values], fontsize=8, padding=2)
     ax.axhline(1.0, color="black", linewidth=1)
     ax.set_yscale("log")
-    ax.set_xticks(range(len(rows)), labels, fontsize=7)
-    ax.set_ylabel("fabric speed-up (x, >1 faster)")
-    ax.set_title(f"{scenario}: fabric against each baseline")
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high * 1.8)  # room for the value labels above the tallest bar
+    ax.set_xticks(range(len(baselines)), [f"vs {b}" for b in baselines], fontsize=9)
+    ax.set_ylabel("speed-up (x, >1: fabric faster)", fontsize=10)
+    ax.set_title(f"{case}: each fabric mode against each baseline", fontsize=11)
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9, frameon=False)
+    _save(fig, path)
     plt.close(fig)
-    return True
+    return used
 
 
-def _row(result: dict[str, Any], ratio: dict[str, Any] | None) -> str:
-    cells = [result["case"], result["system"]]
+def _cells(result: dict[str, Any]) -> list[str]:
     summary = result["summary"]
     if result["status"] != "ok":
-        cells += [f"{result['status']}: {result['reason']}", "", "", "", ""]
-    elif result["kind"] == "rate":
-        cells += [
+        return [f"{result['status']}: {result['reason']}", "", "", "", ""]
+    if result["kind"] == "rate":
+        return [
             format_rate(summary["rate"], result["unit"]),
             f"{format_rate(summary['rate_min'], '')} - {format_rate(summary['rate_max'], '')}",
             "",
             "",
             "",
         ]
-    else:
-        cells += [
-            format_latency(summary["p50_us"]),
-            f"{format_latency(summary['p50_min_us'])} - {format_latency(summary['p50_max_us'])}",
-            format_latency(summary["p99_us"]),
-            format_latency(summary["p999_us"]),
-            format_latency(summary["max_us"]),
-        ]
-    cells.append(f"{ratio['speedup']:.2f}x" if ratio else "")
-    return "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+    return [
+        format_latency(summary["p50_us"]),
+        format_spread(summary["p50_min_us"], summary["p50_max_us"]),
+        format_latency(summary["p99_us"]),
+        format_latency(summary["p999_us"]),
+        format_latency(summary["max_us"]),
+    ]
+
+
+def _case_table(
+    rows: Sequence[dict[str, Any]], ratios: Sequence[dict[str, Any]], subjects: Sequence[str]
+) -> str:
+    by_pair = {(r["subject"], r["baseline"]): r for r in ratios}
+    head = ["system", "p50", "spread", "p99", "p99.9", "max"]
+    head += [RATIO_HEADERS.get(s, f"{s} x") for s in subjects]
+    out = ["<table><tr>", *(f"<th>{html.escape(h)}</th>" for h in head), "</tr>"]
+    for result in rows:
+        system = result["system"]
+        swatch = f'<span class="swatch" style="background:{system_colour(system)}"></span>'
+        cells = [swatch + html.escape(system), *map(html.escape, _cells(result))]
+        for subject in subjects:
+            ratio = by_pair.get((subject, system))
+            cells.append(f"{ratio['speedup']:.2f}x" if ratio else "")
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
 
 
 def write_report(document: dict[str, Any], directory: Path) -> Path:
@@ -133,33 +220,54 @@ def write_report(document: dict[str, Any], directory: Path) -> Path:
     """
     directory.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = document["results"]
-    ratios: list[dict[str, Any]] = document["ratios"]
-    by_pair = {
-        (r["case"], r["baseline"]): r for r in ratios if r.get("subject", "fabric") == "fabric"
-    }
+    ratios: list[dict[str, Any]] = [
+        {"subject": "fabric", **r} for r in document["ratios"]
+    ]
+    subjects = [s for s in SUBJECTS if any(r["subject"] == s for r in ratios)] or ["fabric"]
     cases: dict[str, list[dict[str, Any]]] = {}
-    scenarios: list[str] = []
     for result in results:
         cases.setdefault(result["case"], []).append(result)
-        if result["scenario"] not in scenarios:
-            scenarios.append(result["scenario"])
 
-    figures: list[str] = []
-    for scenario in scenarios:
-        name = f"ratio-{_slug(scenario)}.png"
-        if _ratio_plot(scenario, ratios, directory / name):
-            figures.append(
-                f'<figure><img src="{name}" alt="ratios for {html.escape(scenario)}"></figure>'
-            )
-        for case, rows in cases.items():
-            if rows[0]["scenario"] != scenario:
-                continue
-            name = f"latency-{_slug(case)}.png"
-            if _latency_plot(case, rows, directory / name):
+    sections: list[str] = []
+    colours: dict[str, set[str]] = {}
+    for case, rows in cases.items():
+        case_ratios = [r for r in ratios if r["case"] == case]
+        figures = []
+        for kind, plot, data in (
+            ("latency", _latency_plot, rows),
+            ("ratio", _ratio_plot, case_ratios),
+        ):
+            name = f"{kind}-{_slug(case)}.png"
+            used = plot(case, data, directory / name)  # type: ignore[operator]
+            for system, colour in used.items():
+                colours.setdefault(system, set()).add(colour)
+            if used:
                 figures.append(
-                    f'<figure><img src="{name}" alt="latency of {html.escape(case)}"></figure>'
+                    f'<figure class="{kind}"><img src="{name}" '
+                    f'alt="{kind} plot of {html.escape(case)}"></figure>'
                 )
+        sections.append(
+            f'<section class="case" id="{_slug(case)}"><h3>{html.escape(case)}</h3>'
+            f"{_case_table(rows, case_ratios, subjects)}{''.join(figures)}</section>"
+        )
 
+    summary = "".join(
+        f"<tr><td>{html.escape(line.case)}</td>"
+        f"<td>{html.escape(RATIO_HEADERS.get(line.subject, line.subject).removesuffix(' x'))}</td>"
+        + "".join(
+            f"<td>{times_text(v.speedup)} than {html.escape(v.baseline)}</td>" if v else "<td></td>"
+            for v in (line.peer, line.http)
+        )
+        + "</tr>"
+        for line in summary_lines(ratios)
+    )
+    legend = "".join(
+        f'<li data-system="{html.escape(system)}" data-colour="{sorted(found)[0]}">'
+        f'<span class="swatch" style="background:{sorted(found)[0]}"></span>'
+        f"{html.escape(system)}</li>"
+        for system, found in colours.items()
+        if len(found) == 1
+    )
     machine = document["machine"]
     machine_rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
@@ -173,9 +281,10 @@ def write_report(document: dict[str, Any], directory: Path) -> Path:
         f"<td>{html.escape(s['hint'] if s['status'] == 'skipped' else '')}</td></tr>"
         for s in document["systems"]
     )
-    table = "".join(
-        _row(r, by_pair.get((r["case"], r["system"])) if r["system"] not in SUBJECTS else None)
-        for r in results
+    meaning = "; ".join(
+        f'"{RATIO_HEADERS.get(s, s)}": how many times faster {_MEANING.get(s, s)} is than '
+        "that row"
+        for s in subjects
     )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fabric bench</title>
@@ -183,19 +292,25 @@ def write_report(document: dict[str, Any], directory: Path) -> Path:
 body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1100px; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
 td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; font-size: 14px; }}
-figure {{ display: inline-block; margin: 0.5em; }}
+figure {{ display: inline-block; margin: 0.5em 0; }}
 img {{ max-width: 100%; }}
+.swatch {{ display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.4em; }}
+ul.colours {{ list-style: none; padding: 0; display: flex; gap: 1.5em; flex-wrap: wrap; }}
 </style></head><body>
 <h1>fabric bench</h1>
 <p>Started {html.escape(document["started_at"])}, took {document["duration_s"]:.0f} s,
 profile {html.escape(str(document["config"].get("profile")))},
 {document["config"].get("repeats")} repeats per case. p50 is the median of the repeats' p50s;
-the spread is their min-max; "fabric x" is how many times faster the fabric is than that row.</p>
-<h2>Results</h2>
-<table><tr><th>case</th><th>system</th><th>p50</th><th>spread</th><th>p99</th><th>p99.9</th>
-<th>max</th><th>fabric x</th></tr>{table}</table>
-<h2>Plots</h2>
-{"".join(figures) or "<p>nothing to plot</p>"}
+the spread is their min-max; {html.escape(meaning)} (above 1: faster). Scenarios and columns
+are explained in docs/bench.md.</p>
+<ul class="colours">{legend}</ul>
+<h2>Summary</h2>
+<p>Each fabric mode against the fastest peer broker (NATS, Zenoh) and the fastest HTTP stack
+measured on each case.</p>
+<table><tr><th>case</th><th>fabric</th><th>vs best peer</th><th>vs best HTTP</th></tr>
+{summary}</table>
+<h2>Results by case</h2>
+{"".join(sections) or "<p>nothing measured</p>"}
 <h2>Systems</h2>
 <table><tr><th>name</th><th>system</th><th>status</th><th>reason</th><th>install</th></tr>{systems}</table>
 <h2>Machine</h2>

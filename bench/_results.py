@@ -12,13 +12,19 @@ from typing import Any
 from bench._outcome import CaseOutcome
 
 __all__ = [
+    "HTTP_SYSTEMS",
+    "PEER_SYSTEMS",
     "SCHEMA",
     "SUBJECT",
     "SUBJECTS",
     "RunRecord",
+    "SummaryLine",
     "SystemStatus",
+    "Versus",
     "build_document",
     "ratios",
+    "summary_lines",
+    "times_text",
     "validate_document",
 ]
 
@@ -27,6 +33,10 @@ SCHEMA = "agent-fabric.bench/1"
 SUBJECT = "fabric"
 #: Every system that gets ratios against the baselines (the fabric in each of its modes).
 SUBJECTS: tuple[str, ...] = (SUBJECT, "fabric-latency", "fabric-crossnode")
+#: Baselines by family, for the end-of-run summary (names as in bench/systems): the HTTP
+#: stacks the seed compares against, and the other brokers (the fabric's peers).
+HTTP_SYSTEMS: tuple[str, ...] = ("fastapi", "aiohttp")
+PEER_SYSTEMS: tuple[str, ...] = ("nats", "zenoh")
 
 
 @dataclass
@@ -97,6 +107,61 @@ def ratios(
                     }
                 )
     return found
+
+
+@dataclass(frozen=True)
+class Versus:
+    """One fabric mode against the fastest baseline of a family, on one case."""
+
+    baseline: str
+    speedup: float
+    """> 1: the fabric mode is that many times faster; < 1: slower."""
+
+
+@dataclass(frozen=True)
+class SummaryLine:
+    """The end-of-run summary of one case for one fabric mode."""
+
+    case: str
+    subject: str
+    peer: Versus | None
+    """Against the fastest peer broker (NATS, Zenoh) measured on this case, if any."""
+    http: Versus | None
+    """Against the fastest HTTP stack measured on this case, if any."""
+
+
+def summary_lines(found: Iterable[dict[str, Any]]) -> list[SummaryLine]:
+    """For each case and fabric mode (in the order of ``found``, as :func:`ratios` gives
+    them): the ratio against the best peer broker and against the best HTTP stack.
+
+    "Best" is the fastest baseline of the family, so the ratio is the least flattering one.
+    """
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in found:
+        grouped.setdefault((r["case"], r["subject"]), []).append(r)
+    lines = []
+    for (case, subject), rows in grouped.items():
+        peer = _best([r for r in rows if r["baseline"] in PEER_SYSTEMS])
+        http = _best([r for r in rows if r["baseline"] in HTTP_SYSTEMS])
+        if peer is not None or http is not None:
+            lines.append(SummaryLine(case, subject, peer, http))
+    return lines
+
+
+def _best(rows: Sequence[dict[str, Any]]) -> Versus | None:
+    if not rows:
+        return None
+    fastest = min(rows, key=lambda r: float(r["speedup"]))
+    return Versus(str(fastest["baseline"]), float(fastest["speedup"]))
+
+
+def times_text(speedup: float) -> str:
+    """``2.4x faster``, ``1.6x slower``, ``26x faster``: a ratio as a reader says it."""
+    if speedup <= 0:
+        return "n/a"
+    factor = speedup if speedup >= 1 else 1 / speedup
+    number = f"{factor:.2f}" if factor < 10 else f"{factor:.0f}"
+    return f"{number}x {'faster' if speedup >= 1 else 'slower'}"
 
 
 def _speedup(mine: CaseOutcome, other: CaseOutcome) -> dict[str, float]:

@@ -1,23 +1,34 @@
-"""The terminal table: one row per case and system, with the fabric's ratio on each."""
+"""The terminal table: one row per case and system, with the fabric's ratio on each, laid out
+to fit the terminal; the notes under it; the end-of-run summary."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from rich import box
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from bench._outcome import CaseOutcome
-from bench._results import SUBJECTS, RunRecord, ratios
+from bench._results import SUBJECTS, RunRecord, ratios, summary_lines, times_text
 
 __all__ = [
+    "DOCS",
+    "RATIO_HEADERS",
     "format_latency",
     "format_rate",
+    "format_spread",
     "problems_table",
+    "results_notes",
     "results_table",
     "short_reason",
     "skipped_table",
+    "summary_table",
 ]
 
 
@@ -38,46 +49,182 @@ def format_rate(rate: float, unit: str) -> str:
     return f"{rate:.3g} {unit}".rstrip()
 
 
+#: Ratio column headers: short, so that they never get cut.
+RATIO_HEADERS: dict[str, str] = {
+    "fabric": "fabric x",
+    "fabric-latency": "latency x",
+    "fabric-crossnode": "2 nodes x",
+}
+_RATIO_MEANING: dict[str, str] = {
+    "fabric": "the fabric on one host",
+    "fabric-latency": "the fabric in latency mode",
+    "fabric-crossnode": "the fabric across two nodes",
+}
+DOCS = "docs/bench.md"
+
+
 def _ratio_text(ratio: dict[str, Any] | None) -> str:
     if ratio is None:
         return ""
     speedup = ratio["speedup"]
     colour = "green" if speedup >= 1 else "red"
-    return f"[{colour}]{speedup:.2f}x[/{colour}]"
+    number = f"{speedup:.2f}" if speedup < 10 else f"{speedup:.0f}"
+    return f"[{colour}]{number}x[/{colour}]"
 
 
-def results_table(record: RunRecord, *, wide: bool = True) -> Table:
+def format_spread(low_us: float, high_us: float) -> str:
+    """``276-334 µs`` when both ends share a unit, else ``980 µs-1.1 ms``."""
+    low, high = format_latency(low_us), format_latency(high_us)
+    low_num, _, low_unit = low.partition(" ")
+    high_num, _, high_unit = high.partition(" ")
+    if low_unit == high_unit:
+        return f"{low_num}-{high_num} {high_unit}"
+    return f"{low}-{high}"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Which columns a table shows; from the widest to the narrowest."""
+
+    case_column: bool
+    """A case column (else each case is a heading row of its own)."""
+    tails: bool
+    """p99.9 and max (always in the JSON and the report)."""
+    spread_column: bool
+    """The spread in its own column (else on a second line under the p50)."""
+    p99: bool = True
+
+
+_LAYOUTS = (
+    _Layout(case_column=True, tails=True, spread_column=True),
+    _Layout(case_column=True, tails=False, spread_column=True),
+    _Layout(case_column=False, tails=True, spread_column=True),
+    _Layout(case_column=False, tails=False, spread_column=True),
+    _Layout(case_column=False, tails=False, spread_column=False),
+    _Layout(case_column=False, tails=False, spread_column=False, p99=False),
+)
+
+
+def results_table(record: RunRecord, *, wide: bool = True, width: int | None = None) -> Table:
     """Every case of ``record``: p50 with the spread of the repeats' p50s, tail percentiles,
-    and how many times faster the fabric is than the row's system (>1: the fabric wins).
+    and how many times faster each fabric mode is than the row's system (>1: the fabric wins).
 
-    ``wide=False`` leaves out p99.9 and max (they stay in the JSON) to fit 80 columns.
+    With ``width`` (the terminal's), the widest layout that fits it without cutting a cell is
+    chosen: p99.9 and max go first, then the case column (cases become heading rows), then
+    the spread moves under the p50, then p99. The ratio columns always stay. ``wide=False``
+    leaves out p99.9 and max whatever the width.
     """
+    layouts = [layout for layout in _LAYOUTS if wide or not layout.tails]
+    if width is None:
+        return _results_table(record, layouts[0])
+    measure = Console(width=10_000)
+    for layout in layouts:
+        table = _results_table(record, layout)
+        if Measurement.get(measure, measure.options, table).maximum <= width:
+            return table
+    # Nothing fits (a very narrow terminal): the narrowest layout, wrapping cells instead of
+    # cutting them.
+    table = _results_table(record, layouts[-1])
+    for column in table.columns:
+        column.no_wrap = False
+        column.overflow = "fold"
+    return table
+
+
+def _results_table(record: RunRecord, layout: _Layout) -> Table:
     found = ratios(record.outcomes)
     by_key = {(r["subject"], r["case"], r["baseline"]): r for r in found}
     present = {r["subject"] for r in found}
     subjects = [s for s in SUBJECTS if s in present] or [SUBJECTS[0]]
     table = Table(
-        title="fabric bench - p50: median over repeats; spread: min-max of the repeats' p50s",
-        caption="<subject> x: how many times faster that fabric mode is than the row (>1: faster)",
+        title="fabric bench: p50 is the median over repeats, spread the min-max of their p50s",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    columns = [("case", "left"), ("system", "left"), ("p50", "right"), ("spread", "right")]
-    columns += (
-        [("p99", "right"), ("p99.9", "right"), ("max", "right")] if wide else [("p99", "right")]
-    )
-    columns += [(f"{subject} x", "right") for subject in subjects]
+    columns: list[tuple[str, str]] = [("case", "left")] if layout.case_column else []
+    columns += [("system", "left"), ("p50", "right")]
+    if layout.spread_column:
+        columns.append(("spread", "right"))
+    if layout.p99:
+        columns.append(("p99", "right"))
+    if layout.tails:
+        columns += [("p99.9", "right"), ("max", "right")]
+    columns += [(RATIO_HEADERS.get(subject, f"{subject} x"), "right") for subject in subjects]
     for column, justify in columns:
-        table.add_column(column, justify=justify, no_wrap=column != "spread")  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     last_case = None
     for outcome in _ordered(record.outcomes):
-        if last_case is not None and outcome.case != last_case:
-            table.add_section()
         first = outcome.case != last_case
+        if last_case is not None and first:
+            table.add_section()
         last_case = outcome.case
-        cells = _cells(outcome)
-        if not wide:
-            cells = cells[:3]
-        marks = [_ratio_text(by_key.get((s, outcome.case, outcome.system))) for s in subjects]
-        table.add_row(outcome.case if first else "", outcome.system, *cells, *marks)
+        if first and not layout.case_column:
+            table.add_row(f"[bold]{outcome.case}[/bold]", *[""] * (len(columns) - 1))
+        p50, spread, p99, p999, top = _cells(outcome)
+        cells = [outcome.case if first else ""] if layout.case_column else []
+        cells.append(outcome.system if layout.case_column else f"  {outcome.system}")
+        if layout.spread_column:
+            cells += [p50, spread]
+        else:
+            cells.append(f"{p50}\n[dim]{spread}[/dim]" if spread else p50)
+        if layout.p99:
+            cells.append(p99)
+        if layout.tails:
+            cells += [p999, top]
+        cells += [_ratio_text(by_key.get((s, outcome.case, outcome.system))) for s in subjects]
+        table.add_row(*cells)
+    return table
+
+
+def results_notes(record: RunRecord, summaries: dict[str, str] | None = None) -> Text:
+    """What the ratio columns and the case names mean, and where the details are."""
+    found = ratios(record.outcomes)
+    present = [s for s in SUBJECTS if s in {r["subject"] for r in found}] or [SUBJECTS[0]]
+    lines = [
+        f"{RATIO_HEADERS.get(s, s)}: how many times faster {_RATIO_MEANING.get(s, s)} is than "
+        "that row (>1: faster)"
+        for s in present
+    ]
+    scenarios: list[str] = []
+    for outcome in record.outcomes:
+        if outcome.scenario not in scenarios:
+            scenarios.append(outcome.scenario)
+    if summaries is None:
+        from bench._scenario import registered
+
+        summaries = {name: s.summary for name, s in registered().items()}
+    lines.append("cases (scenario/size or count):")
+    lines += [f"  {name}: {summaries[name]}" for name in scenarios if name in summaries]
+    lines.append(f"every column and scenario is explained in {DOCS}")
+    return Text("\n".join(lines), style="dim")
+
+
+def summary_table(record: RunRecord) -> Table | None:
+    """For each case and fabric mode: against the best peer broker and the best HTTP stack,
+    as "x faster/slower" (None when there is nothing to compare)."""
+    lines = summary_lines(ratios(record.outcomes))
+    if not lines:
+        return None
+    table = Table(
+        title="summary: each fabric mode against the fastest peer (NATS, Zenoh) and HTTP",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column in ("case", "fabric", "vs best peer", "vs best HTTP"):
+        table.add_column(column, overflow="fold")
+    for line in lines:
+        cells = [line.case, RATIO_HEADERS.get(line.subject, line.subject).rstrip(" x")]
+        for versus in (line.peer, line.http):
+            if versus is None:
+                cells.append("")
+            else:
+                colour = "green" if versus.speedup >= 1 else "red"
+                cells.append(
+                    f"[{colour}]{times_text(versus.speedup)}[/{colour}] than {versus.baseline}"
+                )
+        table.add_row(*cells)
     return table
 
 
@@ -96,7 +243,7 @@ def _cells(outcome: CaseOutcome) -> list[str]:
         ]
     return [
         format_latency(s["p50_us"]),
-        f"{format_latency(s['p50_min_us'])}-{format_latency(s['p50_max_us'])}",
+        format_spread(s["p50_min_us"], s["p50_max_us"]),
         format_latency(s["p99_us"]),
         format_latency(s["p999_us"]),
         format_latency(s["max_us"]),
@@ -123,7 +270,7 @@ def problems_table(record: RunRecord) -> Table | None:
         return None
     table = Table(title="cases not measured")
     for column in ("case", "system", "status", "reason"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for o in rows:
         table.add_row(o.case, o.system, o.status, short_reason(o.reason))
     return table
@@ -146,7 +293,7 @@ def skipped_table(record: RunRecord) -> Table | None:
         return None
     table = Table(title="systems not measured")
     for column in ("system", "status", "reason", "how to get it"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for s in rows:
         table.add_row(
             s.label, s.status, short_reason(s.reason), s.hint if s.status == "skipped" else ""

@@ -19,11 +19,18 @@ from rich.progress import Progress as RichProgress
 
 from bench._harness import FULL, QUICK
 from bench._plan import parse_selection
-from bench._results import build_document, validate_document
+from bench._results import RunRecord, build_document, validate_document
 from bench._runner import RunConfig, run_bench
 from bench._scenario import registered
-from bench._table import problems_table, results_table, skipped_table
+from bench._table import (
+    problems_table,
+    results_notes,
+    results_table,
+    skipped_table,
+    summary_table,
+)
 from bench.systems import system_names
+from fabric._help import hide_flag_types
 from fabric.errors import ConfigError
 
 __all__ = ["app", "bench_command", "main"]
@@ -49,13 +56,14 @@ class _Bars:
             self._progress.update(task, completed=total, case=status)
 
 
+hide_flag_types()
+_SCENARIOS_HELP = f"comma list of scenarios, or 'all': {', '.join(registered())}"
+_SYSTEMS_HELP = f"comma list of systems, or 'all': {', '.join(system_names())}"
+
+
 def bench_command(
-    scenarios: Annotated[
-        str, typer.Option("--scenarios", help="comma list of scenarios, or 'all'")
-    ] = "all",
-    systems: Annotated[
-        str, typer.Option("--systems", help="comma list of systems, or 'all'")
-    ] = "all",
+    scenarios: Annotated[str, typer.Option("--scenarios", help=_SCENARIOS_HELP)] = "all",
+    systems: Annotated[str, typer.Option("--systems", help=_SYSTEMS_HELP)] = "all",
     quick: Annotated[
         bool, typer.Option("--quick", help="smoke run: tiny counts, under a minute")
     ] = False,
@@ -75,8 +83,9 @@ def bench_command(
 ) -> None:
     """Measure the fabric against HTTP (FastAPI, aiohttp), NATS and Zenoh on this machine.
 
-    Every scenario runs for every system in the same run; the table gives the fabric's ratio
-    against each baseline. Missing optional systems are skipped with an install hint.
+    All systems run every scenario in one run; ratios, then a summary. Details: docs/bench.md.
+
+    Optional systems that are not installed are skipped with an install hint.
     \f
     Raises:
         typer.Exit: code 2 for a bad selection, 1 when a system or case failed.
@@ -101,10 +110,7 @@ def bench_command(
         transient=False,
     ) as progress:
         record = asyncio.run(run_bench(config, _Bars(progress)))
-    console.print(results_table(record, wide=console.width >= 110))
-    for extra in (problems_table(record), skipped_table(record)):
-        if extra is not None:
-            console.print(extra)
+    print_results(console, record)
     console.print(
         f"[dim]{record.machine['cpu_model']}, {record.machine['cores']} cores, "
         f"Python {record.machine['python']}; run took {record.duration_s:.0f} s[/dim]"
@@ -124,6 +130,16 @@ def bench_command(
         console.print(f"report written to {index}")
     if problems or _failed(document):
         raise typer.Exit(1)
+
+
+def print_results(console: Console, record: RunRecord) -> None:
+    """The results table laid out for ``console``'s width, its notes, what was not measured,
+    and the summary last (the lines a reader looks at first when the run ends)."""
+    console.print(results_table(record, width=console.width))
+    console.print(results_notes(record))
+    for extra in (problems_table(record), skipped_table(record), summary_table(record)):
+        if extra is not None:
+            console.print(extra)
 
 
 def _failed(document: dict[str, Any]) -> bool:

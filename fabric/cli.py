@@ -11,10 +11,12 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from ._help import hide_flag_types
 from .errors import FabricError
 
 __all__ = ["app", "main"]
 
+hide_flag_types()
 app = typer.Typer(
     help="Agent Fabric: a message fabric for AI agent swarms.",
     no_args_is_help=True,
@@ -22,6 +24,29 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"agent-fabric {version('agent-fabric')}")
+        except PackageNotFoundError:
+            print("agent-fabric (not installed as a package)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Agent Fabric: a message fabric for AI agent swarms."""
 
 
 @app.command()
@@ -65,7 +90,7 @@ def node(
     try:
         run_node(settings)
     except FabricError as exc:
-        err_console.print(f"[red]node failed:[/red] {exc}")
+        err_console.print(f"[red]node failed:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -92,7 +117,7 @@ def _status_or_exit(url: str | None) -> dict[str, Any]:
     try:
         return asyncio.run(_fetch_status(url))
     except FabricError as exc:
-        err_console.print(f"[red]cannot reach node:[/red] {exc}")
+        err_console.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -185,7 +210,7 @@ def gateway(
     try:
         run_gateway(settings)
     except FabricError as exc:
-        err_console.print(f"[red]gateway failed:[/red] {exc}")
+        err_console.print(f"[red]gateway failed:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -248,17 +273,20 @@ def up(
     """Start a local mesh of node processes on loopback; Ctrl-C stops them all."""
     import tempfile
 
-    from .mesh._up import prepare_local_mesh, run_local_mesh
+    from .mesh._up import LocalNode, clean_runtime, prepare_local_mesh, run_local_mesh
     from .runner import install_uvloop
 
     install_uvloop()
     where = runtime or Path(tempfile.mkdtemp(prefix="fabric-mesh-"))
+    plan: list[LocalNode] = []
     try:
         plan = prepare_local_mesh(cloud, edge, where)
         asyncio.run(run_local_mesh(plan, where, lambda line: print(line, flush=True)))
     except FabricError as exc:
-        err_console.print(f"[red]mesh failed:[/red] {exc}")
+        err_console.print(f"[red]mesh failed:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
+    finally:
+        clean_runtime(plan, where, created=runtime is None)  # nothing left after Ctrl-C
 
 
 @app.command()

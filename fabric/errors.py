@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 __all__ = [
     "BackendUnavailable",
     "BadDescriptor",
+    "BadHandlerResult",
     "Cancelled",
     "ConfigError",
     "Conflict",
@@ -38,10 +39,23 @@ __all__ = [
     "RemoteProtocolError",
     "RequestError",
     "SlowConsumer",
+    "SocketInUse",
     "StateError",
     "Timeout",
     "error_from_wire",
+    "size_text",
 ]
+
+
+def size_text(n: int) -> str:
+    """``512 B``, ``64 KiB``, ``80.5 MiB``: a byte count as a reader says it."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            text = f"{value:.1f}".removesuffix(".0") if unit != "B" else str(n)
+            return f"{text} {unit}"
+        value /= 1024
+    return f"{n} B"  # unreachable: GiB ends the loop
 
 
 class FabricError(Exception):
@@ -92,6 +106,11 @@ class PayloadTooLarge(FabricError):
     """The payload is larger than the configured maximum."""
 
     code = "payload_too_large"
+    #: The next step printed with the sizes (the node's limit is the usual one).
+    HINT: ClassVar[str] = (
+        "send it in chunks or as a shared blob (agent.state.share), or raise the node's "
+        "limit: FABRIC_MAX_PAYLOAD / fabric node --max-payload BYTES"
+    )
 
     def __init__(
         self,
@@ -100,9 +119,13 @@ class PayloadTooLarge(FabricError):
         subject: str | None = None,
         size: int | None = None,
         limit: int | None = None,
+        hint: str | None = None,
     ) -> None:
         if not message and size is not None and limit is not None:
-            message = f"payload of {size} bytes exceeds the limit of {limit} bytes"
+            message = (
+                f"payload of {size_text(size)} ({size} bytes) exceeds the limit of "
+                f"{size_text(limit)}; {hint or self.HINT}"
+            )
         super().__init__(message, subject=subject)
         self.size = size
         self.limit = limit
@@ -130,6 +153,30 @@ class ConfigError(FabricError):
     """A setting is missing or inconsistent."""
 
     code = "config_error"
+
+
+class SocketInUse(ConfigError):
+    """Another live node already serves on this Unix socket."""
+
+    code = "socket_in_use"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        subject: str | None = None,
+        path: str | None = None,
+        pid: int | None = None,
+    ) -> None:
+        if not message and path is not None:
+            who = f"node pid {pid}" if pid else "another process"
+            message = (
+                f"{path} is in use by {who}: stop it first, or give this node its own "
+                "--socket (FABRIC_SOCKET)"
+            )
+        super().__init__(message, subject=subject)
+        self.path = path
+        self.pid = pid
 
 
 # --- requests -----------------------------------------------------------------------------
@@ -169,6 +216,13 @@ class RemoteError(RequestError):
     ) -> None:
         super().__init__(message, subject=subject)
         self.remote_code = remote_code
+
+
+class BadHandlerResult(RemoteError):
+    """A handler returned something the fabric cannot send: return bytes, str or a pydantic
+    model."""
+
+    code = "bad_handler_result"
 
 
 class ConnectionLost(RequestError):
@@ -273,6 +327,6 @@ def error_from_wire(code: str, message: str, *, subject: str | None = None) -> F
         return RemoteError(message, subject=subject, remote_code=code)
     if issubclass(cls, StateError):
         return cls(message, key=subject)
-    if cls is RemoteError:
-        return RemoteError(message, subject=subject, remote_code=code)
+    if issubclass(cls, RemoteError):
+        return cls(message, subject=subject, remote_code=code)
     return cls(message, subject=subject)

@@ -34,6 +34,7 @@ from .mesh import Mesh, start_mesh
 from .routing import INBOX_PREFIX, InterestTable
 from .session import Session, SessionState
 from .shm import PoolService, SharedDelivery
+from .socket_claim import SocketClaim, claim_socket
 from .state import STATE_PREFIX, StateService, make_state_backend
 from .subjects import validate_subject
 from .telemetry import NodeTracer
@@ -110,6 +111,8 @@ class Node:
         self.mesh: Mesh | None = None
         #: Agent credentials and subject permissions; None when no auth file is configured.
         self.auth: Authorizer | None = None
+        #: This node's exclusive claim on its Unix socket; set by ``start()``.
+        self._claim: SocketClaim | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -125,6 +128,7 @@ class Node:
         """Start listening.
 
         Raises:
+            SocketInUse: another live node serves on the Unix socket (fabric/socket_claim.py).
             ConnectionLost: when an endpoint cannot be bound (in use, no permission).
         """
         if self.settings.auth_file is not None:
@@ -132,9 +136,12 @@ class Node:
         loop = asyncio.get_running_loop()
         path = self.settings.socket
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # One node per socket: refuse when a live node holds it (fabric/socket_claim.py).
+        self._claim = claim_socket(path)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a stale socket from a node that died; binding would fail
         self._unix_server = await loop.create_unix_server(self._accept_stream, str(path))
+        self._claim.bound()
         os.chmod(path, 0o600)
         if self.settings.listen:
             self._zmq = ZmqRouterListener(self.settings.listen, self._accept)
@@ -166,8 +173,8 @@ class Node:
             self.mesh.close()
         for bound in list(self._links.values()):
             bound.link.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.settings.socket.unlink()
+        if self._claim is not None:
+            self._claim.release()  # removes the socket file only if it is still ours
         for task in list(self._tasks):
             task.cancel()
         if self.state is not None:

@@ -50,7 +50,9 @@ async def serve(settings: NodeSettings, *, announce: bool = True) -> None:
 def run_node(settings: NodeSettings) -> None:
     """Blocking entry point used by ``fabric node``."""
     install_uvloop()
+    # Every line names the node that logged it: `fabric up` runs several in one terminal.
+    name = settings.name.replace("%", "%%")
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+        level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s [{name}] %(name)s %(message)s"
     )
     asyncio.run(serve(settings))

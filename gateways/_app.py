@@ -23,6 +23,7 @@ from fabric.subjects import validate_subject
 
 from ._agents import AgentPool
 from ._credentials import Credentials, Identity, bearer_token
+from ._docs import install_docs
 from ._limits import BodyLimit
 from ._models import ErrorOut, HealthOut, MessageIn, MessageOut, PublishOut, message_out
 from ._settings import GatewaySettings
@@ -102,7 +103,10 @@ def create_app(settings: GatewaySettings, credentials: Credentials | None = None
         version="1",
         description=_DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from local files below: /docs works offline
+        redoc_url=None,
     )
+    install_docs(app, app.title)
     app.state.settings = settings
     app.state.credentials = credentials
     app.state.pool = pool

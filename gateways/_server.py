@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 
 from fabric.errors import ConfigError, ConnectionLost
+from fabric.paths import default_url
 
 from ._app import create_app
 from ._credentials import Credentials
+from ._preflight import bind_listen, node_problem
 from ._settings import GatewaySettings
 
 __all__ = ["parse_listen", "run_gateway", "serve_gateway"]
@@ -53,7 +56,10 @@ async def serve_gateway(
         app, host=host, port=port, log_level="warning", lifespan="on", ws="websockets-sansio"
     )
     server = _Server(config)
-    task = asyncio.ensure_future(server.serve())
+    # Bound here, not by uvicorn: a port in use is then one ConnectionLost, not uvicorn's
+    # sys.exit inside a task ("Task exception was never retrieved").
+    listener = bind_listen(host, port, settings.listen)
+    task = asyncio.ensure_future(server.serve(sockets=[listener]))
     while not server.started:
         if task.done():
             exc = task.exception()
@@ -84,8 +90,13 @@ def run_gateway(settings: GatewaySettings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        problem = node_problem(settings.url)
+        if problem is not None:
+            print(f"warning: {problem}", file=sys.stderr, flush=True)
         async with serve_gateway(settings) as url:
-            print(f"gateway ready {url} (node {settings.url or 'default'})", flush=True)
+            node = settings.url or default_url()
+            state = "not reachable yet: /v1/health says degraded" if problem else "reachable"
+            print(f"gateway ready {url} (node {node}, {state}; API docs {url}/docs)", flush=True)
             await stop.wait()
 
     asyncio.run(main())

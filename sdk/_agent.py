@@ -38,7 +38,7 @@ from ._deadline import current_deadline, effective_deadline, timeout_ms
 from ._direct import DirectPaths
 from ._migrate import MigrationReport, migrate
 from ._msg import Msg
-from ._payload import Payload, encode_payload
+from ._payload import Payload, checked_reply, encode_payload
 from ._replies import (
     CreditGate,
     GatherCollector,
@@ -701,6 +701,7 @@ class Agent:
                 return
             if inspect.isawaitable(result):
                 result = await result
+            result = checked_reply(result, fn, msg.subject)
             if msg.reply:
                 if msg.status == Status.STREAM_OPEN:
                     # A plain handler asked for a stream: one chunk, then the end.
@@ -712,10 +713,11 @@ class Agent:
             raise
         except Exception as exc:
             self.stats.handler_errors += 1
+            # Logged here, on the responder's side, where the fix is; the requester gets
+            # the typed error (RemoteError for anything not from fabric.errors).
+            _log_handler_error(fn, msg, exc)
             if msg.reply:
                 await self._send_error(msg, exc)
-            else:
-                log.exception("handler for %s failed", msg.subject)
         finally:
             if span is not None:
                 span.end()
@@ -756,7 +758,11 @@ class Agent:
 
     async def _send_error(self, msg: Msg, exc: BaseException) -> None:
         code = exc.code if isinstance(exc, FabricError) else RemoteError.code
-        text = exc.message if isinstance(exc, FabricError) else f"{type(exc).__name__}: {exc}"
+        text = (
+            exc.message
+            if isinstance(exc, FabricError)
+            else f"{type(exc).__name__}: {exc} (in agent {self.name}; its log has the traceback)"
+        )
         await self._send_reply(msg, msgpack.packb((code, text)), Status.ERROR)
 
     async def _serve_stream(self, msg: Msg, chunks: Any) -> None:
@@ -773,6 +779,7 @@ class Agent:
         try:
             async for item in chunks:
                 await gate.take(msg.deadline)
+                item = checked_reply(item, chunks, msg.subject)
                 await self._send_reply(msg, item, Status.STREAM_CHUNK, seq=seq, reply=control)
                 seq += 1
             await self._send_reply(msg, b"", Status.STREAM_END, reply=control)
@@ -923,6 +930,21 @@ def with_prefer(
     out = dict(headers or {})
     out[PREFER_HEADER] = ",".join(f"{k}={v}" for k, v in prefer.items())
     return out
+
+
+def _log_handler_error(fn: Any, msg: Msg, exc: Exception) -> None:
+    """Say on the responder's side which handler failed on which subject, and how the
+    requester hears of it."""
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    if isinstance(exc, FabricError):
+        # A typed error is often on purpose (NotFound, a bad result): one line, no traceback.
+        told = "sent to the requester" if msg.reply else "no reply was asked for"
+        log.warning("handler %s for %r raised %s: %s (%s)", name, msg.subject,
+                    type(exc).__name__, exc.message, told)
+    else:
+        told = "the requester gets a RemoteError" if msg.reply else "no reply was asked for"
+        log.error("handler %s for %r raised %s (%s)", name, msg.subject,
+                  type(exc).__name__, told, exc_info=exc)
 
 
 async def _await(result: Awaitable[Any]) -> None:

@@ -7,9 +7,9 @@ from typing import Any, TypeVar
 import msgpack
 from pydantic import BaseModel, ValidationError
 
-from fabric.errors import PayloadValidationError
+from fabric.errors import BadHandlerResult, PayloadValidationError
 
-__all__ = ["Payload", "decode_model", "encode_payload"]
+__all__ = ["Payload", "checked_reply", "decode_model", "encode_payload"]
 
 #: What an agent may send: raw bytes (any byte buffer, zero-copy), text, or a pydantic model.
 Payload = bytes | bytearray | memoryview | str | BaseModel
@@ -42,6 +42,35 @@ def encode_payload(data: Any) -> bytes | memoryview:
             f"cannot send {type(data).__name__}: use bytes, a buffer, str or a pydantic model"
         ) from None
     return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def checked_reply(result: Any, handler: Any, subject: str) -> Any:
+    """``result`` unchanged when the fabric can send it as a reply.
+
+    A dict or list is refused rather than encoded: it has two plausible encodings (JSON for
+    HTTP clients, msgpack for ``Msg.parse``) and the requester could not tell which one it
+    got, so the error is raised here, at the handler, where the fix is.
+
+    Raises:
+        BadHandlerResult: naming the handler, the subject and the type, with what to return.
+    """
+    if result is None or isinstance(result, bytes | bytearray | memoryview | str | BaseModel):
+        return result
+    try:
+        memoryview(result)
+    except TypeError:
+        pass
+    else:
+        return result  # numpy arrays and other buffers travel as they are
+    name = getattr(handler, "__qualname__", None) or repr(handler)
+    what = type(result).__name__
+    advice = ""
+    if isinstance(result, dict | list):
+        advice = f" (for a {what}: json.dumps(...) it, or return a pydantic model)"
+    raise BadHandlerResult(
+        f"handler {name} returned a {what}: return bytes, str or a pydantic model{advice}",
+        subject=subject,
+    )
 
 
 def decode_model(data: bytes | memoryview, model: type[M], subject: str | None = None) -> M:

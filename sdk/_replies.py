@@ -34,6 +34,14 @@ __all__ = [
 ]
 
 
+def _named(error: FabricError, subject: str) -> FabricError:
+    """An error that came back on our inbox names the subject that was called (what the
+    caller knows), not the ``_INBOX...`` it travelled on."""
+    if subject and (not error.subject or error.subject.startswith("_INBOX.")):
+        error.subject = subject
+    return error
+
+
 class ReplyWaiter:
     """Base: something registered under an inbox number."""
 
@@ -68,7 +76,7 @@ class RequestWaiter(ReplyWaiter):
             return
         error = msg.error
         if error is not None:
-            self.future.set_exception(error)
+            self.future.set_exception(_named(error, self.subject))
         else:
             self.future.set_result(msg)
 
@@ -128,7 +136,7 @@ class GatherCollector(ReplyWaiter):
     def deliver(self, msg: Msg) -> None:
         error = msg.error
         if error is not None:
-            self.result.errors.append(error)
+            self.result.errors.append(_named(error, self.subject))
         else:
             self.result.append(msg)
         self._check()
@@ -196,7 +204,8 @@ class StreamReceiver(ReplyWaiter):
         elif msg.status == Status.STREAM_END:
             state.ended = True
         else:
-            state.error = msg.error or FabricError(
+            error = msg.error
+            state.error = _named(error, self.subject) if error is not None else FabricError(
                 f"unexpected reply status {msg.status} in a stream", subject=self.subject
             )
             state.ended = True

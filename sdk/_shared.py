@@ -183,7 +183,13 @@ class SharedPool:
         if size > self.largest:
             if size <= conn.max_payload:
                 return payload, 0  # fits the link but no slot class: copy it
-            raise PayloadTooLarge(subject=subject, size=size, limit=self.largest)
+            raise PayloadTooLarge(
+                subject=subject,
+                size=size,
+                limit=self.largest,
+                hint="that is the pool's largest slot: add a larger class to [pool] classes in "
+                "the node's config (docs/shared-memory.md)",
+            )
         wait = 30.0 if deadline is None else max(0.001, deadline - time.monotonic())
         try:
             _, raw = await conn.call("$pool.alloc", {"size": str(size)}, timeout=wait)

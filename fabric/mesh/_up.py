@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import socket
 import sys
@@ -19,7 +20,13 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-__all__ = ["LocalNode", "plan_local_mesh", "prepare_local_mesh", "run_local_mesh"]
+__all__ = [
+    "LocalNode",
+    "clean_runtime",
+    "plan_local_mesh",
+    "prepare_local_mesh",
+    "run_local_mesh",
+]
 
 _READY_TIMEOUT = 30.0
 
@@ -83,6 +90,23 @@ def prepare_local_mesh(cloud: int, edge: int, runtime: Path) -> list[LocalNode]:
     except OSError as exc:
         raise ConfigError(f"cannot prepare {runtime}: {exc}") from None
     return plan
+
+
+def clean_runtime(plan: list[LocalNode], runtime: Path, *, created: bool) -> None:
+    """Remove what the mesh left in ``runtime`` once its nodes stopped: the configs written
+    here and any socket a killed node could not remove; the directory too when ``fabric up``
+    created it (a ``--runtime`` given by the user stays, emptied of our files only)."""
+    for node in plan:
+        for path in (
+            runtime / f"{node.name}.toml",
+            node.socket,
+            node.socket.with_name(node.socket.name + ".pool"),
+            node.socket.with_name(node.socket.name + ".lock"),
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    if created:
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 async def _start(node: LocalNode, runtime: Path) -> asyncio.subprocess.Process:

@@ -140,7 +140,12 @@ class SlotPool:
         sizes = self.layout.class_sizes
         if size > sizes[-1]:
             self._too_large += 1
-            raise PayloadTooLarge(size=size, limit=sizes[-1])
+            raise PayloadTooLarge(
+                size=size,
+                limit=sizes[-1],
+                hint="that is the pool's largest slot: add a larger class to [pool] classes in "
+                "the node's config (docs/shared-memory.md)",
+            )
         first = bisect_left(sizes, size)
         mine = self._allocated_by.get(owner)
         if self._owner_cap is not None and mine is not None and len(mine) >= self._owner_cap:

@@ -117,5 +117,10 @@ def check_size(value: BytesLike, limit: int, key: str) -> int:
         raise StateError(f"values are bytes-like, got {type(value).__name__}", key=key)
     size = value.nbytes if isinstance(value, memoryview) else len(value)
     if size > limit:
-        raise PayloadTooLarge(subject=key, size=size, limit=limit)
+        raise PayloadTooLarge(
+            subject=key,
+            size=size,
+            limit=limit,
+            hint="keep large values as shared blobs (agent.state.share) and store the reference",
+        )
     return size

@@ -222,5 +222,8 @@ async def open_unix_link(path: str | Path, max_payload: int, handler: LinkHandle
                 lambda: StreamLink(max_payload, handler), address
             )
     except OSError as exc:
-        raise ConnectionLost(f"cannot reach node at unix://{path}: {exc.strerror or exc}") from None
+        raise ConnectionLost(
+            f"cannot reach node at unix://{path}: {exc.strerror or exc}; is a node running "
+            "there? start one with `fabric node`, or point FABRIC_URL / --url at yours"
+        ) from None
     return link

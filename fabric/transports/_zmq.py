@@ -24,6 +24,8 @@ from ._base import Link, LinkHandler
 __all__ = ["ZmqDealerLink", "ZmqRouterListener", "open_zmq_link"]
 
 _HWM = 10_000
+#: How long the refused-port probe of open_zmq_link may take (loopback answers in µs).
+_PROBE_TIMEOUT = 1.0
 
 
 def _frame_bytes(frame: zmq.Frame) -> memoryview:
@@ -103,12 +105,41 @@ class ZmqDealerLink(Link):
 async def open_zmq_link(endpoint: str, handler: LinkHandler) -> ZmqDealerLink:
     """Dial a node over ZeroMQ (``tcp://host:port``).
 
-    ZeroMQ connects lazily; liveness is established by the handshake that follows.
+    ZeroMQ connects lazily; liveness is established by the handshake that follows. A closed
+    port would only show as a handshake timeout, so one plain TCP connect first tells a
+    refused connection at once.
+
+    Raises:
+        ConnectionLost: the port refused the connection, or the endpoint is invalid.
     """
+    if await _refused(endpoint):
+        raise ConnectionLost(
+            f"connection refused: is a node running at {endpoint}? "
+            f"(a node listens for agents with `fabric node --listen {endpoint}`)"
+        )
     try:
         return ZmqDealerLink(zmq.asyncio.Context.instance(), endpoint, handler)
     except zmq.ZMQError as err:
         raise ConnectionLost(f"cannot dial {endpoint}: {err}") from None
+
+
+async def _refused(endpoint: str) -> bool:
+    """Whether nothing listens at a ``tcp://HOST:PORT`` endpoint (False when unsure)."""
+    if not endpoint.startswith("tcp://"):
+        return False
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
+    if not port.isdigit() or not host:
+        return False
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port)), _PROBE_TIMEOUT
+        )
+    except ConnectionRefusedError:
+        return True
+    except (OSError, TimeoutError):
+        return False  # unreachable or filtered: let ZeroMQ's handshake decide
+    writer.close()
+    return False
 
 
 class _RouterPeerLink(Link):
