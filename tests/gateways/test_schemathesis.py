@@ -25,6 +25,15 @@ CONFIG = """
 # its coverage phase, and such a request may then legitimately time out (408) like any other.
 [checks.negative_data_rejection]
 expected-statuses = [400, 401, 403, 404, 405, 406, 408, 409, 413, 415, 422, 428, 429, "5xx"]
+
+# The coverage phase sends a valid request plus one unknown header and calls it invalid. A request
+# is valid with a timeout as short as 1 ms, so such a request gets 200 when the echo beats 1 ms and
+# 408 when it does not: a race, not a finding. The fuzzing phase still checks that invalid
+# requests are refused on this operation.
+[[operations]]
+include-path = "/v1/request/{subject}"
+[operations.phases.coverage.checks.negative_data_rejection]
+enabled = false
 """
 
 SCHEMATHESIS = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")
@@ -50,8 +59,7 @@ async def test_api_conforms_to_its_openapi_description(
             str(config),
             "run",
             f"{gateway}/openapi.json",
-            "--checks",
-            "all",
+            # Every check runs by default; `--checks all` would override the config above.
             # A schema cannot say "a valid SDP offer" or "a valid subject", so schema-valid
             # input can still be refused with a documented 400.
             "--exclude-checks",
