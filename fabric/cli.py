@@ -40,6 +40,10 @@ def node(
         float | None, typer.Option(help="Seconds between liveness checks.")
     ] = None,
     tracing: Annotated[str | None, typer.Option(help="off, console or otlp.")] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT serving /metrics (Prometheus) and monitoring JSON."),
+    ] = None,
 ) -> None:
     """Run a broker node in the foreground (stop with Ctrl-C or SIGTERM).
 
@@ -58,6 +62,7 @@ def node(
             max_payload=max_payload,
             heartbeat_interval=heartbeat_interval,
             tracing=tracing,
+            metrics=metrics,
         )
     except ValidationError as exc:
         err_console.print(f"[red]invalid settings:[/red] {exc}")
@@ -65,7 +70,7 @@ def node(
     try:
         run_node(settings)
     except FabricError as exc:
-        err_console.print(f"[red]node failed:[/red] {exc}")
+        err_console.print(f"[red]node failed:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 

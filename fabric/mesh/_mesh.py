@@ -158,6 +158,8 @@ class Mesh:
         # Barrier pings in flight: seq -> (peer, future). Their seqs live above heartbeats'.
         self._barriers: dict[int, tuple[str, asyncio.Future[None]]] = {}
         self._barrier_seq = _BARRIER_BASE
+        #: Messages forwarded to each peer, by name (metrics, ``/peers``).
+        self.forwarded_to: dict[str, int] = {}
         self.stats = {
             "forwarded": 0,
             "received": 0,
@@ -755,6 +757,7 @@ class Mesh:
                 ok = peer is not None and peer.end.send(encode_header(out), payload)
             if ok:
                 self.stats["forwarded"] += 1
+                self.forwarded_to[name] = self.forwarded_to.get(name, 0) + 1
             else:
                 self.stats["send_failed"] += 1
                 if counted:
@@ -828,6 +831,8 @@ class Mesh:
                     "labels": p.info.labels,
                     "dialed": p.end.dialed,
                     "rtt_ms": None if p.end.state.rtt is None else round(p.end.state.rtt * 1e3, 3),
+                    "state": p.end.state.state.value,
+                    "forwarded": self.forwarded_to.get(name, 0),
                     "interest": sorted([k[0], k[1]] for k in self.interest.remote_keys(name)),
                 }
                 for name, p in sorted(self._peers.items())
