@@ -7,9 +7,8 @@ import json
 import re
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from procs import NodeProcess, start_node
+from prometheus_client.parser import text_string_to_metric_families
 
 
 async def http_get(address: str, path: str, timeout: float = 10.0) -> tuple[int, bytes]:

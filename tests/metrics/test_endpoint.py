@@ -8,9 +8,8 @@ import sys
 import pytest
 
 from fabric.errors import NoResponders
-from sdk import connect
-
 from metrics._scrape import get_json, http_get, scrape, start_metrics_node, value
+from sdk import connect
 
 pytestmark = pytest.mark.timeout(90)
 
