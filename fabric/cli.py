@@ -317,7 +317,7 @@ async def _ask_migrate(name: str, to: str, url: str | None, timeout: float) -> d
 def _register_optional() -> None:
     """Commands that live in other packages; absent extras leave a helpful stub."""
     try:
-        from bench.cli import bench_command
+        from bench.cli import make_app
     except ImportError as exc:
         missing = str(exc)
 
@@ -330,10 +330,20 @@ def _register_optional() -> None:
             )
             raise typer.Exit(2)
     else:
-        app.command(name="bench")(bench_command)
+        app.add_typer(make_app(), name="bench")
 
 
 _register_optional()
+
+
+def _register_tools() -> None:
+    """Shell tools (pub, sub, req, reply, gather) and the live view (top)."""
+    from .shell import register
+
+    register(app)
+
+
+_register_tools()
 
 
 def main() -> None:
