@@ -33,7 +33,7 @@ async def _run(env: dict[str, str], *args: str, stdin: bytes = b"") -> tuple[int
 
 
 async def _finish(proc: Proc) -> tuple[int, str]:
-    out, err = await asyncio.wait_for(proc.process.communicate(), 60)
+    out, _ = await asyncio.wait_for(proc.process.communicate(), 60)
     return proc.process.returncode or 0, "\n".join(proc.lines) + "\n" + out.decode()
 
 
