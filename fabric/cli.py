@@ -336,6 +336,32 @@ def _register_optional() -> None:
 _register_optional()
 
 
+@app.command()
+def top(
+    url: Annotated[
+        list[str] | None,
+        typer.Option(help="Node URL; repeat to watch several nodes (default: the local node)."),
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between refreshes.")] = 1.0,
+    once: Annotated[bool, typer.Option(help="Print one screen (rates over one interval).")] = False,
+) -> None:
+    """Live view of nodes: rates, hop p50/p99, slow consumers, pool use, peers and round trips.
+
+    Quit with q or Ctrl-C.
+    """
+    from .runner import install_uvloop
+    from .top import run_top
+
+    install_uvloop()
+    try:
+        asyncio.run(run_top(list(url) if url else [None], interval, once))
+    except KeyboardInterrupt:
+        pass
+    except FabricError as exc:
+        err_console.print(f"[red]cannot reach node:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
 def _register_tools() -> None:
     """Shell tools (pub, sub, req, reply, gather) and the live view (top)."""
     from .shell import register

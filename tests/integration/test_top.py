@@ -1,0 +1,99 @@
+"""fabric top under a real pseudo-terminal: it draws, refreshes, and quits on q."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sdk import connect
+
+from metrics._scrape import start_metrics_node
+
+pytestmark = pytest.mark.timeout(90)
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def _read_until(fd: int, needles: list[str], timeout: float) -> str:
+    """Everything the terminal showed until every needle appeared (ANSI stripped)."""
+    seen = b""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            text = _ANSI.sub("", seen.decode(errors="replace"))
+            if all(n in text for n in needles):
+                return text
+    raise AssertionError(f"screen never showed {needles}:\n{_ANSI.sub('', seen.decode())}")
+
+
+async def test_top_draws_refreshes_and_quits_on_q(tmp_path, fabric_env):
+    node, _ = await start_metrics_node(tmp_path, fabric_env)
+    master, slave = pty.openpty()
+    env = dict(fabric_env, COLUMNS="180", LINES="40", TERM="xterm-256color")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fabric", "top", "--url", node.url, "--interval", "0.2"],
+        stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
+    )
+    os.close(slave)
+    try:
+        async with connect("busy", node.url, direct=False) as agent:
+            async def echo(msg):  # type: ignore[no-untyped-def]
+                return b"ok"
+
+            await agent.serve("svc.top", echo)
+            for _ in range(64):
+                await agent.request("svc.top", b"x", timeout=10)
+            loop = asyncio.get_running_loop()
+            screen = await loop.run_in_executor(
+                None, _read_until, master, ["nodes", "msgs in/s", "hop p99", "n1", "peers",
+                                            "q or Ctrl-C to quit"], 30.0
+            )
+            (tmp_path / "top-screen.txt").write_text(screen)  # the captured screen
+            # refreshing in place: a second frame arrives with a new clock
+            await loop.run_in_executor(None, _read_until, master, ["fabric top · every"], 10.0)
+        os.write(master, b"q")
+        code = await loop.run_in_executor(None, proc.wait, 20)
+        assert code == 0
+        row = next(line for line in screen.splitlines() if line.strip().startswith(("│ n1", "n1"))
+                   or "│ n1 " in line)
+        assert "local" in row
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        await node.stop()
+
+
+async def test_top_once_without_a_terminal_and_unreachable_node(node, fabric_env):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fabric", "top", "--url", node.url, "--once", "--interval", "0.1",
+        env=dict(fabric_env, COLUMNS="200"), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    assert "n1" in out.decode() and "msgs in/s" in out.decode()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fabric", "top", "--url", "unix:///nonexistent/x.sock", "--once",
+        env=fabric_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1
+    assert "Traceback" not in err.decode() and "cannot reach node" in err.decode()
