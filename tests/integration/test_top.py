@@ -7,15 +7,13 @@ import os
 import pty
 import re
 import select
-import subprocess
 import sys
 import time
 
 import pytest
+from metrics._scrape import start_metrics_node
 
 from sdk import connect
-
-from metrics._scrape import start_metrics_node
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -46,9 +44,9 @@ async def test_top_draws_refreshes_and_quits_on_q(tmp_path, fabric_env):
     node, _ = await start_metrics_node(tmp_path, fabric_env)
     master, slave = pty.openpty()
     env = dict(fabric_env, COLUMNS="180", LINES="40", TERM="xterm-256color")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fabric", "top", "--url", node.url, "--interval", "0.2"],
-        stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fabric", "top", "--url", node.url, "--interval", "0.2",
+        stdin=slave, stdout=slave, stderr=slave, env=env,
     )
     os.close(slave)
     try:
@@ -68,15 +66,15 @@ async def test_top_draws_refreshes_and_quits_on_q(tmp_path, fabric_env):
             # refreshing in place: a second frame arrives with a new clock
             await loop.run_in_executor(None, _read_until, master, ["fabric top · every"], 10.0)
         os.write(master, b"q")
-        code = await loop.run_in_executor(None, proc.wait, 20)
+        code = await asyncio.wait_for(proc.wait(), 20)
         assert code == 0
         row = next(line for line in screen.splitlines() if line.strip().startswith(("│ n1", "n1"))
                    or "│ n1 " in line)
         assert "local" in row
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait()
+            await proc.wait()
         os.close(master)
         await node.stop()
 
