@@ -454,7 +454,15 @@ class Node:
             task.add_done_callback(self._tasks.discard)
         elif subject == "$node.resolve":
             reply = Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id)
-            self._send(bound, reply, msgpack.packb(self._resolve(bound, header)))
+            answer = self._resolve(bound, header)
+            if self._tracer is not None:
+                answer["span"] = self._tracer.directory(
+                    (header.headers or {}).get("subject", ""),
+                    (header.headers or {}).get("traceparent", ""),
+                    bool(answer.get("direct")),
+                    len(answer.get("targets", ())),
+                )
+            self._send(bound, reply, msgpack.packb(answer))
         elif subject == "$pool.release" and self.pool is not None:
             refused = self.pool.release(bound.session, payload)
             if refused:

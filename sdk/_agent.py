@@ -451,10 +451,15 @@ class Agent:
         route = direct.cached(subject)
         if route is False:
             route = await direct.resolve(
-                self._conn, subject, max(0.001, deadline - time.monotonic())
+                self._conn,
+                subject,
+                max(0.001, deadline - time.monotonic()),
+                self._tracer.current_traceparent() if self._tracer else "",
             )
         if route is None or route is True or route.empty:
             return None
+        if self._tracer is not None:
+            self._tracer.link_current(direct.span_of(subject))
         targets = route.pick()
         try:
             links = [direct.link_now(path) or await direct.link(path) for path, _ in targets]
