@@ -198,6 +198,9 @@ def create_app(settings: GatewaySettings, credentials: Credentials | None = None
     from ._ws import install_websockets
 
     install_websockets(app, pool, credentials, settings)
+    from ._dashboard import install_dashboard
+
+    install_dashboard(app, pool, credentials)
     if signaling is not None:
         signaling.install(app, identity)
     app.add_middleware(BodyLimit, limit=settings.max_body)
