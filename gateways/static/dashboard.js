@@ -78,7 +78,7 @@
       svg.appendChild(el("line", { x1: cx, y1: cy, x2: x, y2: y, stroke: up ? "#3d4b59" : "#ff7b72",
         "stroke-width": 2, "stroke-dasharray": p.kind === "cluster" ? "" : "6 4", class: "link" }));
       const mx = (cx + x) / 2, my = (cy + y) / 2;
-      svg.appendChild(el("text", { x: mx + 4, y: my - 4, class: "rtt" },
+      svg.appendChild(el("text", { x: mx, y: my - 6, "text-anchor": "middle", class: "rtt" },
         p.rtt_ms === null || p.rtt_ms === undefined ? "– ms" : p.rtt_ms.toFixed(2) + " ms"));
     });
     peers.forEach((p, i) => {
