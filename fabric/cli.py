@@ -128,6 +128,35 @@ def _print_status(snapshot: dict[str, Any]) -> None:
         )
         sessions.add_row(str(s["id"]), s["name"], s["peer"], subs, str(s["dropped"]))
     console.print(sessions)
+    _print_pool_and_mesh(snapshot)
+
+
+def _print_pool_and_mesh(snapshot: dict[str, Any]) -> None:
+    """The shared-memory pool and the mesh links, as tables (``fabric status``)."""
+    from rich.table import Table
+
+    pool = snapshot.get("pool")
+    if pool:
+        used = pool["bytes_in_use"] / pool["pool_bytes"] * 100 if pool["pool_bytes"] else 0.0
+        table = Table("pool", "value", title="shared-memory pool")
+        table.add_row("size", f"{pool['pool_bytes'] / 2**20:.0f} MiB")
+        table.add_row("in use", f"{pool['bytes_in_use'] / 2**20:.1f} MiB ({used:.1f}%)")
+        for key in ("allocated", "leases", "reclaimed", "refused", "too_large"):
+            table.add_row(key.replace("_", " "), str(pool.get(key, 0)))
+        console.print(table)
+    else:
+        console.print("shared-memory pool: off")
+    mesh = snapshot.get("mesh")
+    if not mesh:
+        console.print("mesh: not part of a mesh")
+        return
+    peers = Table("peer", "kind", "site", "link", "rtt ms", "forwarded",
+                  title=f"mesh (role {mesh['role']}, cluster {mesh['cluster'] or '-'})")
+    for p in mesh["peers"]:
+        peers.add_row(p["name"], p["kind"], p["site"], p.get("state", "up"),
+                      "-" if p["rtt_ms"] is None else str(p["rtt_ms"]), str(p.get("forwarded", 0)))
+    console.print(peers)
+    console.print(" ".join(f"{k}={v}" for k, v in mesh["stats"].items()))
 
 
 @app.command()
@@ -363,7 +392,7 @@ def top(
 
 
 def _register_tools() -> None:
-    """Shell tools (pub, sub, req, reply, gather) and the live view (top)."""
+    """Shell tools: pub, sub, req, reply, gather (fabric/shell.py)."""
     from .shell import register
 
     register(app)

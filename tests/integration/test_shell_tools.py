@@ -132,3 +132,10 @@ async def test_bench_load_prints_an_hdr_table(env):
         assert code == 1 and "NoResponders=" in out
     finally:
         await reply.stop()
+
+
+async def test_status_table_shows_the_pool_and_the_mesh(env):
+    code, out, err = await _run(dict(env, COLUMNS="160"), "status")
+    assert code == 0, err
+    assert "shared-memory pool" in out and "in use" in out and "leases" in out
+    assert "mesh: not part of a mesh" in out

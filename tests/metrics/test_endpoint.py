@@ -204,3 +204,38 @@ async def test_without_the_otel_extra_the_node_starts_and_says_what_to_install(
             assert (await agent.node_status())["node"] == "n1"
     finally:
         await node.stop()
+
+
+async def test_status_table_lists_mesh_peers(tmp_path, fabric_env):
+    from mesh.conftest import cloud_toml, free_port
+    from procs import until
+
+    from metrics._scrape import get_json
+
+    cluster = {"a": f"tcp://127.0.0.1:{free_port()}", "b": f"tcp://127.0.0.1:{free_port()}"}
+    nodes = []
+    try:
+        for name in ("a", "b"):
+            path = tmp_path / f"{name}.toml"
+            path.write_text(cloud_toml(name, cluster))
+            nodes.append(
+                await start_metrics_node(tmp_path, fabric_env, name, ["--config", str(path)])
+            )
+        address = nodes[0][1]
+
+        async def linked() -> bool:
+            return len((await get_json(address, "/peers"))["peers"]) == 1
+
+        await until(linked, 30, "a's link to b")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fabric", "status", "--url", nodes[0][0].url,
+            env=dict(fabric_env, COLUMNS="160"), stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        text = out.decode()
+        assert proc.returncode == 0
+        assert "mesh (role cloud" in text
+        row = next(line for line in text.splitlines() if "│ b " in line)
+        assert "cluster" in row and "up" in row
+    finally:
+        await asyncio.gather(*(n.stop() for n, _ in nodes))
