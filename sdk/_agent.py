@@ -36,6 +36,7 @@ from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_heade
 from ._connection import Connection, parse_urls
 from ._deadline import current_deadline, effective_deadline, timeout_ms
 from ._direct import DirectPaths
+from ._metrics import AgentMetrics
 from ._migrate import MigrationReport, migrate
 from ._msg import Msg
 from ._payload import Payload, encode_payload
@@ -127,6 +128,9 @@ class Agent:
         self._next_sid = 0
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._tracer = AgentTracer.from_env(name)
+        metrics = AgentMetrics.from_env()  # FABRIC_AGENT_METRICS; None (no cost) when off
+        if metrics is not None:
+            metrics.instrument(self)
         #: Private state under leases, and shared blobs (see ``StateClient``).
         self.state = StateClient(self._conn, default_timeout)
         self._closed = False
