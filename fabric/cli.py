@@ -219,7 +219,7 @@ def gateway(
     try:
         run_gateway(settings)
     except FabricError as exc:
-        err_console.print(f"[red]gateway failed:[/red] {exc}")
+        err_console.print(f"[red]gateway failed:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import socket
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
@@ -29,6 +31,35 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _bind(host: str, port: int, listen: str) -> socket.socket:
+    """A listening TCP socket on ``host:port``.
+
+    Raises:
+        ConfigError: naming the setting, when the address is in use or cannot be bound.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(
+            f"gateway listen (--listen, FABRIC_GATEWAY_LISTEN) {listen!r}: {exc}"
+        ) from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ConfigError(
+            f"gateway listen (--listen, FABRIC_GATEWAY_LISTEN): cannot listen on {listen}: {why}"
+        ) from None
+    sock.setblocking(False)
+    return sock
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its signal handlers: whoever runs the loop owns the signals."""
 
@@ -52,11 +83,15 @@ async def serve_gateway(
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", lifespan="on", ws="websockets-sansio"
     )
+    # Bound here, not by uvicorn: a port in use is then one clear error naming the setting
+    # (uvicorn would log it and raise SystemExit out of the event loop).
+    sock = _bind(host, port, settings.listen)
     server = _Server(config)
-    task = asyncio.ensure_future(server.serve())
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
-            exc = task.exception()
+            sock.close()
+            exc = None if task.cancelled() else task.exception()
             raise ConnectionLost(f"gateway could not listen on {settings.listen}: {exc}")
         await asyncio.sleep(0.01)  # uvicorn exposes no started event to await
     sock = server.servers[0].sockets[0].getsockname()
