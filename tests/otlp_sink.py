@@ -12,6 +12,10 @@ import gzip
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -32,9 +36,12 @@ class Span:
 
 @dataclass
 class OtlpSink:
-    """``await start()``; ``url`` is the traces endpoint; ``spans`` grows as exports arrive."""
+    """``await start()``; ``url`` is the traces endpoint, ``metrics_url`` the metrics one;
+    ``spans`` and ``metrics`` (name -> last value of each data point, by attributes) grow as
+    exports arrive."""
 
     spans: list[Span] = field(default_factory=list)
+    metrics: dict[str, dict[tuple[tuple[str, str], ...], float]] = field(default_factory=dict)
     port: int = 0
     _server: asyncio.AbstractServer | None = None
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -42,6 +49,10 @@ class OtlpSink:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1/traces"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/metrics"
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -51,11 +62,12 @@ class OtlpSink:
         if self._server is not None:
             self._server.close()
 
-    async def wait_for(self, predicate: Any, timeout: float = 30.0) -> None:
-        """Until ``predicate(spans)`` holds (re-checked as each export arrives)."""
+    async def wait_for(self, predicate: Any, timeout: float = 30.0, *, on: str = "spans") -> None:
+        """Until ``predicate(spans)`` (or ``predicate(metrics)`` with ``on="metrics"``) holds,
+        re-checked as each export arrives."""
 
         async def check() -> None:
-            while not predicate(self.spans):
+            while not predicate(getattr(self, on)):
                 self._arrived.clear()
                 await self._arrived.wait()
 
@@ -74,8 +86,12 @@ class OtlpSink:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if headers.get("content-encoding") == "gzip":
                     body = gzip.decompress(body)
-                self._ingest(body)
-                answer = ExportTraceServiceResponse().SerializeToString()
+                if b" /v1/metrics " in head.split(b"\r\n", 1)[0]:
+                    self._ingest_metrics(body)
+                    answer = ExportMetricsServiceResponse().SerializeToString()
+                else:
+                    self._ingest(body)
+                    answer = ExportTraceServiceResponse().SerializeToString()
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\n"
                     + f"Content-Length: {len(answer)}\r\n\r\n".encode()
@@ -116,4 +132,21 @@ class OtlpSink:
                         attributes=attributes,
                         links=[link.span_id.hex() for link in s.links],
                     ))
+        self._arrived.set()
+
+    def _ingest_metrics(self, body: bytes) -> None:
+        request = ExportMetricsServiceRequest()
+        request.ParseFromString(body)
+        for resource in request.resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    kind = metric.WhichOneof("data")
+                    points = getattr(metric, kind).data_points
+                    store = self.metrics.setdefault(metric.name, {})
+                    for p in points:
+                        labels = tuple(sorted((a.key, a.value.string_value) for a in p.attributes))
+                        if kind == "histogram":
+                            store[labels] = float(p.count)
+                        else:
+                            store[labels] = float(p.as_int if p.HasField("as_int") else p.as_double)
         self._arrived.set()

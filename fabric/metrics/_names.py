@@ -37,6 +37,8 @@ NODE_METRICS: tuple[tuple[str, MetricKind, str, str], ...] = (
     ("fabric_sessions", "gauge", "transport", "Agent sessions open now."),
     ("fabric_subscriptions", "gauge", "",
      "Subscriptions held now (system subjects, _INBOX and _FABRIC, excluded)."),
+    ("fabric_slow_consumers", "gauge", "",
+     "Sessions open now that had messages dropped for being too far behind."),
     ("fabric_pool_bytes", "gauge", "", "Size of the shared-memory pool."),
     ("fabric_pool_bytes_in_use", "gauge", "", "Pool bytes held by slots in use."),
     ("fabric_pool_leases", "gauge", "", "Pool slots leased to receivers now."),

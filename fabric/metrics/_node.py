@@ -9,6 +9,7 @@ fed by samples: one publish in 32 is timed, and queue depths are read once a sec
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ _SNAPSHOT_TTL = 0.25
 
 HOP_BOUNDS = log_bounds(1e-6, 1.0)
 DEPTH_BOUNDS = log_bounds(64.0, 1024.0**3, per_decade=3)
+
+_EMPTY_SNAPSHOT: dict[str, Any] = {"sessions": [], "pool": None, "mesh": None}
 
 _TRANSPORTS = {
     "StreamLink": "unix",
@@ -59,6 +62,9 @@ class NodeMetrics:
         self.started = time.time()
         self._snapshot: dict[str, Any] | None = None
         self._snapshot_at = 0.0
+        #: The node's event-loop thread: only it may take a snapshot (the OTLP reader
+        #: collects on its own thread and reads the last one, at most a second old).
+        self._owner = threading.get_ident()
         self.registry: Any = None
         self._provider: Any = None
         self._hop_otel: Any = None
@@ -99,6 +105,8 @@ class NodeMetrics:
 
     def snapshot(self, fresh: bool = False) -> dict[str, Any]:
         """The node's status, shared by the callbacks of one collection."""
+        if threading.get_ident() != self._owner:
+            return self._snapshot or _EMPTY_SNAPSHOT
         now = time.monotonic()
         if fresh or self._snapshot is None or now - self._snapshot_at > _SNAPSHOT_TTL:
             self._snapshot = self._node.status()
@@ -215,6 +223,9 @@ class NodeMetrics:
                 (0, {"transport": "unix"})
             ]
 
+        def slow_consumers() -> Iterable[tuple[float, dict[str, str]]]:
+            return [(sum(1 for s in self.snapshot()["sessions"] if s.get("dropped")), {})]
+
         def subscriptions() -> Iterable[tuple[float, dict[str, str]]]:
             total = sum(
                 1
@@ -277,6 +288,7 @@ class NodeMetrics:
             "fabric_peer_forwarded": peers("forwarded"),
             "fabric_sessions": sessions,
             "fabric_subscriptions": subscriptions,
+            "fabric_slow_consumers": slow_consumers,
             "fabric_pool_bytes": pool("pool_bytes"),
             "fabric_pool_bytes_in_use": pool("bytes_in_use"),
             "fabric_pool_leases": pool("leases"),

@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 import pytest
+from procs import start_node
 
 from fabric.errors import NoResponders
 from metrics._scrape import get_json, http_get, scrape, start_metrics_node, value
@@ -239,3 +240,29 @@ async def test_status_table_lists_mesh_peers(tmp_path, fabric_env):
         assert "cluster" in row and "up" in row
     finally:
         await asyncio.gather(*(n.stop() for n, _ in nodes))
+
+
+async def test_metrics_are_pushed_by_otlp_when_configured(tmp_path, fabric_env):
+    from otlp_sink import OtlpSink
+
+    sink = OtlpSink()
+    await sink.start()
+    env = dict(fabric_env, OTEL_METRIC_EXPORT_INTERVAL="200",
+               FABRIC_METRICS_OTLP_ENDPOINT=sink.metrics_url)
+    node = await start_node(tmp_path / "otlp.sock", env)  # OTLP only: no HTTP port
+    try:
+        assert not any("metrics on" in line for line in node.lines)
+        async with connect("p", node.url) as agent:
+            for _ in range(5):
+                await agent.publish("events.otlp", b"12345")
+            await agent.flush()
+
+        def pushed(metrics) -> bool:  # type: ignore[no-untyped-def]
+            return metrics.get("fabric_messages_in", {}).get((("origin", "agent"),)) == 5
+
+        await sink.wait_for(pushed, 30, on="metrics")
+        assert sink.metrics["fabric_bytes_in"][()] == 25
+        assert all(name.startswith("fabric_") for name in sink.metrics)
+    finally:
+        await node.stop()
+        await sink.aclose()
