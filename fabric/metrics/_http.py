@@ -75,7 +75,9 @@ class MetricsServer:
             ConfigError: naming the setting, when the address is in use or cannot be bound.
         """
         try:
-            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+            self._server = await asyncio.start_server(
+                self._serve, self.host, self.port, limit=_MAX_HEAD
+            )
         except OSError as exc:
             why = "address already in use" if exc.errno == 98 else (exc.strerror or str(exc))
             raise ConfigError(f"{SETTING}: cannot listen on {self.address}: {why}") from None
@@ -98,9 +100,9 @@ class MetricsServer:
             try:
                 async with asyncio.timeout(_HEAD_TIMEOUT):
                     head = await reader.readuntil(b"\r\n\r\n")
-            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            except (TimeoutError, asyncio.IncompleteReadError):
                 return
-            if len(head) > _MAX_HEAD:
+            except asyncio.LimitOverrunError:
                 await self._answer(writer, 431, "text/plain", b"request head too large\n")
                 return
             status, ctype, body = self._dispatch(head)

@@ -266,3 +266,32 @@ async def test_metrics_are_pushed_by_otlp_when_configured(tmp_path, fabric_env):
     finally:
         await node.stop()
         await sink.aclose()
+
+
+async def test_hostile_clients_on_the_metrics_port_do_not_stop_it(tmp_path, fabric_env):
+    node, address = await start_metrics_node(tmp_path, fabric_env)
+    host, port = address.rsplit(":", 1)
+    try:
+        # garbage, an oversized head, and a client that sends half a request and stalls
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"\x00\xff garbage\r\n\r\n")
+        await writer.drain()
+        assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.0 400")
+        writer.close()
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /metrics HTTP/1.0\r\nX: " + b"a" * 20000 + b"\r\n\r\n")
+        await writer.drain()
+        try:
+            assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.0 431")
+        except ConnectionResetError:
+            pass  # the node closed with our unread bytes in its buffer: the kernel sent RST
+        writer.close()
+        _, stalled = await asyncio.open_connection(host, int(port))
+        stalled.write(b"GET /sta")
+        await stalled.drain()
+        assert (await get_json(address, "/status"))["node"] == "n1"  # others still served
+        stalled.close()
+        async with connect("after", node.url) as agent:
+            assert (await agent.node_status())["node"] == "n1"
+    finally:
+        await node.stop()

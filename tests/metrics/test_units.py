@@ -67,3 +67,31 @@ def test_every_metric_is_fabric_prefixed_and_documented():
     for name, _kind, _labels, _help in NODE_METRICS:
         assert name.startswith("fabric_")
         assert name in doc, f"{name} missing from docs/operations.md"
+
+
+@given(st.text(max_size=40))
+def test_parse_listen_parses_or_raises_config_error(text):
+    try:
+        host, port = parse_listen(text)
+    except ConfigError:
+        return
+    assert host and 0 <= port <= 65535
+
+
+@given(st.binary(max_size=300))
+def test_any_request_head_gets_an_answer_never_an_exception(head):
+    from fabric.metrics import MetricsServer
+
+    server = MetricsServer("127.0.0.1:0", {"/status": lambda: {"ok": 1}}, lambda: b"m 1\n")
+    status, ctype, body = server._dispatch(head + b"\r\n\r\n")
+    assert status in (200, 400, 404, 405) and ctype and isinstance(body, bytes)
+
+
+def test_dispatch_routes():
+    from fabric.metrics import MetricsServer
+
+    server = MetricsServer("127.0.0.1:0", {"/status": lambda: {"ok": 1}}, lambda: b"m 1\n")
+    assert server._dispatch(b"GET /metrics HTTP/1.1\r\n\r\n")[::2] == (200, b"m 1\n")
+    assert server._dispatch(b"GET /status/?x=1 HTTP/1.1\r\n\r\n")[::2] == (200, b'{"ok": 1}')
+    assert server._dispatch(b"POST /status HTTP/1.1\r\n\r\n")[0] == 405
+    assert server._dispatch(b"GET /nope HTTP/1.1\r\n\r\n")[0] == 404
