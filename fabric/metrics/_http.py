@@ -66,7 +66,8 @@ class MetricsServer:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     async def start(self) -> None:
         """Bind and serve.

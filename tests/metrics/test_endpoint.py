@@ -295,3 +295,15 @@ async def test_hostile_clients_on_the_metrics_port_do_not_stop_it(tmp_path, fabr
             assert (await agent.node_status())["node"] == "n1"
     finally:
         await node.stop()
+
+
+async def test_toml_setting_turns_metrics_on(tmp_path, fabric_env):
+    config = tmp_path / "node.toml"
+    config.write_text('metrics = "127.0.0.1:0"\n')
+    node = await start_node(tmp_path / "toml.sock", fabric_env, extra=["--config", str(config)])
+    try:
+        line = next(x for x in node.lines if "metrics on http://" in x)
+        address = line.split("http://", 1)[1].split("/", 1)[0]
+        assert (await get_json(address, "/status"))["node"] == "n1"
+    finally:
+        await node.stop()
