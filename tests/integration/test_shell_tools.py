@@ -139,3 +139,15 @@ async def test_status_table_shows_the_pool_and_the_mesh(env):
     assert code == 0, err
     assert "shared-memory pool" in out and "in use" in out and "leases" in out
     assert "mesh: not part of a mesh" in out
+
+
+async def test_ctrl_c_ends_sub_and_reply_quietly(env):
+    import signal
+
+    for args in (("sub", "events.quiet"), ("reply", "svc.quiet", "--echo")):
+        proc = await _spawn(env, *args)
+        await proc.wait_line("subscribed to" if args[0] == "sub" else "serving")
+        proc.process.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.process.communicate(), 30)
+        assert proc.process.returncode == 0, err
+        assert b"Traceback" not in err

@@ -20,8 +20,23 @@ pytestmark = pytest.mark.timeout(90)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
-def _read_until(fd: int, needles: list[str], timeout: float) -> str:
-    """Everything the terminal showed until every needle appeared (ANSI stripped)."""
+def _rate_shown(text: str) -> float:
+    """The largest msgs in/s the screen showed for node n1 (0 when none)."""
+    best = 0.0
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("│")]
+        if len(cells) > 6 and cells[1] == "n1" and cells[2] == "local":
+            value = cells[5].replace("k", "e3").replace("M", "e6")
+            try:
+                best = max(best, float(value))
+            except ValueError:
+                continue
+    return best
+
+
+def _read_until(fd: int, needles: list[str], timeout: float, moving: bool = False) -> str:
+    """Everything the terminal showed until every needle appeared (ANSI stripped), and
+    with ``moving`` until n1's msgs in/s was above zero."""
     seen = b""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -35,7 +50,7 @@ def _read_until(fd: int, needles: list[str], timeout: float) -> str:
                 break
             seen += chunk
             text = _ANSI.sub("", seen.decode(errors="replace"))
-            if all(n in text for n in needles):
+            if all(n in text for n in needles) and (not moving or _rate_shown(text) > 0):
                 return text
     raise AssertionError(f"screen never showed {needles}:\n{_ANSI.sub('', seen.decode())}")
 
@@ -63,8 +78,25 @@ async def test_top_draws_refreshes_and_quits_on_q(tmp_path, fabric_env):
                                             "q or Ctrl-C to quit"], 30.0
             )
             (tmp_path / "top-screen.txt").write_text(screen)  # the captured screen
-            # refreshing in place: a second frame arrives with a new clock
-            await loop.run_in_executor(None, _read_until, master, ["fabric top · every"], 10.0)
+            # refreshing in place, and the rates move while the node is busy
+            stop = asyncio.Event()
+
+            async def publish() -> None:
+                for _ in range(20_000):
+                    if stop.is_set():
+                        return
+                    await agent.publish("events.top", b"x")
+                    await asyncio.sleep(0.001)
+
+            busy = asyncio.create_task(publish())
+            try:
+                moving = await loop.run_in_executor(
+                    None, _read_until, master, ["fabric top · every"], 30.0, True
+                )
+            finally:
+                stop.set()
+                await busy
+            assert _rate_shown(moving) > 0
         os.write(master, b"q")
         code = await asyncio.wait_for(proc.wait(), 20)
         assert code == 0
