@@ -69,6 +69,7 @@ class NodeStats:
     state_operations: int = 0
     state_errors: int = 0
     migrations: int = 0
+    directory_lookups: int = 0
 
 
 class _SessionLink:
@@ -455,6 +456,7 @@ class Node:
         elif subject == "$node.resolve":
             reply = Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id)
             answer = self._resolve(bound, header)
+            self.stats.directory_lookups += 1
             if self._tracer is not None:
                 answer["span"] = self._tracer.directory(
                     (header.headers or {}).get("subject", ""),

@@ -31,6 +31,8 @@ NODE_METRICS: tuple[tuple[str, MetricKind, str, str], ...] = (
     ("fabric_state_operations", "counter", "", "State calls served ($state.*)."),
     ("fabric_state_errors", "counter", "", "State calls answered with an error."),
     ("fabric_migrations", "counter", "", "Agent migrations completed through this node."),
+    ("fabric_directory_lookups", "counter", "",
+     "Directory answers for same-host direct requests (those requests skip the node)."),
     ("fabric_mesh_events", "counter", "event",
      "Mesh counters: forwarded, received, send_failed, dial_failures, refused, ..."),
     ("fabric_peer_forwarded", "counter", "peer", "Messages forwarded to each peer node."),

@@ -284,6 +284,7 @@ class NodeMetrics:
             "fabric_state_operations": one("state_operations"),
             "fabric_state_errors": one("state_errors"),
             "fabric_migrations": one("migrations"),
+            "fabric_directory_lookups": one("directory_lookups"),
             "fabric_mesh_events": mesh_events,
             "fabric_peer_forwarded": peers("forwarded"),
             "fabric_sessions": sessions,

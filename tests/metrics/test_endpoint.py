@@ -55,6 +55,7 @@ async def test_counters_follow_a_known_workload(tmp_path, fabric_env):
         assert delta("fabric_no_responders_total") == 1
         assert delta("fabric_frames_in_total", kind="pub") == 2 * requests + 1
         assert delta("fabric_sessions_opened_total") == 2
+        assert delta("fabric_directory_lookups_total") == 0  # direct=False: none asked
         assert value(after, "fabric_pool_bytes") > 0
         # one publish in 32 is timed
         assert value(after, "fabric_hop_seconds_count") >= (2 * requests + 1) // 32
