@@ -162,9 +162,15 @@ def load_command(
     """
     from bench.load import LoadPlan, load_table, run_load
     from fabric.errors import FabricError
+    from fabric.subjects import validate_subject
     from sdk import connect
 
     console = Console()
+    try:
+        validate_subject(subject)
+    except FabricError as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[red]fabric bench load:[/red] {exc}")
+        raise typer.Exit(2) from None
     plan = LoadPlan(subject, rate, size, duration, concurrency, timeout)
 
     async def go() -> Any:

@@ -130,6 +130,8 @@ async def test_bench_load_prints_an_hdr_table(env):
             assert re.search(rf"{re.escape(row)}\s+│\s+[\d,.]+", out), out
         code, out, err = await _run(env, "bench", "load", "svc.shell.none", "--duration", "0.2")
         assert code == 1 and "NoResponders=" in out
+        code, out, err = await _run(env, "bench", "load", "bad subject!", "--duration", "0.2")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     finally:
         await reply.stop()
 
