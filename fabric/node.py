@@ -31,8 +31,7 @@ from .errors import (
     Timeout,
 )
 from .mesh import Mesh, start_mesh
-from .metrics import HOP_SAMPLE_MASK, start_monitoring, transport_of
-from .metrics._serve import Monitoring
+from .metrics import HOP_SAMPLE_MASK, Monitoring, start_monitoring, transport_of
 from .routing import INBOX_PREFIX, InterestTable
 from .session import Session, SessionState
 from .shm import PoolService, SharedDelivery

@@ -4,7 +4,7 @@ from ._histogram import LatencyHistogram, log_bounds
 from ._http import MetricsServer, parse_listen
 from ._names import NODE_METRICS, SDK_METRICS
 from ._node import HOP_SAMPLE_MASK, NodeMetrics, transport_of
-from ._serve import start_monitoring
+from ._serve import Monitoring, start_monitoring
 
 __all__ = [
     "HOP_SAMPLE_MASK",
@@ -12,6 +12,7 @@ __all__ = [
     "SDK_METRICS",
     "LatencyHistogram",
     "MetricsServer",
+    "Monitoring",
     "NodeMetrics",
     "log_bounds",
     "parse_listen",

@@ -201,8 +201,8 @@ class NodeMetrics:
         def frames_in() -> Iterable[tuple[float, dict[str, str]]]:
             from ..wire import Kind
 
-            return [(n, {"kind": Kind(k).name.lower()}) for k, n in enumerate(node.kinds_in) if n
-                    and k in Kind._value2member_map_]
+            # only decoded (so valid) kinds are ever counted
+            return [(n, {"kind": Kind(k).name.lower()}) for k, n in enumerate(node.kinds_in) if n]
 
         def messages_in() -> Iterable[tuple[float, dict[str, str]]]:
             mesh = self.snapshot()["mesh"]
