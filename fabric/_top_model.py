@@ -61,23 +61,30 @@ class TopModel:
             else:
                 rates[key] = max(0.0, (stats.get(key, 0) - old["stats"].get(key, 0)) / elapsed)
         sessions = snap.get("sessions", [])
+        if isinstance(sessions, int):  # a monitoring port's /status: counts, not lists
+            n_sessions, n_subs = sessions, int(snap.get("subscriptions", 0))
+            slow = int(snap.get("slow_consumers", 0))
+        else:
+            n_sessions = len(sessions)
+            n_subs = sum(
+                1
+                for s in sessions
+                for sub in s.get("subscriptions", [])
+                if not sub["subject"].startswith("_")
+            )
+            slow = sum(1 for s in sessions if s.get("dropped", 0))
         latency = snap.get("latency") or {}
         hop = latency.get("hop_seconds") or {}
         pool = snap.get("pool")
         self.nodes[url] = NodeRow(
             node=snap.get("node", "?"),
             site=snap.get("site", "?"),
-            sessions=len(sessions),
-            subscriptions=sum(
-                1
-                for s in sessions
-                for sub in s.get("subscriptions", [])
-                if not sub["subject"].startswith("_")
-            ),
+            sessions=n_sessions,
+            subscriptions=n_subs,
             rates=rates,
             hop_p50_us=hop["p50"] * 1e6 if hop.get("count") else None,
             hop_p99_us=hop["p99"] * 1e6 if hop.get("count") else None,
-            slow_consumers=sum(1 for s in sessions if s.get("dropped", 0)),
+            slow_consumers=slow,
             pool_used=(pool["bytes_in_use"] / pool["pool_bytes"])
             if pool and pool.get("pool_bytes")
             else None,
@@ -104,6 +111,13 @@ class TopModel:
             for p in mesh["peers"]
         ]
         self._last[url] = (now, snap)
+
+    def forget_others(self, keep: set[str]) -> None:
+        """Drop rows not polled this round (a node that left the mesh)."""
+        for key in [k for k in self.nodes if k not in keep]:
+            self.nodes.pop(key, None)
+            self.peers.pop(key, None)
+            self._last.pop(key, None)
 
     def failed(self, url: str, reason: str) -> None:
         """The node at ``url`` did not answer this round: keep its row, say why."""

@@ -373,6 +373,12 @@ def top(
     ] = None,
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between refreshes.")] = 1.0,
     once: Annotated[bool, typer.Option(help="Print one screen (rates over one interval).")] = False,
+    whole_mesh: Annotated[
+        bool,
+        typer.Option(
+            "--mesh", help="Also every node reachable through peers' metrics addresses."
+        ),
+    ] = False,
 ) -> None:
     """Live view of nodes: rates, hop p50/p99, slow consumers, pool use, peers and round trips.
 
@@ -383,7 +389,7 @@ def top(
 
     install_uvloop()
     try:
-        asyncio.run(run_top(list(url) if url else [None], interval, once))
+        asyncio.run(run_top(list(url) if url else [None], interval, once, whole_mesh))
     except KeyboardInterrupt:
         pass
     except FabricError as exc:

@@ -111,8 +111,60 @@ async def _snapshot(agent: Any, timeout: float) -> dict[str, Any]:
         return dict(await agent.node_status())
 
 
-async def run_top(urls: list[str | None], interval: float, once: bool = False) -> None:
-    """Refresh until ``q``/Ctrl-C (or after two snapshots with ``once``).
+#: ``--mesh`` follows peers' ``metrics`` labels to at most this many nodes.
+MAX_MESH_NODES = 64
+
+
+async def _http_snapshot(address: str, timeout: float) -> dict[str, Any]:
+    """A node's snapshot from its monitoring port (``/status`` and ``/peers``)."""
+    from .metrics._client import fetch_json
+
+    status, peers = await asyncio.gather(
+        fetch_json(address, "/status", timeout), fetch_json(address, "/peers", timeout)
+    )
+    return dict(status) | {"mesh": {"peers": peers.get("peers", [])}}
+
+
+async def _discover(
+    model: TopModel, seen: dict[str, dict[str, Any]], now: float, timeout: float
+) -> set[str]:
+    """Poll, breadth first, every node reachable through peers' ``metrics`` labels."""
+    from .errors import FabricError
+
+    polled = set(seen)
+    keys: set[str] = set()
+    frontier = list(seen.values())
+    while frontier and len(polled) < MAX_MESH_NODES:
+        wanted: dict[str, str] = {}
+        for snap in frontier:
+            for peer in (snap.get("mesh") or {}).get("peers", []):
+                address = (peer.get("labels") or {}).get("metrics")
+                if address and peer["name"] not in polled and peer["name"] not in wanted:
+                    wanted[peer["name"]] = address
+        wanted = dict(list(wanted.items())[: MAX_MESH_NODES - len(polled)])
+        results = await asyncio.gather(
+            *(_http_snapshot(a, timeout) for a in wanted.values()), return_exceptions=True
+        )
+        frontier = []
+        for name, result in zip(wanted, results, strict=True):
+            polled.add(name)
+            keys.add(name)
+            if isinstance(result, dict):
+                model.update(name, result, now)
+                frontier.append(result)
+            elif isinstance(result, FabricError):
+                model.failed(name, f"{type(result).__name__}: {result}")
+            else:
+                raise result
+    return keys
+
+
+async def run_top(
+    urls: list[str | None], interval: float, once: bool = False, mesh: bool = False
+) -> None:
+    """Refresh until ``q``/Ctrl-C (or after two snapshots with ``once``). With ``mesh``,
+    also every node reachable through peers' ``metrics`` labels (nodes that serve
+    ``--metrics`` on a concrete address announce it to their peers).
 
     Raises:
         ConnectionLost: no node in ``urls`` could be reached at start.
@@ -139,13 +191,18 @@ async def run_top(urls: list[str | None], interval: float, once: bool = False) -
             results = await asyncio.gather(
                 *(_snapshot(a, max(interval, 1.0)) for a in agents), return_exceptions=True
             )
+            seen: dict[str, dict[str, Any]] = {}
             for key, result in zip(keys, results, strict=True):
                 if isinstance(result, dict):
                     model.update(key, result, now)
+                    seen[str(result.get("node"))] = result
                 elif isinstance(result, FabricError | TimeoutError):
                     model.failed(key, f"{type(result).__name__}: {result}")
                 else:
                     raise result
+            if mesh:
+                found = await _discover(model, seen, now, max(interval, 1.0))
+                model.forget_others(set(keys) | found)
 
         await poll()
         if once:

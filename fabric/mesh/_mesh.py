@@ -137,7 +137,11 @@ class Mesh:
         self.strategy = strategy_for(self.role)
         self.interest = MeshInterest(self.strategy)
         self.tallies: TallyBook[_LocalUpstream | _PeerUpstream] = TallyBook()
-        self.info = PeerInfo(settings.name, settings.site, self.role, dict(settings.labels))
+        labels = dict(settings.labels)
+        monitoring = getattr(node, "monitoring", None)
+        if monitoring is not None and monitoring.advertised is not None:
+            labels.setdefault("metrics", monitoring.advertised)  # `fabric top --mesh` finds it
+        self.info = PeerInfo(settings.name, settings.site, self.role, labels)
         self._peers: dict[str, _Peer] = {}
         self._ends_by_identity: dict[bytes, _End] = {}
         self._local_keys: dict[Hashable, dict[int, InterestKey]] = {}

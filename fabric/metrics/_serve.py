@@ -31,6 +31,14 @@ class Monitoring:
         self.server = server
         self._sampler: asyncio.Task[None] | None = None
 
+    @property
+    def advertised(self) -> str | None:
+        """The monitoring address peers may dial (None when unbound or a wildcard host)."""
+        server = self.server
+        if server is None or server.host in ("0.0.0.0", "::", ""):
+            return None
+        return server.address
+
     def start_sampling(self) -> None:
         self._sampler = asyncio.get_running_loop().create_task(self._sample())
 
@@ -64,7 +72,11 @@ class Monitoring:
             "endpoints": snap["endpoints"],
             "now": time.time(),
             "sessions": len(sessions),
-            "subscriptions": sum(len(s["subscriptions"]) for s in sessions),
+            "subscriptions": sum(
+                1 for s in sessions for sub in s["subscriptions"]
+                if not sub["subject"].startswith("_")
+            ),
+            "slow_consumers": sum(1 for s in sessions if s.get("dropped")),
             "stats": snap["stats"],
             "pool": snap["pool"],
             "mesh": None if mesh is None else {k: v for k, v in mesh.items() if k != "peers"}

@@ -44,3 +44,15 @@ def test_counter_reset_never_gives_a_negative_rate_and_failures_keep_the_row():
     assert model.nodes["u"].error.startswith("ConnectionLost")
     model.failed("v", "Timeout")
     assert render(model, 1.0) is not None
+
+
+def test_monitoring_port_shape_and_nodes_that_left():
+    model = TopModel()
+    model.update("e1", {"node": "e1", "site": "edge", "stats": {}, "sessions": 4,
+                        "subscriptions": 7, "slow_consumers": 1, "pool": None,
+                        "mesh": {"peers": []}}, now=1.0)
+    row = model.nodes["e1"]
+    assert (row.sessions, row.subscriptions, row.slow_consumers) == (4, 7, 1)
+    model.update("u", _snap(1, 1), now=1.0)
+    model.forget_others({"u"})
+    assert set(model.nodes) == {"u"}

@@ -127,3 +127,29 @@ async def test_top_once_without_a_terminal_and_unreachable_node(node, fabric_env
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 1
     assert "Traceback" not in err.decode() and "cannot reach node" in err.decode()
+
+
+async def test_top_mesh_follows_peers_to_every_node(tmp_path, fabric_env):
+    from mesh.conftest import MeshNodes, cloud_toml, edge_toml, free_port
+
+    m = MeshNodes(tmp_path, fabric_env)
+    m.cluster = {n: f"tcp://127.0.0.1:{free_port()}" for n in ("c1", "c2")}
+    metrics = 'metrics = "127.0.0.1:0"\n'
+    try:
+        for name in ("c1", "c2"):
+            await m.start(name, cloud_toml(name, m.cluster, metrics))
+        await m.start("e1", edge_toml("edge-paris", [m.cluster["c2"]], metrics))  # two hops
+        await m.wait_links({"c1": {"c2"}, "c2": {"c1", "e1"}, "e1": {"c2"}})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fabric", "top", "--url", m.url("c1"), "--mesh", "--once",
+            "--interval", "0.2", env=dict(fabric_env, COLUMNS="200"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err
+        rows = {cells[1]: cells for line in out.decode().splitlines()
+                if len(cells := [c.strip() for c in line.split("│")]) > 10}
+        assert {"c1", "c2", "e1"} <= set(rows), out.decode()
+        assert rows["e1"][2] == "edge-paris"
+    finally:
+        await m.stop()
