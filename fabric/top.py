@@ -111,52 +111,18 @@ async def _snapshot(agent: Any, timeout: float) -> dict[str, Any]:
         return dict(await agent.node_status())
 
 
-#: ``--mesh`` follows peers' ``metrics`` labels to at most this many nodes.
-MAX_MESH_NODES = 64
-
-
-async def _http_snapshot(address: str, timeout: float) -> dict[str, Any]:
-    """A node's snapshot from its monitoring port (``/status`` and ``/peers``)."""
-    from .metrics._client import fetch_json
-
-    status, peers = await asyncio.gather(
-        fetch_json(address, "/status", timeout), fetch_json(address, "/peers", timeout)
-    )
-    return dict(status) | {"mesh": {"peers": peers.get("peers", [])}}
-
-
 async def _discover(
     model: TopModel, seen: dict[str, dict[str, Any]], now: float, timeout: float
 ) -> set[str]:
-    """Poll, breadth first, every node reachable through peers' ``metrics`` labels."""
-    from .errors import FabricError
+    """Poll every node reachable through peers' ``metrics`` labels; their row keys."""
+    from .metrics._discover import crawl
 
-    polled = set(seen)
-    keys: set[str] = set()
-    frontier = list(seen.values())
-    while frontier and len(polled) < MAX_MESH_NODES:
-        wanted: dict[str, str] = {}
-        for snap in frontier:
-            for peer in (snap.get("mesh") or {}).get("peers", []):
-                address = (peer.get("labels") or {}).get("metrics")
-                if address and peer["name"] not in polled and peer["name"] not in wanted:
-                    wanted[peer["name"]] = address
-        wanted = dict(list(wanted.items())[: MAX_MESH_NODES - len(polled)])
-        results = await asyncio.gather(
-            *(_http_snapshot(a, timeout) for a in wanted.values()), return_exceptions=True
-        )
-        frontier = []
-        for name, result in zip(wanted, results, strict=True):
-            polled.add(name)
-            keys.add(name)
-            if isinstance(result, dict):
-                model.update(name, result, now)
-                frontier.append(result)
-            elif isinstance(result, FabricError):
-                model.failed(name, f"{type(result).__name__}: {result}")
-            else:
-                raise result
-    return keys
+    found, failed = await crawl(seen, timeout)
+    for name, snap in found.items():
+        model.update(name, snap, now)
+    for name, reason in failed.items():
+        model.failed(name, reason)
+    return set(found) | set(failed)
 
 
 async def run_top(

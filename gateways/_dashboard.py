@@ -19,6 +19,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, Response
 
 from fabric.errors import FabricError, NotAuthorized
+from fabric.metrics._discover import crawl, mesh_graph
 
 from ._agents import AgentPool
 from ._credentials import Credentials, bearer_token
@@ -96,7 +97,9 @@ def install_dashboard(app: FastAPI, pool: AgentPool, credentials: Credentials) -
             while not gone.done():
                 try:
                     agent = await pool.get(client)
-                    view = dashboard_view(await agent.node_status(), time.time())
+                    status = await agent.node_status()
+                    view = dashboard_view(status, time.time())
+                    view["graph"] = await _graph(status, min(interval, 2.0))
                     await ws.send_json(view)
                 except FabricError as exc:
                     # Keep the page up and say why; the next round tries again.
@@ -106,6 +109,18 @@ def install_dashboard(app: FastAPI, pool: AgentPool, credentials: Credentials) -
             pass
         finally:
             gone.cancel()
+
+
+async def _graph(status: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """The whole mesh as far as peers announce their monitoring ports (``metrics`` label),
+    else this node and its own peers."""
+    known = {str(status.get("node")): status}
+    found, failed = await crawl(known, timeout)
+    graph = mesh_graph(known | found)
+    for node in graph["nodes"]:
+        node["unreachable"] = node["name"] in failed
+    graph["self"] = status.get("node")
+    return graph
 
 
 async def _fail(ws: WebSocket, status: int, code: str, message: str) -> None:

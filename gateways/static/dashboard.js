@@ -63,33 +63,56 @@
     return e;
   }
 
+  function layout(graph) {
+    // Cloud nodes on an inner ring; edge nodes evenly on an outer ring, in the order of
+    // their hubs' angles, so each leaf sits near its hub and no two overlap.
+    const cx = 200, cy = 195, spots = {};
+    const clouds = graph.nodes.filter((n) => n.role !== "edge");
+    const edges = graph.nodes.filter((n) => n.role === "edge");
+    const angle = {};
+    clouds.forEach((n, i) => {
+      const a = -Math.PI / 2 + 2 * Math.PI * i / Math.max(clouds.length, 1);
+      angle[n.name] = a;
+      const r = clouds.length === 1 ? 0 : 80;
+      spots[n.name] = [cx + r * Math.cos(a), cy + r * Math.sin(a)];
+    });
+    const hubAngle = (n) => {
+      const link = graph.links.find((l) => (l.a === n.name || l.b === n.name) && l.kind === "leaf");
+      const hub = link ? (link.a === n.name ? link.b : link.a) : null;
+      const a = hub in angle ? angle[hub] : 0;
+      return (a + 2.5 * Math.PI) % (2 * Math.PI);
+    };
+    edges.sort((x, y) => hubAngle(x) - hubAngle(y));
+    edges.forEach((n, i) => {
+      const a = -Math.PI / 2 + 2 * Math.PI * (i + 0.5) / edges.length;
+      spots[n.name] = [cx + 135 * Math.cos(a), cy + 150 * Math.sin(a)];
+    });
+    return spots;
+  }
+
   function drawGraph(view) {
     const svg = $("graph");
     while (svg.firstChild) svg.removeChild(svg.firstChild);
-    const cx = 200, cy = 180, r = 130;
+    const graph = view.graph || { nodes: [{ name: view.node, site: view.site, role: "cloud" }], links: [] };
+    const spots = layout(graph);
+    for (const l of graph.links) {
+      const [x1, y1] = spots[l.a], [x2, y2] = spots[l.b];
+      const up = l.state === "up";
+      svg.appendChild(el("line", { x1: x1, y1: y1, x2: x2, y2: y2, stroke: up ? "#3d4b59" : "#ff7b72",
+        "stroke-width": 2, "stroke-dasharray": l.kind === "leaf" ? "6 4" : "", class: "link",
+        "data-link": l.a + "-" + l.b }));
+      svg.appendChild(el("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 5, "text-anchor": "middle", class: "rtt" },
+        l.rtt_ms === null || l.rtt_ms === undefined ? "– ms" : l.rtt_ms.toFixed(2) + " ms"));
+    }
+    for (const n of graph.nodes) {
+      const [x, y] = spots[n.name];
+      const self = n.name === view.node;
+      svg.appendChild(el("circle", { cx: x, cy: y, r: self ? 22 : 16, fill: n.unreachable ? "#555" : colorOf(n.site),
+        stroke: self ? "#fff" : "none", "stroke-width": 2, class: self ? "node self" : "node peer",
+        "data-name": n.name }));
+      svg.appendChild(el("text", { x: x, y: y + (self ? 38 : 31), "text-anchor": "middle" }, n.name + " · " + n.site));
+    }
     const peers = view.mesh ? view.mesh.peers : [];
-    const spots = peers.map((p, i) => {
-      const a = -Math.PI / 2 + 2 * Math.PI * i / Math.max(peers.length, 1);
-      return [cx + r * Math.cos(a), cy + r * Math.sin(a)];
-    });
-    peers.forEach((p, i) => {
-      const [x, y] = spots[i];
-      const up = p.state === "up";
-      svg.appendChild(el("line", { x1: cx, y1: cy, x2: x, y2: y, stroke: up ? "#3d4b59" : "#ff7b72",
-        "stroke-width": 2, "stroke-dasharray": p.kind === "cluster" ? "" : "6 4", class: "link" }));
-      const mx = (cx + x) / 2, my = (cy + y) / 2;
-      svg.appendChild(el("text", { x: mx, y: my - 6, "text-anchor": "middle", class: "rtt" },
-        p.rtt_ms === null || p.rtt_ms === undefined ? "– ms" : p.rtt_ms.toFixed(2) + " ms"));
-    });
-    peers.forEach((p, i) => {
-      const [x, y] = spots[i];
-      svg.appendChild(el("circle", { cx: x, cy: y, r: 18, fill: colorOf(p.site), class: "node peer",
-        "data-name": p.name }));
-      svg.appendChild(el("text", { x: x, y: y + 34, "text-anchor": "middle" }, p.name + " · " + p.site));
-    });
-    svg.appendChild(el("circle", { cx: cx, cy: cy, r: 26, fill: colorOf(view.site), stroke: "#fff",
-      "stroke-width": 2, class: "node self", "data-name": view.node }));
-    svg.appendChild(el("text", { x: cx, y: cy + 44, "text-anchor": "middle" }, view.node + " · " + view.site));
     const body = $("peers").tBodies[0];
     body.innerHTML = "";
     for (const p of peers) {

@@ -21,3 +21,22 @@ def test_dashboard_view_hides_names_and_keeps_what_the_page_draws() -> None:
     assert view["sessions"] == 1 and view["subscriptions"] == 1
     assert "secret-agent" not in str(view) and "interest" not in str(view)
     assert view["mesh"]["peers"][0]["rtt_ms"] == 0.3
+
+
+def test_mesh_graph_merges_views_and_keeps_the_best_round_trip() -> None:
+    from fabric.metrics._discover import mesh_graph
+
+    def peer(name: str, kind: str, site: str, rtt: float | None, state: str = "up") -> dict:  # type: ignore[type-arg]
+        return {"name": name, "kind": kind, "site": site, "rtt_ms": rtt, "state": state}
+
+    graph = mesh_graph({
+        "c1": {"site": "cloud", "mesh": {"role": "cloud", "peers": [
+            peer("c2", "cluster", "cloud", 0.5), peer("e9", "leaf", "edge-x", None, "closed")]}},
+        "c2": {"site": "cloud", "mesh": {"role": "cloud", "peers": [
+            peer("c1", "cluster", "cloud", 0.3)]}},
+    })
+    nodes = {n["name"]: n for n in graph["nodes"]}
+    assert nodes["e9"] == {"name": "e9", "site": "edge-x", "role": "edge", "seen": False}
+    links = {(x["a"], x["b"]): x for x in graph["links"]}
+    assert links[("c1", "c2")]["rtt_ms"] == 0.3
+    assert links[("c1", "e9")]["kind"] == "leaf" and links[("c1", "e9")]["state"] == "closed"
