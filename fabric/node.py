@@ -122,7 +122,7 @@ class Node:
         #: Agent credentials and subject permissions; None when no auth file is configured.
         self.auth: Authorizer | None = None
         #: Frames received by kind (index: wire Kind), and slow-consumer drops by transport.
-        self.kinds_in = [0] * 16
+        self.kinds_in = [0] * (max(Kind) + 1)
         self.drops_by_transport: dict[str, int] = {}
         #: Metrics and the monitoring port (fabric/metrics); None unless configured.
         self.monitoring: Monitoring | None = None
