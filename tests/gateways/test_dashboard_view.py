@@ -40,3 +40,35 @@ def test_mesh_graph_merges_views_and_keeps_the_best_round_trip() -> None:
     links = {(x["a"], x["b"]): x for x in graph["links"]}
     assert links[("c1", "c2")]["rtt_ms"] == 0.3
     assert links[("c1", "e9")]["kind"] == "leaf" and links[("c1", "e9")]["state"] == "closed"
+
+
+def test_mesh_graph_invariants_hold_for_any_views() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from fabric.metrics._discover import mesh_graph
+
+    names = st.sampled_from(["a", "b", "c", "d"])
+    peer = st.fixed_dictionaries({
+        "name": names, "kind": st.sampled_from(["cluster", "leaf", "hub"]),
+        "site": st.sampled_from(["cloud", "edge"]),
+        "rtt_ms": st.none() | st.floats(0, 100), "state": st.sampled_from(["up", "closed"]),
+    })
+    views = st.dictionaries(names, st.fixed_dictionaries({
+        "site": st.just("cloud"),
+        "mesh": st.fixed_dictionaries({"role": st.just("cloud"), "peers": st.lists(peer)}),
+    }))
+
+    @settings(max_examples=200, deadline=None)
+    @given(views)
+    def check(snapshots: dict) -> None:  # type: ignore[type-arg]
+        graph = mesh_graph(snapshots)
+        names_in = {n["name"] for n in graph["nodes"]}
+        assert len(names_in) == len(graph["nodes"])  # each node once
+        pairs = [(x["a"], x["b"]) for x in graph["links"]]
+        assert len(pairs) == len(set(pairs))  # each link once
+        for a, b in pairs:
+            assert a <= b and {a, b} <= names_in
+        assert set(snapshots) <= names_in
+
+    check()
