@@ -62,6 +62,7 @@ _SYSTEMS_HELP = f"comma list of systems, or 'all': {', '.join(system_names())}"
 
 
 def bench_command(
+    ctx: typer.Context,
     scenarios: Annotated[str, typer.Option("--scenarios", help=_SCENARIOS_HELP)] = "all",
     systems: Annotated[str, typer.Option("--systems", help=_SYSTEMS_HELP)] = "all",
     quick: Annotated[
@@ -90,6 +91,8 @@ def bench_command(
     Raises:
         typer.Exit: code 2 for a bad selection, 1 when a system or case failed.
     """
+    if ctx.invoked_subcommand is not None:
+        return  # `fabric bench load ...`: the subcommand runs instead
     console = Console()
     try:
         scenario_names = parse_selection(scenarios, list(registered()), "scenarios")
@@ -148,8 +151,69 @@ def _failed(document: dict[str, Any]) -> bool:
     )
 
 
-app = typer.Typer(add_completion=False)
-app.command()(bench_command)
+def load_command(
+    subject: Annotated[str, typer.Argument(help="Subject your responders serve.")],
+    rate: Annotated[
+        float, typer.Option(min=0, help="Requests per second in total (0: as fast as possible).")
+    ] = 0.0,
+    size: Annotated[int, typer.Option(min=0, help="Payload bytes per request.")] = 64,
+    duration: Annotated[
+        float, typer.Option(min=0.01, max=3600, help="Seconds to run.")
+    ] = 5.0,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=4096, help="Requests in flight at once.")
+    ] = 4,
+    timeout: Annotated[float, typer.Option(min=0.001, help="Seconds per request.")] = 5.0,
+    url: Annotated[
+        str | None, typer.Option(help="Node URL (default: FABRIC_URL or the local node).")
+    ] = None,
+) -> None:
+    """Drive SUBJECT's responders and print an HDR latency table (like nats bench).
+
+    With --rate the load is open-loop and latency counts from each request's intended send
+    time (no coordinated omission).
+    \f
+    Raises:
+        typer.Exit: 1 when the node is unreachable or no request got a reply.
+    """
+    from bench.load import LoadPlan, load_table, run_load
+    from fabric.errors import FabricError
+    from fabric.subjects import validate_subject
+    from sdk import connect
+
+    console = Console()
+    try:
+        validate_subject(subject)
+    except FabricError as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[red]fabric bench load:[/red] {exc}")
+        raise typer.Exit(2) from None
+    plan = LoadPlan(subject, rate, size, duration, concurrency, timeout)
+
+    async def go() -> Any:
+        async with connect("fabric-bench-load", url, reconnect=False) as agent:
+            return await run_load(agent, plan)
+
+    try:
+        result = asyncio.run(go())
+    except FabricError as exc:
+        Console(stderr=True, soft_wrap=True).print(
+            f"[red]fabric bench load:[/red] {type(exc).__name__}: {exc}"
+        )
+        raise typer.Exit(1) from None
+    console.print(load_table(result))
+    if result.ok == 0:
+        raise typer.Exit(1)
+
+
+def make_app() -> typer.Typer:
+    """``bench`` as a group: no subcommand runs the comparison, ``load`` drives a subject."""
+    group = typer.Typer(add_completion=False, invoke_without_command=True)
+    group.callback()(bench_command)
+    group.command(name="load")(load_command)
+    return group
+
+
+app = make_app()
 
 
 def main() -> None:

@@ -65,6 +65,10 @@ def node(
         float | None, typer.Option(help="Seconds between liveness checks.")
     ] = None,
     tracing: Annotated[str | None, typer.Option(help="off, console or otlp.")] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT serving /metrics (Prometheus) and monitoring JSON."),
+    ] = None,
 ) -> None:
     """Run a broker node in the foreground (stop with Ctrl-C or SIGTERM).
 
@@ -83,6 +87,7 @@ def node(
             max_payload=max_payload,
             heartbeat_interval=heartbeat_interval,
             tracing=tracing,
+            metrics=metrics,
         )
     except ValidationError as exc:
         err_console.print(f"[red]invalid settings:[/red] {exc}")
@@ -148,6 +153,35 @@ def _print_status(snapshot: dict[str, Any]) -> None:
         )
         sessions.add_row(str(s["id"]), s["name"], s["peer"], subs, str(s["dropped"]))
     console.print(sessions)
+    _print_pool_and_mesh(snapshot)
+
+
+def _print_pool_and_mesh(snapshot: dict[str, Any]) -> None:
+    """The shared-memory pool and the mesh links, as tables (``fabric status``)."""
+    from rich.table import Table
+
+    pool = snapshot.get("pool")
+    if pool:
+        used = pool["bytes_in_use"] / pool["pool_bytes"] * 100 if pool["pool_bytes"] else 0.0
+        table = Table("pool", "value", title="shared-memory pool")
+        table.add_row("size", f"{pool['pool_bytes'] / 2**20:.0f} MiB")
+        table.add_row("in use", f"{pool['bytes_in_use'] / 2**20:.1f} MiB ({used:.1f}%)")
+        for key in ("allocated", "leases", "reclaimed", "refused", "too_large"):
+            table.add_row(key.replace("_", " "), str(pool.get(key, 0)))
+        console.print(table)
+    else:
+        console.print("shared-memory pool: off")
+    mesh = snapshot.get("mesh")
+    if not mesh:
+        console.print("mesh: not part of a mesh")
+        return
+    peers = Table("peer", "kind", "site", "link", "rtt ms", "forwarded",
+                  title=f"mesh (role {mesh['role']}, cluster {mesh['cluster'] or '-'})")
+    for p in mesh["peers"]:
+        peers.add_row(p["name"], p["kind"], p["site"], p.get("state", "up"),
+                      "-" if p["rtt_ms"] is None else str(p["rtt_ms"]), str(p.get("forwarded", 0)))
+    console.print(peers)
+    console.print(" ".join(f"{k}={v}" for k, v in mesh["stats"].items()))
 
 
 @app.command()
@@ -364,7 +398,7 @@ async def _ask_migrate(name: str, to: str, url: str | None, timeout: float) -> d
 def _register_optional() -> None:
     """Commands that live in other packages; absent extras leave a helpful stub."""
     try:
-        from bench.cli import bench_command
+        from bench.cli import make_app
     except ImportError as exc:
         missing = str(exc)
 
@@ -377,10 +411,52 @@ def _register_optional() -> None:
             )
             raise typer.Exit(2)
     else:
-        app.command(name="bench")(bench_command)
+        app.add_typer(make_app(), name="bench")
 
 
 _register_optional()
+
+
+@app.command()
+def top(
+    url: Annotated[
+        list[str] | None,
+        typer.Option(help="Node URL; repeat to watch several nodes (default: the local node)."),
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between refreshes.")] = 1.0,
+    once: Annotated[bool, typer.Option(help="Print one screen (rates over one interval).")] = False,
+    whole_mesh: Annotated[
+        bool,
+        typer.Option(
+            "--mesh", help="Also every node reachable through peers' metrics addresses."
+        ),
+    ] = False,
+) -> None:
+    """Live view of nodes: rates, hop p50/p99, slow consumers, pool use, peers and round trips.
+
+    Quit with q or Ctrl-C.
+    """
+    from .runner import install_uvloop
+    from .top import run_top
+
+    install_uvloop()
+    try:
+        asyncio.run(run_top(list(url) if url else [None], interval, once, whole_mesh))
+    except KeyboardInterrupt:
+        pass
+    except FabricError as exc:
+        err_console.print(f"[red]cannot reach node:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _register_tools() -> None:
+    """Shell tools: pub, sub, req, reply, gather (fabric/shell.py)."""
+    from .shell import register
+
+    register(app)
+
+
+_register_tools()
 
 
 def main() -> None:

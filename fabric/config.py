@@ -65,6 +65,12 @@ class NodeSettings(BaseSettings):
         "off", description="OpenTelemetry span export for node hops."
     )
     otlp_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint when tracing=otlp.")
+    metrics: str | None = Field(
+        None, description="HOST:PORT serving /metrics and monitoring JSON; off if unset."
+    )
+    metrics_otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP metrics endpoint (e.g. http://127.0.0.1:4318/v1/metrics)."
+    )
     # -- mesh (fabric/mesh, docs/mesh.md) --
     role: Literal["auto", "cloud", "edge"] = Field(
         "auto", description="Mesh role; auto: edge when leaf_of is set, else cloud."

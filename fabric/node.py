@@ -31,6 +31,7 @@ from .errors import (
     Timeout,
 )
 from .mesh import Mesh, start_mesh
+from .metrics import HOP_SAMPLE_MASK, Monitoring, start_monitoring, transport_of
 from .routing import INBOX_PREFIX, InterestTable
 from .session import Session, SessionState
 from .shm import PoolService, SharedDelivery
@@ -59,6 +60,16 @@ class NodeStats:
     dropped_slow: int = 0
     sessions_opened: int = 0
     sessions_dropped: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    requests: int = 0
+    timeouts: int = 0
+    state_operations: int = 0
+    state_errors: int = 0
+    migrations: int = 0
+    directory_lookups: int = 0
 
 
 class _SessionLink:
@@ -113,6 +124,11 @@ class Node:
         self.auth: Authorizer | None = None
         #: This node's exclusive claim on its Unix socket; set by ``start()``.
         self._claim: SocketClaim | None = None
+        #: Frames received by kind (index: wire Kind), and slow-consumer drops by transport.
+        self.kinds_in = [0] * (max(Kind) + 1)
+        self.drops_by_transport: dict[str, int] = {}
+        #: Metrics and the monitoring port (fabric/metrics); None unless configured.
+        self.monitoring: Monitoring | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -133,6 +149,8 @@ class Node:
         """
         if self.settings.auth_file is not None:
             self.auth = Authorizer.from_file(self.settings.auth_file)
+        if self.settings.metrics or self.settings.metrics_otlp_endpoint:
+            self.monitoring = await start_monitoring(self)  # first: a bad port binds nothing
         loop = asyncio.get_running_loop()
         path = self.settings.socket
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -163,6 +181,8 @@ class Node:
     async def aclose(self) -> None:
         """Stop listening and drop every session."""
         self._closed.set()
+        if self.monitoring is not None:
+            await self.monitoring.aclose()
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._unix_server is not None:
@@ -278,13 +298,20 @@ class Node:
         except FabricError as exc:
             self._reject(bound, exc, None)
             return
+        self.kinds_in[header.kind] += 1
         try:
             session.check(header.kind)
             kind = header.kind
             if kind is Kind.PUB:
                 if self.auth is not None:
                     self.auth.check_publish(session.name, header.subject)
-                self._publish(bound, header, payload)
+                monitoring = self.monitoring
+                if monitoring is None or self.stats.messages_in & HOP_SAMPLE_MASK:
+                    self._publish(bound, header, payload)
+                else:
+                    started = time.perf_counter()
+                    self._publish(bound, header, payload)
+                    monitoring.metrics.hop_sample(time.perf_counter() - started)
             elif kind is Kind.SUB:
                 if self.auth is not None:
                     self.auth.check_subscribe(session.name, header.subject, header.queue)
@@ -350,6 +377,11 @@ class Node:
 
     def _publish(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
         subject = header.subject
+        stats = self.stats
+        stats.messages_in += 1
+        stats.bytes_in += len(payload)
+        if header.reply:
+            stats.requests += 1
         if subject not in self._valid_subjects:
             validate_subject(subject)
             if len(self._valid_subjects) >= 4096:
@@ -389,6 +421,8 @@ class Node:
                 reached += 1
             elif shared is not None:
                 shared.undeliverable(target.session)
+        stats.messages_out += reached
+        stats.bytes_out += reached * len(payload)
         if self._tracer is not None:
             self._tracer.hop(subject, header.traceparent, reached)
         if mesh is not None and mesh.forward(
@@ -427,7 +461,16 @@ class Node:
             task.add_done_callback(self._tasks.discard)
         elif subject == "$node.resolve":
             reply = Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id)
-            self._send(bound, reply, msgpack.packb(self._resolve(bound, header)))
+            answer = self._resolve(bound, header)
+            self.stats.directory_lookups += 1
+            if self._tracer is not None:
+                answer["span"] = self._tracer.directory(
+                    (header.headers or {}).get("subject", ""),
+                    (header.headers or {}).get("traceparent", ""),
+                    bool(answer.get("direct")),
+                    len(answer.get("targets", ())),
+                )
+            self._send(bound, reply, msgpack.packb(answer))
         elif subject == "$pool.release" and self.pool is not None:
             refused = self.pool.release(bound.session, payload)
             if refused:
@@ -451,6 +494,7 @@ class Node:
         if session.held_bytes + size > self.settings.slow_consumer_bytes:
             session.dropped += 1
             self.stats.dropped_slow += 1
+            self.drops_by_transport["held"] = self.drops_by_transport.get("held", 0) + 1
             return False
         # Payload views over a receive buffer stay valid: the frame decoder never reuses one.
         session.held.append((header, payload))
@@ -473,6 +517,7 @@ class Node:
                 session.held_bytes = 0
                 for frame_header, payload in held:
                     self._send_encoded(bound, frame_header, payload)
+                self.stats.migrations += 1
             elif self.mesh is not None:
                 budget = header.timeout_ms / 1000 if header.timeout_ms else 10.0
                 await self.mesh.barrier(budget)
@@ -542,6 +587,7 @@ class Node:
         budget = header.timeout_ms / 1000 if header.timeout_ms else 30.0
         op = header.subject[len(STATE_PREFIX) :]
         release = None
+        self.stats.state_operations += 1
         try:
             if header.flags & Flags.SHM:
                 # A large value written into the agent's slot: read in place, no socket copy.
@@ -553,9 +599,12 @@ class Node:
                     op, bound.session.name, str(bound.session.id), header.headers or {}, payload
                 )
         except TimeoutError:
+            self.stats.timeouts += 1
+            self.stats.state_errors += 1
             self._reject(bound, Timeout(f"state {op} took longer than {budget:.3f}s"), header)
             return
         except FabricError as exc:
+            self.stats.state_errors += 1
             self._reject(bound, exc, header)
             return
         finally:
@@ -585,6 +634,8 @@ class Node:
         if link.buffered() > self.settings.slow_consumer_bytes:
             bound.session.dropped += 1
             self.stats.dropped_slow += 1
+            transport = transport_of(link)
+            self.drops_by_transport[transport] = self.drops_by_transport.get(transport, 0) + 1
             return False
         try:
             link.send(header, payload)
@@ -605,6 +656,7 @@ class Node:
             "stats": {k: getattr(self.stats, k) for k in NodeStats.__slots__},  # type: ignore[attr-defined]
             "pool": self.pool.stats() if self.pool is not None else None,
             "mesh": self.mesh.status() if self.mesh is not None else None,
+            "latency": None if self.monitoring is None else self.monitoring.metrics.summary(),
             "sessions": [
                 {
                     "id": b.session.id,
@@ -617,6 +669,10 @@ class Node:
                         for s in self.interest.subscriptions(b.session)
                     ],
                     "dropped": b.session.dropped,
+                    "transport": transport_of(b.link),
+                    "buffered": b.link.buffered(),
+                    "frames_in": b.session.frames_in,
+                    "frames_out": b.session.frames_out,
                 }
                 for b in self._links.values()
             ],

@@ -34,6 +34,8 @@ async def serve(settings: NodeSettings, *, announce: bool = True) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if announce and node.monitoring is not None and node.monitoring.server is not None:
+        print(f"metrics on http://{node.monitoring.server.address}/metrics", flush=True)
     if announce:
         # The line tests and `fabric up` wait for; keep "ready" and the endpoints in it.
         print(

@@ -78,6 +78,32 @@ class NodeTracer:
         self._propagator = TraceContextTextMapPropagator()
         self._node = node
 
+    def directory(self, subject: str, traceparent: str, direct: bool, targets: int) -> str:
+        """Record the node answering ``$node.resolve`` for a same-host direct request.
+
+        The span is a child of the asking request; the agent caches the answer and links
+        every later direct request for ``subject`` to this span (the node is in each of
+        those traces without a hop per message). Returns this span's ``traceparent``.
+        """
+        from opentelemetry import trace
+
+        parent = self._propagator.extract({"traceparent": traceparent}) if traceparent else None
+        span = self._tracer.start_span(
+            f"directory {subject}",
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "messaging.destination.name": subject,
+                "fabric.node": self._node,
+                "fabric.direct": direct,
+                "fabric.targets": targets,
+            },
+        )
+        carrier: dict[str, str] = {}
+        self._propagator.inject(carrier, context=trace.set_span_in_context(span))
+        span.end()
+        return carrier.get("traceparent", "")
+
     def hop(self, subject: str, traceparent: str, reached: int) -> None:
         """Record one routed message (a zero-duration span: routing does not wait)."""
         parent = self._propagator.extract({"traceparent": traceparent}) if traceparent else None

@@ -211,6 +211,9 @@ def create_app(settings: GatewaySettings, credentials: Credentials | None = None
         from ._interop import install_interop
 
         install_interop(app, pool, credentials, settings, identity)
+    from ._dashboard import install_dashboard
+
+    install_dashboard(app, pool, credentials)
     if signaling is not None:
         signaling.install(app, identity)
     app.add_middleware(BodyLimit, limit=settings.max_body)

@@ -56,13 +56,14 @@ async def serve_gateway(
         app, host=host, port=port, log_level="warning", lifespan="on", ws="websockets-sansio"
     )
     server = _Server(config)
-    # Bound here, not by uvicorn: a port in use is then one ConnectionLost, not uvicorn's
-    # sys.exit inside a task ("Task exception was never retrieved").
+    # Bound here, not by uvicorn: a port in use is then one ConnectionLost naming the setting,
+    # not uvicorn's sys.exit inside a task ("Task exception was never retrieved").
     listener = bind_listen(host, port, settings.listen)
     task = asyncio.ensure_future(server.serve(sockets=[listener]))
     while not server.started:
         if task.done():
-            exc = task.exception()
+            listener.close()
+            exc = None if task.cancelled() else task.exception()
             raise ConnectionLost(f"gateway could not listen on {settings.listen}: {exc}")
         await asyncio.sleep(0.01)  # uvicorn exposes no started event to await
     sock = server.servers[0].sockets[0].getsockname()
@@ -90,10 +91,11 @@ def run_gateway(settings: GatewaySettings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        problem = node_problem(settings.url)
-        if problem is not None:
-            print(f"warning: {problem}", file=sys.stderr, flush=True)
         async with serve_gateway(settings) as url:
+            # Asked once the port is ours: a port in use stays a one-line error.
+            problem = node_problem(settings.url)
+            if problem is not None:
+                print(f"warning: {problem}", file=sys.stderr, flush=True)
             node = settings.url or default_url()
             state = "not reachable yet: /v1/health says degraded" if problem else "reachable"
             print(f"gateway ready {url} (node {node}, {state}; API docs {url}/docs)", flush=True)

@@ -36,6 +36,7 @@ from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_heade
 from ._connection import Connection, parse_urls
 from ._deadline import current_deadline, effective_deadline, timeout_ms
 from ._direct import DirectPaths
+from ._metrics import AgentMetrics
 from ._migrate import MigrationReport, migrate
 from ._msg import Msg
 from ._payload import Payload, checked_reply, encode_payload
@@ -127,6 +128,9 @@ class Agent:
         self._next_sid = 0
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._tracer = AgentTracer.from_env(name)
+        metrics = AgentMetrics.from_env()  # FABRIC_AGENT_METRICS; None (no cost) when off
+        if metrics is not None:
+            metrics.instrument(self)
         #: Private state under leases, and shared blobs (see ``StateClient``).
         self.state = StateClient(self._conn, default_timeout)
         self._closed = False
@@ -451,10 +455,15 @@ class Agent:
         route = direct.cached(subject)
         if route is False:
             route = await direct.resolve(
-                self._conn, subject, max(0.001, deadline - time.monotonic())
+                self._conn,
+                subject,
+                max(0.001, deadline - time.monotonic()),
+                self._tracer.current_traceparent() if self._tracer else "",
             )
         if route is None or route is True or route.empty:
             return None
+        if self._tracer is not None:
+            self._tracer.link_current(direct.span_of(subject))
         targets = route.pick()
         try:
             links = [direct.link_now(path) or await direct.link(path) for path, _ in targets]

@@ -123,6 +123,8 @@ class DirectPaths:
         self._links: dict[str, StreamLink] = {}
         self._opening: dict[str, asyncio.Future[StreamLink]] = {}
         self._routes: dict[str, DirectRoute | None] = {}
+        #: Directory spans of a tracing node, by subject (direct requests link to them).
+        self._spans: dict[str, str] = {}
         self._inbound: set[StreamLink] = set()
 
     async def listen(self) -> str:
@@ -164,14 +166,27 @@ class DirectPaths:
         """The cached route, None when the node said "not direct", False when not cached."""
         return self._routes.get(subject, False)
 
-    async def resolve(self, conn: Connection, subject: str, timeout: float) -> DirectRoute | None:
+    async def resolve(
+        self, conn: Connection, subject: str, timeout: float, traceparent: str = ""
+    ) -> DirectRoute | None:
         """Ask the node's directory (once per subject until it changes).
+
+        ``traceparent`` (the asking request's span) lets a tracing node record its answer
+        in that trace; the span it returns is kept for ``span_of``.
 
         Raises:
             NotAuthorized, InvalidSubject, Timeout, ConnectionLost: as the node answers.
         """
-        _, payload = await conn.call("$node.resolve", {"subject": subject}, timeout=timeout)
+        ask = {"subject": subject, "traceparent": traceparent} if traceparent else {
+            "subject": subject
+        }
+        _, payload = await conn.call("$node.resolve", ask, timeout=timeout)
         answer = msgpack.unpackb(payload, raw=False)
+        span = answer.get("span")
+        if isinstance(span, str) and span:
+            if len(self._spans) > 4096:
+                self._spans.clear()
+            self._spans[subject] = span
         route = DirectRoute.from_wire(answer["targets"]) if answer.get("direct") else None
         if route is not None and route.empty:
             # Never cache "nobody": interest may be on its way from a peer node, and only
@@ -181,6 +196,10 @@ class DirectPaths:
             self._routes.clear()  # bounded; hot subjects come back on their next request
         self._routes[subject] = route
         return route
+
+    def span_of(self, subject: str) -> str:
+        """The ``traceparent`` of the node's directory span for ``subject`` ("" if none)."""
+        return self._spans.get(subject, "")
 
     def invalidate(self, subject: str | None = None) -> None:
         """Forget cached routes: all of them (the node said interest changed) or one."""

@@ -67,20 +67,37 @@ class AgentTracer:
 
     def start(self, operation: str, subject: str) -> _ActiveSpan:
         """A span for an outgoing operation, child of whatever span is current."""
+        from opentelemetry.trace import SpanKind
+
         span = self._tracer.start_span(
             f"{operation} {subject}",
+            kind=SpanKind.PRODUCER if operation == "publish" else SpanKind.CLIENT,
             attributes={"messaging.destination.name": subject, "fabric.agent": self._agent},
         )
         return self._activate(span)
+
+    def link_current(self, traceparent: str) -> None:
+        """Link the current span to another (the node's directory span of a direct path)."""
+        if not traceparent:
+            return
+        from opentelemetry import trace
+
+        context = trace.get_current_span(self._propagator.extract({"traceparent": traceparent}))
+        current = trace.get_current_span()
+        if current.is_recording():
+            current.add_link(context.get_span_context(), {"fabric.link": "directory"})
 
     def start_handle(self, msg: Msg) -> _ActiveSpan:
         """A span for handling ``msg``, child of the sender's span."""
         parent = (
             self._propagator.extract({"traceparent": msg.traceparent}) if msg.traceparent else None
         )
+        from opentelemetry.trace import SpanKind
+
         span = self._tracer.start_span(
             f"handle {msg.subject}",
             context=parent,
+            kind=SpanKind.SERVER if msg.reply else SpanKind.CONSUMER,
             attributes={"messaging.destination.name": msg.subject, "fabric.agent": self._agent},
         )
         return self._activate(span)

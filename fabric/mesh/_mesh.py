@@ -140,7 +140,11 @@ class Mesh:
         self.strategy = strategy_for(self.role)
         self.interest = MeshInterest(self.strategy)
         self.tallies: TallyBook[_LocalUpstream | _PeerUpstream] = TallyBook()
-        self.info = PeerInfo(settings.name, settings.site, self.role, dict(settings.labels))
+        labels = dict(settings.labels)
+        monitoring = getattr(node, "monitoring", None)
+        if monitoring is not None and monitoring.advertised is not None:
+            labels.setdefault("metrics", monitoring.advertised)  # `fabric top --mesh` finds it
+        self.info = PeerInfo(settings.name, settings.site, self.role, labels)
         self._peers: dict[str, _Peer] = {}
         self._ends_by_identity: dict[bytes, _End] = {}
         self._local_keys: dict[Hashable, dict[int, InterestKey]] = {}
@@ -162,6 +166,8 @@ class Mesh:
         self._barriers: dict[int, tuple[str, asyncio.Future[None]]] = {}
         self._barrier_seq = _BARRIER_BASE
         self._started = time.monotonic()
+        #: Messages forwarded to each peer, by name (metrics, ``/peers``).
+        self.forwarded_to: dict[str, int] = {}
         self.stats = {
             "forwarded": 0,
             "received": 0,
@@ -769,6 +775,7 @@ class Mesh:
                 ok = peer is not None and peer.end.send(encode_header(out), payload)
             if ok:
                 self.stats["forwarded"] += 1
+                self.forwarded_to[name] = self.forwarded_to.get(name, 0) + 1
             else:
                 self.stats["send_failed"] += 1
                 if counted:
@@ -842,6 +849,8 @@ class Mesh:
                     "labels": p.info.labels,
                     "dialed": p.end.dialed,
                     "rtt_ms": None if p.end.state.rtt is None else round(p.end.state.rtt * 1e3, 3),
+                    "state": p.end.state.state.value,
+                    "forwarded": self.forwarded_to.get(name, 0),
                     "interest": sorted([k[0], k[1]] for k in self.interest.remote_keys(name)),
                 }
                 for name, p in sorted(self._peers.items())
