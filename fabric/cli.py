@@ -220,10 +220,15 @@ def up(
     runtime: Annotated[
         Path | None, typer.Option(help="Directory for sockets and configs (default: a temp dir).")
     ] = None,
+    restart: Annotated[
+        bool, typer.Option(help="Restart a node that exits (backoff 0.5 s doubling to 30 s).")
+    ] = True,
 ) -> None:
-    """Start a local mesh of node processes on loopback; Ctrl-C stops them all."""
+    """Start a local mesh of node processes on loopback; Ctrl-C stops them all. A node that
+    dies is reported and restarted; the others keep running."""
     import tempfile
 
+    from .mesh._keeper import Keeper
     from .mesh._up import prepare_local_mesh, run_local_mesh
     from .runner import install_uvloop
 
@@ -231,7 +236,11 @@ def up(
     where = runtime or Path(tempfile.mkdtemp(prefix="fabric-mesh-"))
     try:
         plan = prepare_local_mesh(cloud, edge, where)
-        asyncio.run(run_local_mesh(plan, where, lambda line: print(line, flush=True)))
+        asyncio.run(
+            run_local_mesh(
+                plan, where, lambda line: print(line, flush=True), keeper=Keeper(restart=restart)
+            )
+        )
     except FabricError as exc:
         err_console.print(f"[red]mesh failed:[/red] {exc}")
         raise typer.Exit(1) from None
