@@ -13,6 +13,9 @@ Rules:
    committed in one transaction (group commit), so concurrent writers share an fsync.
 4. The file is the truth after a restart: ``load`` hands back every row and the caller rebuilds
    its in-memory store from them before it serves anyone.
+5. One store per file: an exclusive ``flock`` on ``<file>.lock`` is held while it is open, so a
+   second node started on the same file (the old one frozen, not dead) is refused instead of
+   writing beside it. The kernel drops the lock when the holder dies, kill -9 included.
 
 The choice of SQLite over LMDB, with the numbers, is in docs/state.md ("Durability").
 """
@@ -20,6 +23,8 @@ The choice of SQLite over LMDB, with the numbers, is in docs/state.md ("Durabili
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
@@ -81,6 +86,7 @@ class DurableFile:
         """
         self.path = path
         self.sync = sync
+        self._lock = _lock(path.with_name(path.name + ".lock"))
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -89,6 +95,7 @@ class DurableFile:
             for statement in _SCHEMA:
                 self._db.execute(statement)
         except (sqlite3.Error, OSError) as exc:
+            os.close(self._lock)
             raise BackendUnavailable(f"cannot open the state file {path}: {exc}") from exc
         self._queue: queue.SimpleQueue[tuple[Row, Future[None]] | None] = queue.SimpleQueue()
         self._failed: BaseException | None = None
@@ -122,6 +129,9 @@ class DurableFile:
         self._thread.join(timeout=30)
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
+        if self._lock >= 0:
+            os.close(self._lock)  # releases the flock
+            self._lock = -1
 
     # -- the writer thread ----------------------------------------------------------------
 
@@ -197,6 +207,27 @@ class DurableFile:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+
+
+def _lock(path: Path) -> int:
+    """Take the exclusive lock of rule 5; returns the fd that holds it.
+
+    Raises:
+        BackendUnavailable: another process (or store) holds it, or it cannot be created.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise BackendUnavailable(f"cannot create the state lock {path}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise BackendUnavailable(
+            f"the state file is in use by another node ({path} is locked)"
+        ) from None
+    return fd
 
 
 def _settle(done: Future[None], error: BaseException | None) -> None:

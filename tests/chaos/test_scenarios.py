@@ -55,6 +55,7 @@ async def test_node_kill_9_every_request_ends_in_reply_or_typed_error(
     report = check_requests(history.events)
     assert not report.violations("reply_or_typed_error"), report.explain("reply_or_typed_error")
     assert report.counts["reply"] > 50 and report.counts["hang"] == 0
+    print(f"node kill -9: requests {dict(report.counts)}")
 
 
 def _answers(agent):  # type: ignore[no-untyped-def]
@@ -88,6 +89,7 @@ async def test_node_sigstop_requests_time_out_typed_then_recover(
     report = check_requests(history.events)
     assert not report.violations("reply_or_typed_error"), report.explain("reply_or_typed_error")
     assert report.counts["typed_error"] >= 1, "requests during the freeze ended in Timeout"
+    print(f"node SIGSTOP: requests {dict(report.counts)}")
 
 
 async def test_responder_sigstop_and_kill_9_requests_end_typed(node, agent_procs) -> None:
@@ -112,6 +114,7 @@ async def test_responder_sigstop_and_kill_9_requests_end_typed(node, agent_procs
     report = check_requests(history.events)
     assert not report.violations("reply_or_typed_error"), report.explain("reply_or_typed_error")
     assert report.counts["reply"] > 20
+    print(f"responder SIGSTOP then kill -9: requests {dict(report.counts)}")
 
 
 async def test_pubsub_is_at_most_once_across_a_node_kill_and_a_frozen_subscriber(
@@ -181,6 +184,7 @@ async def test_acknowledged_state_writes_survive_kill_9_of_the_node(
         "acknowledged_write_durable"
     )
     assert report.counts["durable"] == 20
+    print(f"node kill -9 under writes: {dict(report.counts)}")
 
 
 def _acked(history: History, n: int):  # type: ignore[no-untyped-def]
@@ -313,6 +317,7 @@ async def test_migration_under_a_steady_stream_is_exactly_once_in_order(mesh_nod
         "exactly_once_in_order"
     )
     assert result.counts["delivered_once"] == 400
+    print(f"migration under a stream: {dict(result.counts)}")
 
 
 def _received(history: History, n: int):  # type: ignore[no-untyped-def]

@@ -58,8 +58,8 @@ async def test_fencing_tokens_never_go_back_and_the_zombie_is_fenced(tmp_path: P
     before = EmbeddedBackend(path=path, clock=Clock(1000.0))
     zombie = await before.acquire("k", "agent-a", ttl=0.5)
     await before.put("k", b"by the zombie", token=zombie.token)
-    # The process dies without closing the file (its writer thread just stops being fed).
-    del before
+    # Closed here; tests/integration/test_state_durable.py kills a real node instead.
+    await before.aclose()
 
     clock = Clock(5.0)  # a new process: its monotonic clock has nothing to do with the old one
     after = EmbeddedBackend(path=path, clock=clock)
@@ -112,3 +112,13 @@ async def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"not a database at all" * 100)
     with pytest.raises(BackendUnavailable):
         EmbeddedBackend(path=path)
+
+
+async def test_a_second_store_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    first = EmbeddedBackend(path=path)
+    with pytest.raises(BackendUnavailable, match="in use"):
+        EmbeddedBackend(path=path)
+    await first.aclose()
+    second = EmbeddedBackend(path=path)  # the lock went with the first
+    await second.aclose()
