@@ -68,6 +68,49 @@ async def test_flush_makes_a_handler_visible_across_a_delayed_link(mesh_nodes: M
         await proxy.aclose()
 
 
+async def test_flush_reaches_two_hops_edge_to_cloud_and_cloud_to_edge(mesh_nodes: MeshNodes):
+    """e1 -> c1 -> c2, the hub link 10 ms each way, the cluster link 50 ms: a handler on the
+    edge is known at c2 (and one on c2 at the edge) once its agent's flush() returned. That
+    needs c1 to relay the barrier: c1's own answer would reach e1 long before its interest
+    update reached c2."""
+    m = mesh_nodes
+    m.cluster = {n: f"tcp://127.0.0.1:{free_port()}" for n in ("c1", "c2")}
+    cluster_link = await DelayProxy(("127.0.0.1", _port(m.cluster["c1"])), 0.05).start()
+    hub_link = await DelayProxy(("127.0.0.1", _port(m.cluster["c1"])), 0.01).start()
+    base = 'site = "cloud"\nmesh_heartbeat = 0.25\nmesh_dead_after = 2.0\n'
+    try:
+        await m.start("c1", base + f'cluster = "{m.cluster["c1"]}"\n')
+        await m.start(
+            "c2", base + f'cluster = "{m.cluster["c2"]}"\nseeds = ["{cluster_link.url}"]\n'
+        )
+        await m.start("e1", edge_toml("edge-paris", [hub_link.url]))
+        await m.wait_links({"c1": {"c2", "e1"}, "c2": {"c1"}, "e1": {"c1"}})
+        async with (
+            connect("at-edge", m.url("e1")) as edge_agent,
+            connect("at-c2", m.url("c2")) as cloud_agent,
+        ):
+            answered = 0
+            for i in range(10):
+                responder, requester = (
+                    (edge_agent, cloud_agent) if i % 2 == 0 else (cloud_agent, edge_agent)
+                )
+
+                async def answer(msg):  # type: ignore[no-untyped-def]
+                    return bytes(msg.data)
+
+                await responder.serve(f"svc.far{i}", answer)
+                await responder.flush()
+                try:
+                    reply = await requester.request(f"svc.far{i}", b"now", timeout=5)
+                except NoResponders:
+                    continue
+                answered += reply.data == b"now"
+            assert answered == 10, f"{answered} of 10 two-hop requests answered after flush()"
+    finally:
+        await cluster_link.aclose()
+        await hub_link.aclose()
+
+
 async def test_no_responders_waits_while_an_edge_switches_hubs(mesh_nodes: MeshNodes):
     """e1 is a leaf of c1, then of c2 (through a 100 ms relay, so the switch takes a while).
     c1 is killed; once c2 and e1 know it is gone, and while e1 moves to c2, requests from c2
