@@ -118,3 +118,39 @@ async def test_a_zombie_token_from_before_the_restart_is_fenced(
             assert (bytes(value), version) == (b"new holder", 2)
     finally:
         await node.stop()
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_large_values_are_held_once_not_once_more_for_the_file(
+    tmp_path: Path, fabric_env: dict[str, str]
+) -> None:
+    """64 MiB of values written twice over: the node holds them once (the file is on disk,
+    SQLite's cache is bounded), and a restarted node reads them back into one copy."""
+    sock = tmp_path / "node.sock"
+    node = await start_node(sock, fabric_env, name="n1")
+    try:
+        base = _rss_mib(node.pid)
+        async with connect("big", node.url, direct=False) as agent:
+            for round_ in range(2):
+                for i in range(16):
+                    value = bytes([round_ * 16 + i]) * (4 * 1024 * 1024)
+                    await agent.state.put(f"big{i}", value)
+        grown = _rss_mib(node.pid) - base
+        node.kill(signal.SIGKILL)
+        await node.process.wait()
+        node = await start_node(sock, fabric_env, name="n1")
+        reloaded = _rss_mib(node.pid) - base
+        async with connect("big", node.url, direct=False) as agent:
+            value, version = await agent.state.get("big15")
+            assert version == 2 and bytes(value[:1]) == bytes([31])
+        print(f"64 MiB of values: node RSS +{grown:.0f} MiB written, +{reloaded:.0f} MiB reloaded")
+        assert grown < 64 * 1.5 + 32, f"node RSS grew by {grown:.0f} MiB for 64 MiB of values"
+        assert reloaded < 64 * 1.5 + 32, f"reloading took {reloaded:.0f} MiB for 64 MiB"
+    finally:
+        await node.stop()
