@@ -610,7 +610,7 @@ class Mesh:
         self.interest.peer_down(name)
         self._remote_changed([k[0] for k in lost])
         for tally in self.tallies.peer_lost(name):
-            self._finish(tally, lost=True)
+            self._finish(tally)
         self._peer_down_events.setdefault(name, asyncio.Event()).set()
         for peer_name, fut in self._barriers.values():
             if peer_name == name and not fut.done():
@@ -894,7 +894,7 @@ class Mesh:
             status = Header(Kind.STATUS, sid=corr, status=Status.ROUTED, seq=count)
             peer.end.send(encode_header(status), b"")
 
-    def _finish(self, tally: Tally[_LocalUpstream | _PeerUpstream], *, lost: bool = False) -> None:
+    def _finish(self, tally: Tally[_LocalUpstream | _PeerUpstream]) -> None:
         up = tally.upstream
         if isinstance(up, _PeerUpstream):
             if not up.zero_only:
@@ -906,7 +906,7 @@ class Mesh:
             return  # some peer never said "none": it reached someone, the reply will tell
         if tally.total == 0 and up.flags & Flags.NO_RESPONDERS:
             # Every peer said "none" (a lost peer may have delivered it: never route twice).
-            if not lost and up.header is not None and self.hold_request(
+            if not tally.peer_lost and up.header is not None and self.hold_request(
                 up.bound, up.header, up.payload
             ):
                 return

@@ -56,3 +56,18 @@ def test_the_latest_reason_wins_and_lost_peers_are_bounded() -> None:
         book.lost(f"p{i}", ["svc.y"], now=20.0)
     assert len(book._lost) <= 256
     assert book.until("svc.y", now=21.0) == 23.0
+
+
+def test_a_tally_remembers_that_a_peer_was_lost_not_that_it_said_none() -> None:
+    # A request is held (and routed again) only when every peer said "none"; one counted as
+    # none because it died may have delivered it.
+    from fabric.mesh._tally import TallyBook
+
+    book: TallyBook[str] = TallyBook()
+    c = book.open("req", 1, 0, {"a", "b"}, deadline=10.0)
+    assert book.peer_lost("a") == []
+    done = book.answer("b", c, 0)
+    assert done is not None and done.total == 0 and done.peer_lost
+    c2 = book.open("req", 2, 0, {"a"}, deadline=10.0)
+    clean = book.answer("a", c2, 0)
+    assert clean is not None and not clean.peer_lost
