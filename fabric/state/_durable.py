@@ -43,6 +43,8 @@ Sync = Literal["always", "everysec"]
 
 #: Rows committed in one transaction at most (the rest wait for the next).
 _MAX_BATCH = 1024
+#: Bytes the WAL file is truncated to after a checkpoint.
+_WAL_LIMIT = 64 * 1024 * 1024
 #: How often ``everysec`` makes the WAL durable (Redis's ``appendfsync everysec``).
 SYNC_INTERVAL = 1.0
 
@@ -92,6 +94,9 @@ class DurableFile:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if sync == 'always' else 'NORMAL'}")
+            # After a checkpoint the WAL is cut back to this size: a burst of large values
+            # does not leave a file of their size behind.
+            self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
             for statement in _SCHEMA:
                 self._db.execute(statement)
         except (sqlite3.Error, OSError) as exc:
