@@ -14,7 +14,7 @@ import signal
 import pytest
 from delay_proxy import DelayProxy
 
-from sdk import NoResponders, connect
+from sdk import NoResponders, Timeout, connect
 
 from .conftest import MeshNodes, edge_toml, eventually, free_port
 
@@ -109,6 +109,30 @@ async def test_flush_reaches_two_hops_edge_to_cloud_and_cloud_to_edge(mesh_nodes
     finally:
         await cluster_link.aclose()
         await hub_link.aclose()
+
+
+async def test_flush_never_returns_early_while_a_live_peer_is_frozen(mesh_nodes: MeshNodes):
+    """c2 frozen (SIGSTOP), not yet declared dead: flush() on c1 cannot promise c2 knows the
+    handler, so it raises Timeout; once c2 runs again it returns."""
+    m = mesh_nodes
+    proxy = await _delayed_pair(m)
+    try:
+        async with connect("responder", m.url("c1")) as agent:
+
+            async def answer(msg):  # type: ignore[no-untyped-def]
+                return bytes(msg.data)
+
+            await agent.serve("svc.frozen", answer)
+            m.nodes["c2"].kill(signal.SIGSTOP)
+            try:
+                with pytest.raises(Timeout):
+                    await agent.flush(timeout=0.5)  # well inside mesh_dead_after (2 s)
+            finally:
+                m.nodes["c2"].kill(signal.SIGCONT)
+            await agent.flush()
+            await m.wait_interest("c2", "svc.frozen")
+    finally:
+        await proxy.aclose()
 
 
 async def test_no_responders_waits_while_an_edge_switches_hubs(mesh_nodes: MeshNodes):
