@@ -102,6 +102,7 @@ async def test_soak_mixed_traffic_keeps_memory_flat_and_every_guarantee(
 
 
 async def _fuzz(target: str, *args: str, env: dict[str, str]) -> str:
+    pytest.importorskip("atheris", reason="the fuzz runs need atheris (the [dev] extra)")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(HERE / "fuzz_targets.py"), target, *args,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
