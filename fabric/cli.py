@@ -303,10 +303,15 @@ def up(
     runtime: Annotated[
         Path | None, typer.Option(help="Directory for sockets and configs (default: a temp dir).")
     ] = None,
+    restart: Annotated[
+        bool, typer.Option(help="Restart a node that exits (backoff 0.5 s doubling to 30 s).")
+    ] = True,
 ) -> None:
-    """Start a local mesh of node processes on loopback; Ctrl-C stops them all."""
+    """Start a local mesh of node processes on loopback; Ctrl-C stops them all. A node that
+    dies is reported and restarted; the others keep running."""
     import tempfile
 
+    from .mesh._keeper import Keeper
     from .mesh._up import LocalNode, clean_runtime, prepare_local_mesh, run_local_mesh
     from .runner import install_uvloop
 
@@ -315,7 +320,11 @@ def up(
     plan: list[LocalNode] = []
     try:
         plan = prepare_local_mesh(cloud, edge, where)
-        asyncio.run(run_local_mesh(plan, where, lambda line: print(line, flush=True)))
+        asyncio.run(
+            run_local_mesh(
+                plan, where, lambda line: print(line, flush=True), keeper=Keeper(restart=restart)
+            )
+        )
     except FabricError as exc:
         err_console.print(f"[red]mesh failed:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None

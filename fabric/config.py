@@ -61,6 +61,13 @@ class NodeSettings(BaseSettings):
         "redis://127.0.0.1:6379/0", description="Redis/Valkey URL when state_backend=redis."
     )
     state_namespace: str = Field("fabric", description="Key prefix in Redis/Valkey.")
+    state_durability: Literal["always", "everysec", "memory"] = Field(
+        "always",
+        description="Embedded state: fsync every write, sync once a second, or keep in memory.",
+    )
+    state_path: Path | None = Field(
+        None, description="Embedded state file (SQLite); default: the socket path + '.state'."
+    )
     tracing: Literal["off", "console", "otlp"] = Field(
         "off", description="OpenTelemetry span export for node hops."
     )
@@ -108,6 +115,11 @@ class NodeSettings(BaseSettings):
     mesh_dead_after: float = Field(
         3.0, gt=0, description="Seconds of silence after which a peer node counts as gone."
     )
+
+    def embedded_state_path(self) -> Path:
+        """Where the embedded state is kept: ``state_path``, else beside the socket, so that a
+        node restarted on the same socket finds its state."""
+        return self.state_path or self.socket.with_name(self.socket.name + ".state")
 
     @classmethod
     def settings_customise_sources(

@@ -431,6 +431,8 @@ class Node:
             return  # the mesh answers STATUS once peers reported their counts
         if header.flags and header.reply:
             if reached == 0 and header.flags & Flags.NO_RESPONDERS:
+                if mesh is not None and mesh.hold_request(bound, header, payload):
+                    return  # interest may be on its way: the mesh routes it again (bounded)
                 self.stats.no_responders += 1
                 status = Header(
                     Kind.STATUS,

@@ -655,13 +655,15 @@ class Agent:
             self._direct.invalidate()
 
     async def flush(self, timeout: float = 5.0) -> None:
-        """Wait until everything sent so far has been processed by the node.
+        """Wait until everything sent so far has been processed by the node and the
+        subscriptions and handlers registered so far are known to every node of the mesh
+        this node reaches (its barrier; docs/mesh.md, "When a handler is visible").
 
         Raises:
-            Timeout, ConnectionLost.
+            Timeout: the node or a live peer node did not answer in time. ConnectionLost.
         """
         await self._ensure_connected()
-        await self._conn.flush(timeout)
+        await self._conn.call("$node.barrier", timeout=timeout)
 
     async def node_status(self) -> dict[str, Any]:
         """The node's status snapshot (sessions, subscriptions, counters).

@@ -210,7 +210,22 @@ async def steady_publisher(url: str, subject: str, count: str, interval_ms: str)
         await asyncio.Event().wait()
 
 
+async def chaos_subscriber(url: str, subject: str, history_file: str) -> None:
+    """Records every delivery on ``subject`` (a numbered message) as a ``receive`` in the
+    JSON-lines history ``history_file`` (tests/chaos/history.py)."""
+    from chaos.history import History
+
+    history = History(Path(history_file))
+    async with connect("chaos-sub", url) as agent:
+        sub = await agent.subscribe(subject)
+        await agent.flush()
+        say("ready", os.getpid())
+        async for msg in sub:
+            history.received(agent.name, "receive", int(msg.text()))
+
+
 ROLES = {
+    "chaos-subscriber": chaos_subscriber,
     "steady-publisher": steady_publisher,
     "blob-holder": blob_holder,
     "big-reader": big_reader,

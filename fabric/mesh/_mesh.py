@@ -21,6 +21,7 @@ from typing_extensions import Buffer
 
 from ..errors import ConfigError, ConnectionLost, FabricError, RemoteProtocolError, Timeout
 from ..routing import INBOX_PREFIX, Route
+from ..session import SessionState
 from ..wire import Flags, Header, Kind, Status, decode_header, encode_header
 from ._interest import InterestKey, Labels, MeshInterest
 from ._links import CurveKeys, PeerDialer, PeerListener
@@ -37,6 +38,7 @@ from ._protocol import (
     encode_announce,
     encode_info,
 )
+from ._settle import SettleBook
 from ._strategy import PeerKind, Role, strategy_for
 from ._tally import Tally, TallyBook
 from ._tcp import TcpEnd, dial_tcp, listen_tcp
@@ -57,6 +59,8 @@ _HANDSHAKE_S = 3.0
 _START_GRACE_S = 10.0
 #: Frames held for a peer while it switches links (then sending fails as for a dead peer).
 _BACKLOG = 10_000
+#: Requests held at once while interest settles; past this, "no responders" at once.
+_MAX_HELD = 10_000
 #: Barrier pings number from here up, so they never collide with heartbeat sequence numbers.
 _BARRIER_BASE = 1 << 48
 
@@ -88,6 +92,9 @@ class _LocalUpstream:
     reply: str
     msg_id: int
     flags: int
+    #: The request itself, to route again if it reached nobody while interest was in flight.
+    header: Header | None = None
+    payload: Any = None
 
 
 @dataclass(slots=True)
@@ -168,6 +175,13 @@ class Mesh:
         self._started = time.monotonic()
         #: Messages forwarded to each peer, by name (metrics, ``/peers``).
         self.forwarded_to: dict[str, int] = {}
+        #: Interest that may still be on its way here (requests wait for it, bounded).
+        self.settle = SettleBook(max(3 * settings.mesh_heartbeat, settings.mesh_dead_after))
+        #: Set (and replaced) whenever peers' interest changes: held requests look again.
+        self._interest_moved = asyncio.Event()
+        self._held_requests = 0
+        #: True while a held request is routed again (it is not held a second time).
+        self._replaying = False
         self.stats = {
             "forwarded": 0,
             "received": 0,
@@ -186,13 +200,17 @@ class Mesh:
 
     # -- barriers -----------------------------------------------------------------------
 
-    async def barrier(self, timeout: float) -> None:
-        """Return once every peer has processed all this node sent it so far (interest
-        changes included) and everything it forwarded here before that has arrived.
+    async def barrier(self, timeout: float, *, came_from: str | None = None) -> None:
+        """Return once every node reachable from here has processed all this node sent it so
+        far (interest changes included) and everything forwarded here before that arrived.
 
-        Peer links are ordered, so a PING sent after the interest changes is answered only
-        after them, and the PONG trails every message the peer forwarded before. A peer that
-        goes down meanwhile counts as done: it forwards nothing more.
+        Peer links are ordered, so a barrier PING sent after the interest changes is handled
+        only after them. A peer answers it only once its own barrier towards the peers it
+        passes that interest on to has returned (``_relay_barrier``), so the answer means
+        every node the interest travels to has it: a leaf's handler is known in the whole
+        cluster and at the other leaves. A peer that goes down meanwhile counts as done: it
+        forwards nothing more. ``came_from`` is the peer whose barrier this one relays: it is
+        not asked back, and only the peers its interest is exported to are asked.
 
         Raises:
             Timeout: a live peer did not answer within ``timeout`` seconds.
@@ -200,7 +218,14 @@ class Mesh:
         self._flush()
         loop = asyncio.get_running_loop()
         waits = []
+        source = self._peers.get(came_from) if came_from is not None else None
         for name, peer in list(self._peers.items()):
+            if came_from is not None and (
+                name == came_from
+                or source is None
+                or not self.strategy.exports(source.kind, peer.kind)
+            ):
+                continue
             self._barrier_seq += 1
             fut: asyncio.Future[None] = loop.create_future()
             self._barriers[self._barrier_seq] = (name, fut)
@@ -215,6 +240,14 @@ class Mesh:
         finally:
             for seq in [s for s, (_, f) in self._barriers.items() if f in waits]:
                 del self._barriers[seq]
+
+    async def _relay_barrier(self, end: _End, seq: int) -> None:
+        """A peer's barrier PING: answer once our onward barrier returned (or not at all if it
+        times out, so the asker's barrier times out too rather than lying)."""
+        budget = max(1.0, 2 * self.settings.mesh_dead_after)
+        with contextlib.suppress(Timeout):
+            await self.barrier(budget, came_from=end.peer)
+            end.send(encode_header(Header(Kind.PONG, msg_id=seq)), b"")
 
     def _barrier_answered(self, seq: int) -> bool:
         entry = self._barriers.get(seq)
@@ -251,6 +284,7 @@ class Mesh:
         for seed in self.settings.seeds:
             self._spawn(self._dial_loop(seed))
         if self.settings.leaf_of:
+            self.settle.hub_lost(time.monotonic())  # no hub yet: requests wait for the first
             self._spawn(self._hub_loop(list(self.settings.leaf_of)))
         self._spawn(self._heartbeat())
 
@@ -424,7 +458,10 @@ class Mesh:
                 end.state.check("status")
                 self._peer_status(end, header)
             elif kind is Kind.PING:
-                end.send(encode_header(Header(Kind.PONG, msg_id=header.msg_id)), b"")
+                if header.msg_id >= _BARRIER_BASE and end.peer:
+                    self._spawn(self._relay_barrier(end, header.msg_id))
+                else:
+                    end.send(encode_header(Header(Kind.PONG, msg_id=header.msg_id)), b"")
             elif kind is Kind.PONG:
                 if not self._barrier_answered(header.msg_id):
                     end.state.pong(header.msg_id, now)
@@ -445,10 +482,12 @@ class Mesh:
             ann = decode_announce(payload)
             if ann.full:
                 self.interest.peer_replace(end.peer, ann.add)
+                self.settle.announced(end.peer)
             else:
                 self.interest.peer_delta(end.peer, ann.add, ann.remove)
             self._schedule_flush()
             self._remote_changed([k[0] for k in (*ann.add, *ann.remove)])
+            self._moved()
         elif subject == HELLO:
             end.state.check("hello")
             if end.dialed:
@@ -529,6 +568,9 @@ class Mesh:
         peer = _Peer(info, kind, end, PeerOrigin(info.name, kind))
         self._peers[info.name] = peer
         self._peer_down_events.pop(info.name, None)
+        self.settle.linked(info.name, time.monotonic())
+        if kind is PeerKind.HUB:
+            self.settle.hub_found()
         log.info("peer %s (%s, site %s) is up", info.name, kind.value, info.site)
         self._send_full(info.name)
         self._schedule_flush()
@@ -577,9 +619,14 @@ class Mesh:
             self._peer_down(peer.info.name)
 
     def _peer_down(self, name: str) -> None:
-        self._peers.pop(name, None)
+        gone = self._peers.pop(name, None)
         log.info("peer %s is down; dropping its interest", name)
         lost = self.interest.remote_keys(name)
+        now = time.monotonic()
+        self.settle.lost(name, [k[0] for k in lost], now)
+        if gone is not None and gone.kind is PeerKind.HUB:
+            self.settle.hub_lost(now)
+        self._moved()
         self.interest.peer_down(name)
         self._remote_changed([k[0] for k in lost])
         for tally in self.tallies.peer_lost(name):
@@ -677,6 +724,60 @@ class Mesh:
             if peer is not None:
                 peer.end.send(header, encode_announce(False, delta.add, delta.remove))
 
+    # -- requests that reached nobody while interest was in flight -----------------------
+
+    def _moved(self) -> None:
+        self._interest_moved.set()
+        self._interest_moved = asyncio.Event()
+
+    def hold_request(self, bound: Any, header: Header, payload: Any) -> bool:
+        """A local agent's request reached nobody. If interest in its subject may still be on
+        its way (``SettleBook``), hold it and route it again once interest moved or the wait
+        ran out (bounded by the settle grace and the request's own timeout). Returns whether
+        it was held (then the caller must not answer ``NoResponders``).
+        """
+        if self._replaying or header.flags & (Flags.COUNT | Flags.SHM):
+            return False
+        if self._held_requests >= _MAX_HELD:
+            return False
+        now = time.monotonic()
+        until = self.settle.until(header.subject, now)
+        if until is None:
+            return False
+        if header.timeout_ms:
+            # Half the request's time at most: a requester still gets its typed answer
+            # ("no responders") before its own timeout would fire.
+            until = min(until, now + header.timeout_ms / 2000)
+        self._held_requests += 1
+        self._spawn(self._route_again(bound, header, payload, until))
+        return True
+
+    def _routable(self, subject: str) -> bool:
+        return bool(self.node.interest.route(subject).targets) or bool(
+            self.interest.trie.match(subject, cache=False)
+        )
+
+    async def _route_again(self, bound: Any, header: Header, payload: Any, until: float) -> None:
+        try:
+            while not self._routable(header.subject):
+                now = time.monotonic()
+                settles = self.settle.until(header.subject, now)
+                if settles is None or now >= until:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._interest_moved.wait(), min(until, settles) - now
+                    )
+        finally:
+            self._held_requests -= 1
+        if bound.session.state is SessionState.CLOSED:
+            return  # the requester is gone: nobody to answer
+        self._replaying = True
+        try:
+            self.node._publish(bound, header, payload)
+        finally:
+            self._replaying = False
+
     # -- publish path -------------------------------------------------------------------
 
     def route(self, subject: str, header: Header, bound: Any) -> Route:
@@ -747,7 +848,14 @@ class Mesh:
             upstream: _LocalUpstream | _PeerUpstream = (
                 _PeerUpstream(origin.peer, header.sid, zero_only=not full)
                 if origin is not None
-                else _LocalUpstream(bound, header.reply, header.msg_id, flags)
+                else _LocalUpstream(
+                    bound,
+                    header.reply,
+                    header.msg_id,
+                    flags,
+                    None if self._replaying else header,
+                    payload,
+                )
             )
             corr = self.tallies.open(
                 upstream, header.msg_id, reached, set(targets), time.monotonic() + budget
@@ -818,6 +926,11 @@ class Mesh:
         if tally.expired and not up.flags & Flags.COUNT:
             return  # some peer never said "none": it reached someone, the reply will tell
         if tally.total == 0 and up.flags & Flags.NO_RESPONDERS:
+            # Every peer said "none" (a lost peer may have delivered it: never route twice).
+            if not tally.peer_lost and up.header is not None and self.hold_request(
+                up.bound, up.header, up.payload
+            ):
+                return
             self.node.stats.no_responders += 1
             status = Header(
                 Kind.STATUS, subject=up.reply, msg_id=up.msg_id, status=Status.NO_RESPONDERS

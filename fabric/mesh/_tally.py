@@ -31,6 +31,9 @@ class Tally(Generic[U]):
     deadline: float = 0.0
     #: Whether it closed because time ran out (some peers never answered).
     expired: bool = False
+    #: Whether a peer was counted as 0 because it was lost, not because it said so (it may
+    #: have delivered the message before it went).
+    peer_lost: bool = False
 
 
 class TallyBook(Generic[U]):
@@ -71,6 +74,7 @@ class TallyBook(Generic[U]):
         for corr, tally in list(self._open.items()):
             if peer in tally.pending:
                 tally.pending.discard(peer)
+                tally.peer_lost = True
                 if not tally.pending:
                     done.append(self._open.pop(corr))
         return done

@@ -17,8 +17,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError
+from ._keeper import Keeper, describe_exit
 
 __all__ = [
     "LocalNode",
@@ -125,33 +127,67 @@ async def _start(node: LocalNode, runtime: Path) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
-    async with asyncio.timeout(_READY_TIMEOUT):
-        while True:
-            line = await proc.stdout.readline()
-            if not line:
-                raise ConfigError(f"node {node.name} exited before it was ready")
-            if b"ready" in line:
-                break
+    try:
+        async with asyncio.timeout(_READY_TIMEOUT):
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    raise ConfigError(f"node {node.name} exited before it was ready")
+                if b"ready" in line:
+                    break
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    # Keep reading what it prints: a full pipe would block the node.
+    drain = asyncio.ensure_future(_drain(proc.stdout))
+    _DRAINS.add(drain)
+    drain.add_done_callback(_DRAINS.discard)
     return proc
 
 
-async def run_local_mesh(plan: list[LocalNode], runtime: Path, say: Callable[[str], None]) -> None:
+_DRAINS: set[asyncio.Future[None]] = set()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(65536):
+        pass
+
+
+async def run_local_mesh(
+    plan: list[LocalNode],
+    runtime: Path,
+    say: Callable[[str], None],
+    *,
+    keeper: Keeper | None = None,
+) -> None:
     """Start the planned nodes, print how to reach them, and run until SIGINT/SIGTERM.
+
+    A node that exits meanwhile is reported in one line; the others keep running, and the
+    ``keeper`` decides whether and when it is started again (``_keeper.py``: by default after
+    a backoff of 0.5 s doubling to 30 s).
 
     Raises:
         ConfigError: a node that would not start.
     """
+    keeper = keeper or Keeper()
     cloud = sum(1 for n in plan if n.cluster)
     edge = len(plan) - cloud
-    procs: list[asyncio.subprocess.Process] = []
+    procs: dict[str, asyncio.subprocess.Process] = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         clouds = [n for n in plan if n.cluster]
-        procs += await asyncio.gather(*(_start(n, runtime) for n in clouds))
-        procs += await asyncio.gather(*(_start(n, runtime) for n in plan if not n.cluster))
+        started = await asyncio.gather(*(_start(n, runtime) for n in clouds))
+        for n, p in zip(clouds, started, strict=True):
+            procs[n.name] = p
+        edges = [n for n in plan if not n.cluster]
+        started = await asyncio.gather(*(_start(n, runtime) for n in edges))
+        for n, p in zip(edges, started, strict=True):
+            procs[n.name] = p
         say(f"mesh up: {cloud} cloud + {edge} edge nodes (runtime dir {runtime})")
         for n in plan:
             where = f" cluster {n.cluster}" if n.cluster else ""
@@ -160,21 +196,80 @@ async def run_local_mesh(plan: list[LocalNode], runtime: Path, say: Callable[[st
         say(f"connect an agent:  FABRIC_URL={first} python your_agent.py")
         say(f"inspect the mesh:  fabric mesh --url {first}")
         say("Ctrl-C stops every node.")
-        waiters = [asyncio.ensure_future(p.wait()) for p in procs]
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        for w in waiters:
-            w.cancel()
+        await _keep(plan, runtime, procs, keeper, stop, say)
     finally:
-        for p in procs:
+        for p in procs.values():
             if p.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     p.terminate()
-        for p in procs:
+        for p in procs.values():
             try:
                 await asyncio.wait_for(p.wait(), 10)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     p.kill()
         say("mesh stopped")
+
+
+async def _keep(
+    plan: list[LocalNode],
+    runtime: Path,
+    procs: dict[str, asyncio.subprocess.Process],
+    keeper: Keeper,
+    stop: asyncio.Event,
+    say: Callable[[str], None],
+) -> None:
+    """Watch the nodes until ``stop``: report each exit, restart as ``keeper`` says."""
+    by_name = {n.name: n for n in plan}
+    loop = asyncio.get_running_loop()
+    started = {name: loop.time() for name in procs}
+    watching: dict[asyncio.Future[Any], str] = {}
+
+    def watch(name: str) -> None:
+        watching[asyncio.ensure_future(procs[name].wait())] = name
+
+    async def restart_later(name: str, delay: float) -> str:
+        await asyncio.sleep(delay)
+        return name
+
+    for name in procs:
+        watch(name)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            done, _ = await asyncio.wait(
+                [stopper, *watching], return_when=asyncio.FIRST_COMPLETED
+            )
+            for fut in done:
+                if fut is stopper:
+                    continue
+                name = watching.pop(fut)
+                if isinstance(fut.result(), str):  # the restart delay is over
+                    try:
+                        procs[name] = await _start(by_name[name], runtime)
+                    except (ConfigError, TimeoutError) as exc:
+                        delay = keeper.exited(name, up_for=0.0)
+                        say(f"node {name} did not start again: {exc}")
+                        if delay is not None:
+                            watching[asyncio.ensure_future(restart_later(name, delay))] = name
+                        continue
+                    started[name] = loop.time()
+                    say(f"node {name} restarted (restart {keeper.restarts(name)})")
+                    watch(name)
+                    continue
+                if stop.is_set():
+                    continue
+                delay = keeper.exited(name, up_for=loop.time() - started[name])
+                how = describe_exit(procs[name].returncode or 0)
+                if delay is None:
+                    say(f"node {name} exited ({how}); the others keep running; not restarting")
+                else:
+                    say(
+                        f"node {name} exited ({how}); the others keep running; "
+                        f"restarting in {delay:.1f} s"
+                    )
+                    watching[asyncio.ensure_future(restart_later(name, delay))] = name
+    finally:
+        stopper.cancel()
+        for fut in watching:
+            fut.cancel()

@@ -62,9 +62,13 @@ def make_state_backend(settings: NodeSettings) -> StateBackend:
 
     Raises:
         ConfigError: Redis asked for without the ``[redis]`` extra installed.
+        BackendUnavailable: the embedded state file cannot be opened or read.
     """
     if settings.state_backend == "embedded":
-        return EmbeddedBackend()
+        if settings.state_durability == "memory":
+            return EmbeddedBackend()
+        path = settings.embedded_state_path()
+        return EmbeddedBackend(path=path, sync=settings.state_durability)
     try:
         from ._redis import RedisBackend
     except ImportError:

@@ -9,6 +9,12 @@ node's mapping of it (no copy). Agents on the host that open it get a duplicate 
 map the same pages. A blob shared as bytes (over CONTROL, by a remote agent) is moved into a
 memfd the first time an agent on the host opens it that way. The fd and the node's mapping
 are let go when the store frees the blob.
+
+Given a ``path``, it is durable (``_durable.py``): every write that changes a value, a version
+or a lease is committed to that file before it is acknowledged, and a backend opened on the
+same file after a crash starts from what was committed, so versions and fencing tokens never
+go back. A read of a key waits for the write to it still being committed, so nobody reads a
+value that a crash could still take back.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import BackendUnavailable, ConfigError, NotFound
 from ..shm import SealedMapping, create_blob
+from ._durable import DurableFile, LeaseRow, Sync, ValueRow, mono_deadline, wall_deadline
 from ._store import StateStore, blob_ref, freeze
 from ._types import (
     DEFAULT_MAX_BLOB_BYTES,
@@ -71,7 +79,14 @@ class EmbeddedBackend:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        path: Path | None = None,
+        sync: Sync = "always",
     ) -> None:
+        """A store in this process; durable in the SQLite file ``path`` when one is given.
+
+        Raises:
+            BackendUnavailable: ``path`` cannot be opened or read.
+        """
         self.store = StateStore(
             max_value_bytes=max_value_bytes,
             max_blob_bytes=max_blob_bytes,
@@ -81,21 +96,89 @@ class EmbeddedBackend:
         self._closed = False
         #: Blobs kept in sealed memfds, by ref.
         self._sealed: dict[str, _Sealed] = {}
+        #: The durable copy, or None for a store that lives only as long as the process.
+        self._file: DurableFile | None = None
+        #: Per key, the commit still under way of its latest change (reads wait for it).
+        self._pending: dict[str, asyncio.Future[list[None]]] = {}
+        if path is not None:
+            self._file = DurableFile(path, sync)
+            self._load(self._file)
+
+    def _load(self, file: DurableFile) -> None:
+        now = self._clock()
+        try:
+            for row in file.load():
+                if isinstance(row, ValueRow):
+                    self.store.load(row.key, row.value, row.version)
+                else:
+                    deadline = mono_deadline(row.deadline, now)
+                    self.store.leases.load(row.key, row.fence, row.owner, deadline)
+        except Exception as exc:  # sqlite3.Error, or a row of the wrong type: a foreign file
+            file.close()
+            raise BackendUnavailable(f"cannot read the state file {file.path}: {exc}") from exc
 
     def _now(self) -> float:
         if self._closed:
             raise BackendUnavailable("the embedded state backend is closed")
         return self._clock()
 
+    async def _save(self, keys: list[str], *, value: bool, lease: bool) -> None:
+        """Commit the current rows of ``keys`` (their value, their lease) before returning.
+
+        Raises:
+            BackendUnavailable: the commit failed; the store refuses every call after it.
+        """
+        file = self._file
+        if file is None or not keys:
+            return
+        now = self._clock()
+        futures = []
+        try:
+            for key in keys:
+                if value:
+                    data, version = self.store.snapshot(key)
+                    futures.append(file.submit(ValueRow(key, version, data)))
+                if lease:
+                    fence, owner, deadline = self.store.leases.snapshot(key)
+                    row = LeaseRow(key, fence, owner, wall_deadline(deadline, now))
+                    futures.append(file.submit(row))
+        except BackendUnavailable:
+            self._closed = True
+            raise
+        done = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        for key in keys:
+            self._pending[key] = done
+        try:
+            # Shielded: a caller that gives up still leaves the commit (and later readers)
+            # waiting for the real outcome.
+            await asyncio.shield(done)
+        except BackendUnavailable:
+            # What is in memory may now be ahead of the file: serve nothing more.
+            self._closed = True
+            raise
+        finally:
+            for key in keys:
+                if self._pending.get(key) is done:
+                    del self._pending[key]
+
+    async def _settled(self, key: str) -> None:
+        pending = self._pending.get(key)
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
+
     async def put(
         self, key: str, value: BytesLike, *, expect: int | None = None, token: int | None = None
     ) -> int:
         """See ``StateBackend.put``."""
-        return self.store.put(key, value, expect=expect, token=token, now=self._now())
+        version = self.store.put(key, value, expect=expect, token=token, now=self._now())
+        await self._save([key], value=True, lease=False)
+        return version
 
     async def restore(self, key: str, value: BytesLike, *, version: int, fence: int) -> None:
         """Adopt a migrating agent's key (see ``StateStore.restore``)."""
         self.store.restore(key, value, version=version, fence=fence, now=self._now())
+        await self._save([key], value=True, lease=True)
 
     def fence(self, key: str) -> int:
         """The last fencing token issued for ``key``."""
@@ -103,6 +186,7 @@ class EmbeddedBackend:
 
     async def get(self, key: str) -> tuple[memoryview, int]:
         """See ``StateBackend.get``."""
+        await self._settled(key)
         self._now()
         return self.store.get(key)
 
@@ -111,21 +195,29 @@ class EmbeddedBackend:
     ) -> None:
         """See ``StateBackend.delete``."""
         self.store.delete(key, expect=expect, token=token, now=self._now())
+        await self._save([key], value=True, lease=False)
 
     async def acquire(self, key: str, owner: str, ttl: float) -> Lease:
         """See ``StateBackend.acquire``."""
         now = self._now()
         # Lazy expiry is already correct; this only keeps the table from growing owners.
         self.store.leases.expire(now=now)
-        return self.store.acquire(key, owner, ttl, now=now)
+        lease = self.store.acquire(key, owner, ttl, now=now)
+        await self._save([key], value=False, lease=True)
+        return lease
 
     async def renew(self, lease: Lease, ttl: float) -> Lease:
         """See ``StateBackend.renew``."""
-        return self.store.renew(lease, ttl, now=self._now())
+        renewed = self.store.renew(lease, ttl, now=self._now())
+        await self._save([lease.key], value=False, lease=True)
+        return renewed
 
     async def release(self, lease: Lease) -> bool:
         """See ``StateBackend.release``."""
-        return self.store.release(lease, now=self._now())
+        released = self.store.release(lease, now=self._now())
+        if released:
+            await self._save([lease.key], value=False, lease=True)
+        return released
 
     async def share(self, data: BytesLike, holder: str) -> str:
         """See ``StateBackend.share``."""
@@ -219,7 +311,11 @@ class EmbeddedBackend:
 
     async def drop_holder(self, holder: str) -> HolderDropped:
         """See ``StateBackend.drop_holder``."""
-        return self.store.drop_holder(holder, now=self._now())
+        now = self._now()
+        leased = self.store.leases.owned_by(holder, now=now)
+        dropped = self.store.drop_holder(holder, now=now)
+        await self._save(leased, value=False, lease=True)
+        return dropped
 
     async def stats(self) -> StateStats:
         """See ``StateBackend.stats``."""
@@ -232,3 +328,6 @@ class EmbeddedBackend:
         self._closed = True
         for sealed in self._sealed.values():
             sealed.close_fd()
+        if self._file is not None:
+            file, self._file = self._file, None
+            await asyncio.to_thread(file.close)

@@ -74,6 +74,25 @@ class LeaseTable:
         entry = self._entries.setdefault(key, _Entry())
         entry.fence = max(entry.fence, fence)
 
+    def snapshot(self, key: str) -> tuple[int, str | None, float]:
+        """``(fence, owner, deadline)`` of ``key`` for a durable copy (owner None: no lease)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return 0, None, 0.0
+        return entry.fence, entry.owner, entry.deadline
+
+    def load(self, key: str, fence: int, owner: str | None, deadline: float) -> None:
+        """Rebuild ``key``'s entry from a durable copy (a node restarting). Never lowers the
+        fence, so a token issued before the restart can never be issued again (rule 2)."""
+        entry = self._entries.setdefault(key, _Entry())
+        entry.fence = max(entry.fence, fence)
+        entry.owner = owner
+        entry.deadline = deadline
+
+    def owned_by(self, owner: str, *, now: float) -> list[str]:
+        """Keys on which ``owner`` holds a live lease."""
+        return [k for k, e in self._entries.items() if e.owner == owner and e.live(now)]
+
     def check(self, key: str, token: int | None, *, now: float) -> None:
         """Accept or refuse a write to ``key`` carrying ``token`` (rule 4 above).
 

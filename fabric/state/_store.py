@@ -171,6 +171,22 @@ class StateStore:
         self._versions[key] = version
         self.leases.raise_fence(key, fence)
 
+    def snapshot(self, key: str) -> tuple[memoryview | None, int]:
+        """``(value or None, highest version ever)`` of ``key``, for a durable copy."""
+        return self._values.get(key), self._versions.get(key, 0)
+
+    def load(self, key: str, value: BytesLike | None, version: int) -> None:
+        """Rebuild ``key`` from a durable copy (a node restarting): its value, or none, and
+        the highest version it ever had, so versions continue and are never reused (rule 1)."""
+        old = self._values.pop(key, None)
+        if old is not None:
+            self._private_bytes -= old.nbytes
+        if value is not None:
+            frozen = freeze(value)
+            self._values[key] = frozen
+            self._private_bytes += frozen.nbytes
+        self._versions[key] = max(self._versions.get(key, 0), version)
+
     def get(self, key: str) -> tuple[memoryview, int]:
         """Return ``(value, version)`` of ``key``; the view is read-only and not a copy.
 

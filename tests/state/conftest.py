@@ -17,14 +17,22 @@ MAX_VALUE_BYTES = 1024 * 1024
 MAX_BLOB_BYTES = 2 * 1024 * 1024
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(params=["embedded", "durable", "redis"])
 async def backend(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[StateBackend]:
-    """Each backend, fresh: the Redis one gets a namespace of its own on the session server."""
+    """Each backend, fresh (the embedded one in memory and in a file): the Redis one gets a
+    namespace of its own on the session server."""
     b: StateBackend
     if request.param == "embedded":
         b = EmbeddedBackend(max_value_bytes=MAX_VALUE_BYTES, max_blob_bytes=MAX_BLOB_BYTES)
+    elif request.param == "durable":
+        # The embedded store kept in a SQLite file, each write fsync'd (state_durability=always).
+        b = EmbeddedBackend(
+            max_value_bytes=MAX_VALUE_BYTES,
+            max_blob_bytes=MAX_BLOB_BYTES,
+            path=tmp_path / "state.db",
+        )
     else:
         from fabric.state import RedisBackend
 
