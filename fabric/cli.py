@@ -292,8 +292,11 @@ def keys_generate(
     except FabricError as exc:
         err_console.print(f"[red]cannot generate keys:[/red] {exc}")
         raise typer.Exit(1) from None
-    console.print(f"public key  {public}  ({pub.decode()})")
-    console.print(f"secret key  {secret}  (curve_key = \"{secret}\")")
+    # Z85 keys may hold "[...]", which rich would read as markup; long paths must not wrap.
+    console.print(f"public key  {public}  ({pub.decode()})", markup=False, soft_wrap=True)
+    console.print(
+        f"secret key  {secret}  (curve_key = \"{secret}\")", markup=False, soft_wrap=True
+    )
 
 
 @app.command()

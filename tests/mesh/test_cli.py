@@ -81,3 +81,22 @@ async def test_up_starts_a_mesh_and_ctrl_c_stops_it(
         assert not list(runtime.glob("*.sock"))  # every node shut down cleanly
     finally:
         await up.stop()
+
+
+def test_keys_generate_prints_keys_that_look_like_markup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Z85 keys may contain "[...]"; the printed key must be the key, whatever it holds."""
+    import zmq
+    from typer.testing import CliRunner
+
+    from fabric.cli import app
+
+    public, secret = zmq.curve_keypair()
+    marked = b"[red]" + public[5:]  # still 40 Z85 characters
+    monkeypatch.setattr(zmq, "curve_keypair", lambda: (marked, secret))
+    result = CliRunner().invoke(
+        app, ["keys", "generate", "--name", "n2", "--dir", str(tmp_path)], terminal_width=60
+    )
+    assert result.exit_code == 0, result.output
+    assert marked.decode() in result.output
