@@ -26,11 +26,21 @@ from .errors import (
     BadDescriptor,
     FabricError,
     InvalidSubject,
+    NotAuthorized,
     PayloadTooLarge,
     RemoteProtocolError,
     Timeout,
 )
 from .mesh import Mesh, start_mesh
+from .private import (
+    GRANT_GRACE_S,
+    GRANT_TTL_S,
+    SENDER_HEADER,
+    ReplyGrants,
+    encode_names,
+    inbox_root,
+    owns_inbox_pattern,
+)
 from .routing import INBOX_PREFIX, InterestTable
 from .session import Session, SessionState
 from .shm import PoolService, SharedDelivery
@@ -110,6 +120,8 @@ class Node:
         self.mesh: Mesh | None = None
         #: Agent credentials and subject permissions; None when no auth file is configured.
         self.auth: Authorizer | None = None
+        #: Reply subjects each session was handed and may answer into (fabric/private.py).
+        self.grants = ReplyGrants()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -195,6 +207,7 @@ class Node:
         session.close()
         self._links.pop(session, None)
         self._resolvers.discard(bound)
+        self.grants.forget(session)
         if any(not s.pattern.startswith(INBOX_PREFIX) for s in self.interest.drop_session(session)):
             self._interest_changed()
         if self.mesh is not None:
@@ -213,7 +226,9 @@ class Node:
         interval = self.settings.heartbeat_interval
         while True:
             await asyncio.sleep(interval)
-            deadline = time.monotonic() - 3 * interval
+            now = time.monotonic()
+            self.grants.sweep(now)
+            deadline = now - 3 * interval
             for bound in list(self._links.values()):
                 if bound.session.last_seen < deadline:
                     log.info("session %s missed its heartbeats; dropping it", bound.session)
@@ -275,11 +290,19 @@ class Node:
             session.check(header.kind)
             kind = header.kind
             if kind is Kind.PUB:
-                if self.auth is not None:
+                if header.subject.startswith(INBOX_PREFIX):
+                    self._check_reply(session, header)
+                elif self.auth is not None:
                     self.auth.check_publish(session.name, header.subject)
                 self._publish(bound, header, payload)
             elif kind is Kind.SUB:
-                if self.auth is not None:
+                if header.subject.startswith(INBOX_PREFIX):
+                    if not owns_inbox_pattern(session.inbox, header.subject):
+                        raise NotAuthorized(
+                            "an inbox can only be read by the agent it belongs to",
+                            subject=header.subject,
+                        )
+                elif self.auth is not None:
                     self.auth.check_subscribe(session.name, header.subject, header.queue)
                 self.interest.add(session, header.sid, header.subject, header.queue)
                 self._interest_changed(header.subject)
@@ -300,6 +323,24 @@ class Node:
             # PONG and ERR from an agent need no answer; last_seen is already updated.
         except FabricError as exc:
             self._reject(bound, exc, header)
+
+    def _check_reply(self, session: Session, header: Header) -> None:
+        """A publish into an inbox: the session's own, or one it was handed as a ``reply``.
+        The responder's identity is stamped on it (``SENDER_HEADER``), replacing any claim.
+
+        Raises:
+            NotAuthorized: a forged reply (the request was never routed to this session).
+        """
+        subject = header.subject
+        if not owns_inbox_pattern(session.inbox, subject) and not self.grants.allowed(
+            session, subject, time.monotonic()
+        ):
+            raise NotAuthorized(
+                "only a responder the request was routed to may reply", subject=subject
+            )
+        headers = dict(header.headers) if header.headers else {}
+        headers[SENDER_HEADER] = f"{session.name}@{self.settings.name}"
+        header.headers = headers
 
     def _reject(self, bound: _SessionLink, exc: FabricError, header: Header | None) -> None:
         """Answer a bad frame with ERR; the session and every other one carry on."""
@@ -325,6 +366,7 @@ class Node:
         if self.auth is not None:
             self.auth.authenticate(name, info.get("credential"))
         bound.session.activate(name, labels, time.monotonic())
+        bound.session.inbox = inbox_root(name)
         direct = info.get("direct")
         if isinstance(direct, str) and isinstance(bound.link, StreamLink):
             bound.session.direct = direct
@@ -335,6 +377,9 @@ class Node:
             "max_payload": self.settings.max_payload,
             "heartbeat": self.settings.heartbeat_interval,
             "state": self._state_identity(),
+            # Where this agent's inboxes must live (fabric/private.py); clients that do not
+            # derive it themselves (the browser SDK) take it from here.
+            "inbox": bound.session.inbox,
         }
         if self.pool is not None and isinstance(bound.link, StreamLink):
             # Only agents on this host (the Unix socket) can map the pool.
@@ -358,6 +403,16 @@ class Node:
         ]
         shared = self._share(bound, header, payload, targets) if header.flags & Flags.SHM else None
         reached = 0
+        missed: list[_SessionLink] = []
+        reply = header.reply
+        if reply and targets:
+            # Each receiver may answer into ``reply`` until the deadline (fabric/private.py).
+            expires = time.monotonic() + (
+                header.timeout_ms / 1000 + GRANT_GRACE_S if header.timeout_ms else GRANT_TTL_S
+            )
+            grant = self.grants.grant
+            for target, _ in targets:
+                grant(target.session, reply, expires)
         for target, sid in targets:
             body: memoryview | bytes = payload
             flags = 0
@@ -378,14 +433,28 @@ class Node:
             if target.session.held is not None:
                 if self._hold(target, out, body):
                     reached += 1
+                else:
+                    missed.append(target)
             elif self._send_encoded(target, out, body):
                 reached += 1
-            elif shared is not None:
-                shared.undeliverable(target.session)
+            else:
+                missed.append(target)
+                if shared is not None:
+                    shared.undeliverable(target.session)
         if self._tracer is not None:
             self._tracer.hop(subject, header.traceparent, reached)
+        names = None
+        if header.flags & Flags.COUNT:
+            # A gather learns who was reached, so it can name who did not answer.
+            node = self.settings.name
+            names = [f"{t.session.name}@{node}" for t, _ in targets if t not in missed]
         if mesh is not None and mesh.forward(
-            bound, header, payload if shared is None else shared.body_for(None)[0], route, reached
+            bound,
+            header,
+            payload if shared is None else shared.body_for(None)[0],
+            route,
+            reached,
+            names,
         ):
             return  # the mesh answers STATUS once peers reported their counts
         if header.flags and header.reply:
@@ -406,7 +475,7 @@ class Node:
                     status=Status.ROUTED,
                     seq=reached,
                 )
-                self._send(bound, status)
+                self._send(bound, status, encode_names(names))
 
     def _control(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
         """Control-plane calls: ``$node.*`` answered here, ``$state.*`` by the state service."""
@@ -494,7 +563,8 @@ class Node:
             if not target.session.direct:
                 return {"direct": False}
             group = f"{sub.pattern} {sub.queue}" if sub.queue else ""
-            targets.append((target.session.direct, sub.sid, group))
+            # The name lets the requester say who answered (``Msg.sender``) on a direct reply.
+            targets.append((target.session.direct, sub.sid, group, target.session.name))
         if self.mesh is not None and self._remote_interest(subject):
             return {"direct": False}
         return {"direct": True, "targets": targets}

@@ -43,6 +43,8 @@ class Session:
     #: The agent's declared name and labels (from HELLO).
     name: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    #: ``_INBOX.<token>`` of the agent's name (fabric/private.py): its inboxes are below it.
+    inbox: str = ""
     #: Monotonic time of the last frame received.
     last_seen: float = 0.0
     frames_in: int = 0

@@ -51,6 +51,8 @@ class Subscription:
         self._dropped_reported = 0
         #: Messages delivered to this subscription.
         self.delivered = 0
+        #: Why the node refused this subscription (``NotAuthorized``), or None.
+        self.refusal: FabricError | None = None
 
     def __repr__(self) -> str:
         queue = f" queue={self.queue!r}" if self.queue else ""
@@ -71,6 +73,10 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _refuse(self, error: FabricError) -> None:
+        self.refusal = error
+        self._close_local()
+
     def _close_local(self) -> None:
         self._closed = True
         waiter = self._waiter
@@ -87,6 +93,7 @@ class Subscription:
         """The next message.
 
         Raises:
+            NotAuthorized: the node refused the subscription (every read, from then on).
             StopAsyncIteration: once the subscription is closed and drained.
             SlowConsumer: once after messages were dropped (reading may go on).
             Timeout: when ``timeout`` passes first.
@@ -103,6 +110,8 @@ class Subscription:
                 )
             if self._pending:
                 return self._pending.popleft()
+            if self.refusal is not None:
+                raise self.refusal
             if self._closed:
                 raise StopAsyncIteration
             self._waiter = asyncio.get_running_loop().create_future()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import Buffer
 
 from ..errors import ConfigError, ConnectionLost, FabricError, RemoteProtocolError, Timeout
+from ..private import decode_names, encode_names
 from ..routing import INBOX_PREFIX, Route
 from ..wire import Flags, Header, Kind, Status, decode_header, encode_header
 from ._interest import InterestKey, Labels, MeshInterest
@@ -402,7 +403,7 @@ class Mesh:
                 self._peer_publish(end, header, payload)
             elif kind is Kind.STATUS:
                 end.state.check("status")
-                self._peer_status(end, header)
+                self._peer_status(end, header, payload)
             elif kind is Kind.PING:
                 end.send(encode_header(Header(Kind.PONG, msg_id=header.msg_id)), b"")
             elif kind is Kind.PONG:
@@ -666,7 +667,11 @@ class Mesh:
         labels = self._labels
         rank = (lambda s: float(mismatch(prefer, labels(s.session)))) if prefer else None
         local = self.node.interest.route(subject, rank)
-        remote = self.interest.trie.match(subject, cache=not subject.startswith(INBOX_PREFIX))
+        inbox = subject.startswith(INBOX_PREFIX)
+        remote = self.interest.trie.match(subject, cache=not inbox)
+        if inbox and remote:
+            # Replies go only where their inbox is: a peer's ``>`` never sees them.
+            remote = frozenset(e for e in remote if e.pattern.startswith(INBOX_PREFIX))
         if not remote and origin is None:
             return local
         strategy = self.strategy
@@ -701,9 +706,19 @@ class Mesh:
         return peer.end.state.rtt
 
     def forward(
-        self, bound: Any, header: Header, payload: Buffer, route: Route, reached: int
+        self,
+        bound: Any,
+        header: Header,
+        payload: Buffer,
+        route: Route,
+        reached: int,
+        names: list[str] | None = None,
     ) -> bool:
-        """Send the peer copies; returns True when the mesh owns the STATUS answer."""
+        """Send the peer copies; returns True when the mesh owns the STATUS answer.
+
+        ``names`` (gathers only) are the ``agent@node`` of the local responders reached; the
+        STATUS that answers a gather carries every node's names so the requester can say who
+        did not answer."""
         origin = bound if isinstance(bound, PeerOrigin) else None
         targets = route.peers if isinstance(route, MeshRoute) else {}
         flags = header.flags
@@ -717,7 +732,7 @@ class Mesh:
         counted = upstream_wants and (full or reached == 0)
         if not targets:
             if origin is not None and counted:
-                self._send_count(origin.peer, header.sid, reached)
+                self._send_count(origin.peer, header.sid, reached, names)
             return origin is not None
         corr = 0
         out_flags = 0
@@ -730,7 +745,7 @@ class Mesh:
                 else _LocalUpstream(bound, header.reply, header.msg_id, flags)
             )
             corr = self.tallies.open(
-                upstream, header.msg_id, reached, set(targets), time.monotonic() + budget
+                upstream, header.msg_id, reached, set(targets), time.monotonic() + budget, names
             )
         for name, groups in targets.items():
             out = Header(
@@ -773,24 +788,26 @@ class Mesh:
         self.stats["received"] += 1
         self.node._publish(peer.origin, header, payload)  # type: ignore[arg-type]
 
-    def _peer_status(self, end: _End, header: Header) -> None:
+    def _peer_status(self, end: _End, header: Header, payload: memoryview) -> None:
         if header.status != Status.ROUTED:
             raise RemoteProtocolError(f"unexpected mesh STATUS {header.status}")
-        done = self.tallies.answer(end.peer, header.sid, header.seq)
+        done = self.tallies.answer(end.peer, header.sid, header.seq, decode_names(payload))
         if done is not None:
             self._finish(done)
 
-    def _send_count(self, name: str, corr: int, count: int) -> None:
+    def _send_count(
+        self, name: str, corr: int, count: int, names: list[str] | None = None
+    ) -> None:
         peer = self._peers.get(name)
         if peer is not None:
             status = Header(Kind.STATUS, sid=corr, status=Status.ROUTED, seq=count)
-            peer.end.send(encode_header(status), b"")
+            peer.end.send(encode_header(status), encode_names(names))
 
     def _finish(self, tally: Tally[_LocalUpstream | _PeerUpstream]) -> None:
         up = tally.upstream
         if isinstance(up, _PeerUpstream):
             if not up.zero_only:
-                self._send_count(up.peer, up.corr, tally.total)
+                self._send_count(up.peer, up.corr, tally.total, tally.names)
             elif tally.total == 0 and not tally.expired:
                 self._send_count(up.peer, up.corr, 0)
             return
@@ -809,6 +826,8 @@ class Mesh:
                 status=Status.ROUTED,
                 seq=tally.total,
             )
+            self.node._send(up.bound, status, encode_names(tally.names))
+            return
         else:
             return
         self.node._send(up.bound, status)
