@@ -68,6 +68,8 @@ class NodeStats:
     dropped_slow: int = 0
     sessions_opened: int = 0
     sessions_dropped: int = 0
+    #: Publishes into an inbox by a session the request was never routed to (refused).
+    forged_replies: int = 0
 
 
 class _SessionLink:
@@ -335,6 +337,7 @@ class Node:
         if not owns_inbox_pattern(session.inbox, subject) and not self.grants.allowed(
             session, subject, time.monotonic()
         ):
+            self.stats.forged_replies += 1
             raise NotAuthorized(
                 "only a responder the request was routed to may reply", subject=subject
             )
