@@ -31,6 +31,7 @@ from .errors import (
     RemoteProtocolError,
     Timeout,
 )
+from .framing import PendingBudget
 from .mesh import Mesh, start_mesh
 from .private import (
     GRANT_GRACE_S,
@@ -48,13 +49,25 @@ from .state import STATE_PREFIX, StateService, make_state_backend
 from .subjects import validate_subject
 from .telemetry import NodeTracer
 from .transports import Link, StreamLink, ZmqRouterListener
-from .wire import Flags, Header, Kind, Status, decode_header, encode_header, encode_msg
+from .wire import (
+    MAX_HEADER_BYTES,
+    Flags,
+    Header,
+    Kind,
+    Status,
+    decode_header,
+    encode_header,
+    encode_msg,
+)
 
 __all__ = ["Node", "NodeStats"]
 
 log = logging.getLogger("fabric.node")
 
 _MAX_CONTROL_BYTES = 1024 * 1024
+#: Largest frame a connection may send before its HELLO is accepted (a HELLO is a few
+#: hundred bytes): an unauthenticated peer can make the node hold almost nothing.
+HANDSHAKE_MAX_PAYLOAD = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -124,6 +137,8 @@ class Node:
         self.auth: Authorizer | None = None
         #: Reply subjects each session was handed and may answer into (fabric/private.py).
         self.grants = ReplyGrants()
+        #: Bytes of partial incoming frames, over every stream connection (fabric/framing.py).
+        self.pending = PendingBudget(self.settings.max_pending_bytes)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -151,7 +166,11 @@ class Node:
         self._unix_server = await loop.create_unix_server(self._accept_stream, str(path))
         os.chmod(path, 0o600)
         if self.settings.listen:
-            self._zmq = ZmqRouterListener(self.settings.listen, self._accept)
+            self._zmq = ZmqRouterListener(
+                self.settings.listen,
+                self._accept,
+                max_message=self.settings.max_payload + MAX_HEADER_BYTES,
+            )
         self._sweeper = loop.create_task(self._sweep())
         self.state = StateService(make_state_backend(self.settings))
         if self.settings.shm:
@@ -192,7 +211,11 @@ class Node:
         self._closed.set()
 
     def _accept_stream(self) -> StreamLink:
-        link = StreamLink(self.settings.max_payload)
+        link = StreamLink(
+            HANDSHAKE_MAX_PAYLOAD,
+            budget=self.pending,
+            stall_timeout=self.settings.frame_stall_timeout,
+        )
         self._accept(link)
         return link
 
@@ -289,6 +312,9 @@ class Node:
             self._reject(bound, exc, None)
             return
         try:
+            if len(payload) > self.settings.max_payload:
+                # Stream links refuse this before buffering; ZeroMQ hands it over whole.
+                raise PayloadTooLarge(size=len(payload), limit=self.settings.max_payload)
             session.check(header.kind)
             kind = header.kind
             if kind is Kind.PUB:
@@ -370,6 +396,8 @@ class Node:
             self.auth.authenticate(name, info.get("credential"))
         bound.session.activate(name, labels, time.monotonic())
         bound.session.inbox = inbox_root(name)
+        if isinstance(bound.link, StreamLink):
+            bound.link.set_max_payload(self.settings.max_payload)
         direct = info.get("direct")
         if isinstance(direct, str) and isinstance(bound.link, StreamLink):
             bound.session.direct = direct

@@ -22,7 +22,7 @@ from typing_extensions import Buffer
 from ..errors import ConfigError, ConnectionLost, FabricError, RemoteProtocolError, Timeout
 from ..private import decode_names, encode_names
 from ..routing import INBOX_PREFIX, Route
-from ..wire import Flags, Header, Kind, Status, decode_header, encode_header
+from ..wire import MAX_HEADER_BYTES, Flags, Header, Kind, Status, decode_header, encode_header
 from ._interest import InterestKey, Labels, MeshInterest
 from ._links import CurveKeys, PeerDialer, PeerListener
 from ._peer import LinkState, PeerLinkState
@@ -222,12 +222,19 @@ class Mesh:
                 raise ConfigError("an edge node does not accept peers: drop 'cluster'")
             if self.transport == "zmq":
                 self._listener = PeerListener(
-                    self.settings.cluster, self._listener_frame, self.curve
+                    self.settings.cluster,
+                    self._listener_frame,
+                    self.curve,
+                    max_message=self.settings.max_payload + MAX_HEADER_BYTES,
                 )
             else:
                 try:
                     self._tcp_server, self._tcp_endpoint = await listen_tcp(
-                        self.settings.cluster, self.settings.max_payload, self._accept_tcp
+                        self.settings.cluster,
+                        self.settings.max_payload,
+                        self._accept_tcp,
+                        budget=getattr(self.node, "pending", None),
+                        stall_timeout=self.settings.frame_stall_timeout,
                     )
                 except OSError as exc:
                     raise ConnectionLost(

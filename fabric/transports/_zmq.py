@@ -151,9 +151,13 @@ class _RouterPeerLink(Link):
 class ZmqRouterListener:
     """A ROUTER socket: one ``Link`` per remote agent, created on its first frame."""
 
-    def __init__(self, endpoint: str, on_link: Callable[[Link], None]) -> None:
+    def __init__(
+        self, endpoint: str, on_link: Callable[[Link], None], *, max_message: int = -1
+    ) -> None:
         ctx = zmq.asyncio.Context.instance()
         self._sock = ctx.socket(zmq.ROUTER)
+        # libzmq drops a peer whose message part exceeds this before buffering it whole.
+        self._sock.setsockopt(zmq.MAXMSGSIZE, max_message)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, _HWM)
         self._sock.setsockopt(zmq.RCVHWM, _HWM)

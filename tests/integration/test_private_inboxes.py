@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from procs import start_node
+from procs import start_node, until
 
 from fabric.transports import open_unix_link
 from fabric.wire import Header, Kind, encode_header
@@ -69,10 +69,8 @@ def _cred(creds: dict[str, str] | None, name: str) -> str | None:
     return None if creds is None else creds[name]
 
 
-async def _pending_reply(alice: Agent) -> str:
+def _pending_reply(alice: Agent) -> str:
     """The reply subject of alice's request in flight, as an attacker who learnt it would."""
-    while not alice._waiters:
-        await asyncio.sleep(0.001)
     return f"{alice._inbox}.{max(alice._waiters)}"
 
 
@@ -111,6 +109,7 @@ async def test_nobody_else_can_subscribe_to_an_inbox(secured) -> None:  # type: 
 async def test_forged_replies_are_refused_and_the_real_one_wins(secured) -> None:  # type: ignore[no-untyped-def]
     url, creds = secured
     release = asyncio.Event()
+    started = asyncio.Event()
     async with (
         connect("svc", url, credential=_cred(creds, "svc")) as svc,
         connect("alice", url, credential=_cred(creds, "alice"), direct=False) as alice,
@@ -118,12 +117,14 @@ async def test_forged_replies_are_refused_and_the_real_one_wins(secured) -> None
     ):
 
         async def slow(msg: Msg) -> str:
+            started.set()
             await release.wait()
             return "genuine"
 
         await svc.serve("svc.slow", slow)
         pending = asyncio.ensure_future(alice.request("svc.slow", b"", timeout=10))
-        reply_to = await _pending_reply(alice)
+        await started.wait()
+        reply_to = _pending_reply(alice)
         for i in range(10):
             await mallory.publish(reply_to, f"forged-{i}")
         await mallory.flush()
@@ -156,19 +157,22 @@ async def test_a_responder_cannot_claim_to_be_someone_else(secured) -> None:  # 
 async def test_forged_replies_on_the_direct_path_are_dropped(secured) -> None:  # type: ignore[no-untyped-def]
     url, creds = secured
     release = asyncio.Event()
+    started = asyncio.Event()
     async with (
         connect("svc", url, credential=_cred(creds, "svc")) as svc,
         connect("alice", url, credential=_cred(creds, "alice")) as alice,
     ):
 
         async def slow(msg: Msg) -> str:
+            started.set()
             await release.wait()
             return "genuine"
 
         await svc.serve("svc.slow", slow)
         assert alice._direct is not None
         pending = asyncio.ensure_future(alice.request("svc.slow", b"", timeout=10))
-        reply_to = await _pending_reply(alice)
+        await started.wait()
+        reply_to = _pending_reply(alice)
         # Mallory (same user, so the socket lets it in) writes a reply to alice's direct socket.
         link = await open_unix_link(alice._direct.address, 1 << 20, _Sink())
         try:
@@ -178,11 +182,10 @@ async def test_forged_replies_on_the_direct_path_are_dropped(secured) -> None:  
             # And a "no responders" to make the request fail.
             link.send(encode_header(Header(Kind.STATUS, subject=reply_to, status=503)))
 
-            async def counted() -> None:
-                while alice.stats.forged_replies < 11:
-                    await asyncio.sleep(0.005)
+            async def counted() -> bool:
+                return alice.stats.forged_replies >= 11
 
-            await asyncio.wait_for(counted(), 10)
+            await until(counted, 10, "alice to drop the forged frames")
         finally:
             link.close()
         assert not pending.done()

@@ -64,6 +64,7 @@ def cred(creds: dict[str, str] | None, name: str) -> str | None:
 async def test_across_two_nodes_inboxes_cannot_be_read_or_forged(pair) -> None:  # type: ignore[no-untyped-def]
     m, creds = pair
     release = asyncio.Event()
+    started = asyncio.Event()
     async with (
         connect("svc", m.url("c2"), credential=cred(creds, "svc")) as svc,
         connect("alice", m.url("c1"), credential=cred(creds, "alice")) as alice,
@@ -72,6 +73,7 @@ async def test_across_two_nodes_inboxes_cannot_be_read_or_forged(pair) -> None: 
     ):
 
         async def slow(msg: Msg) -> str:
+            started.set()
             await release.wait()
             return "genuine"
 
@@ -99,8 +101,7 @@ async def test_across_two_nodes_inboxes_cannot_be_read_or_forged(pair) -> None: 
             await spy.flush()
         # Forge from the responder's node and from the requester's node.
         pending = asyncio.ensure_future(alice.request("svc.slow", b"", timeout=20))
-        while not alice._waiters:
-            await asyncio.sleep(0.001)
+        await started.wait()
         reply_to = f"{alice._inbox}.{max(alice._waiters)}"
         for spy in (near, far):
             for i in range(10):
