@@ -83,6 +83,12 @@ class NodeStats:
     sessions_dropped: int = 0
     #: Publishes into an inbox by a session the request was never routed to (refused).
     forged_replies: int = 0
+    #: ``dropped_slow`` by the transport of the agent that fell behind.
+    dropped_slow_unix: int = 0
+    dropped_slow_tcp: int = 0
+    dropped_slow_webrtc: int = 0
+    #: STATUS SLOW_CONSUMER notices sent (each tells one subscription how many it lost).
+    slow_notices: int = 0
 
 
 class _SessionLink:
@@ -255,6 +261,8 @@ class Node:
             self.grants.sweep(now)
             deadline = now - 3 * interval
             for bound in list(self._links.values()):
+                if bound.session.lost and not bound.link.closed:
+                    self._tell_lost(bound)  # nothing else was sent to it since it drained
                 if bound.session.last_seen < deadline:
                     log.info("session %s missed its heartbeats; dropping it", bound.session)
                     bound.link.close()
@@ -462,11 +470,11 @@ class Node:
                 flags,
             )
             if target.session.held is not None:
-                if self._hold(target, out, body):
+                if self._hold(target, out, body, sid):
                     reached += 1
                 else:
                     missed.append(target)
-            elif self._send_encoded(target, out, body):
+            elif self._send_encoded(target, out, body, sid):
                 reached += 1
             else:
                 missed.append(target)
@@ -536,14 +544,15 @@ class Node:
         else:
             raise RemoteProtocolError(f"unknown control subject {subject!r}")
 
-    def _hold(self, bound: _SessionLink, header: bytes, payload: memoryview | bytes) -> bool:
+    def _hold(
+        self, bound: _SessionLink, header: bytes, payload: memoryview | bytes, sid: int
+    ) -> bool:
         """Queue a delivery for a migrating agent; bounded like a slow consumer's buffer."""
         session = bound.session
         assert session.held is not None
         size = len(header) + len(payload)
         if session.held_bytes + size > self.settings.slow_consumer_bytes:
-            session.dropped += 1
-            self.stats.dropped_slow += 1
+            self._dropped_slow(bound, sid)
             return False
         # Payload views over a receive buffer stay valid: the frame decoder never reuses one.
         session.held.append((header, payload))
@@ -672,14 +681,17 @@ class Node:
         """Send to one session; False when it is gone or too far behind (slow consumer)."""
         return self._send_encoded(bound, encode_header(header), payload)
 
-    def _send_encoded(self, bound: _SessionLink, header: bytes, payload: Buffer = b"") -> bool:
+    def _send_encoded(
+        self, bound: _SessionLink, header: bytes, payload: Buffer = b"", sid: int = -1
+    ) -> bool:
         link = bound.link
         if link.closed:
             return False
         if link.buffered() > self.settings.slow_consumer_bytes:
-            bound.session.dropped += 1
-            self.stats.dropped_slow += 1
+            self._dropped_slow(bound, sid)
             return False
+        if bound.session.lost:
+            self._tell_lost(bound)  # before what follows the gap
         try:
             link.send(header, payload)
         except FabricError:
@@ -687,6 +699,38 @@ class Node:
         bound.session.frames_out += 1
         self.stats.frames_out += 1
         return True
+
+    def _dropped_slow(self, bound: _SessionLink, sid: int) -> None:
+        """A delivery for an agent that fell behind is dropped: counted here, by transport,
+        and remembered so the agent is told (``_tell_lost``) once it has caught up."""
+        session = bound.session
+        session.dropped += 1
+        lost = session.lost
+        lost[sid] = lost.get(sid, 0) + 1
+        stats = self.stats
+        stats.dropped_slow += 1
+        transport = bound.link.transport
+        if transport == "unix":
+            stats.dropped_slow_unix += 1
+        elif transport == "tcp":
+            stats.dropped_slow_tcp += 1
+        elif transport == "webrtc":
+            stats.dropped_slow_webrtc += 1
+
+    def _tell_lost(self, bound: _SessionLink) -> None:
+        """STATUS SLOW_CONSUMER per subscription that lost messages, once the agent's backlog
+        is back under the limit (no silent drop: the agent raises ``SlowConsumer``)."""
+        link = bound.link
+        if link.buffered() > self.settings.slow_consumer_bytes:
+            return
+        lost, bound.session.lost = bound.session.lost, {}
+        for sid, count in lost.items():
+            notice = Header(Kind.STATUS, sid=max(sid, 0), status=Status.SLOW_CONSUMER, seq=count)
+            try:
+                link.send(encode_header(notice), b"")
+            except FabricError:
+                return
+            self.stats.slow_notices += 1
 
     # -- introspection ------------------------------------------------------------------
 

@@ -941,6 +941,8 @@ class Agent:
                     self._spawn(_await(result))
             else:
                 sub._deliver(msg)
+        elif kind is Kind.STATUS and header.status == Status.SLOW_CONSUMER:
+            self._lost_at_node(header.sid, header.seq)
         elif kind is Kind.STATUS:
             waiter = self._waiter_for(header.subject)
             if waiter is None:
@@ -973,6 +975,19 @@ class Agent:
             and self._direct is not None
         ):
             self._direct.invalidate()
+
+    def _lost_at_node(self, sid: int, count: int) -> None:
+        """The node dropped ``count`` deliveries for subscription ``sid`` while we were
+        behind: the subscription raises ``SlowConsumer`` with the count at its next read."""
+        self.stats.dropped += count
+        sub = self._subs.get(sid) if sid else None
+        if sub is not None and sub.callback is None:
+            sub._lost(count)
+        else:
+            log.warning(
+                "the node dropped %d messages for %s: this agent fell behind",
+                count, sub.subject if sub is not None else "its inbox",
+            )
 
     def _fail_waiters(self, exc: FabricError) -> None:
         waiters, self._waiters = self._waiters, {}

@@ -24,7 +24,10 @@ class Subscription:
     """Interest in a subject pattern. Iterate it, or give a callback when subscribing.
 
     Memory is bounded: past ``pending_limit`` buffered messages, new ones are dropped and
-    counted, and the next read raises ``SlowConsumer`` once (then reading goes on).
+    counted, and the next read raises ``SlowConsumer`` once (then reading goes on). The node
+    does the same when the agent as a whole falls behind (its link's backlog passes the
+    node's ``slow_consumer_bytes``): it drops, counts, and tells; the drop shows here the
+    same way. ``SlowConsumer.lost`` says how many messages were lost since the last report.
     """
 
     def __init__(
@@ -73,6 +76,13 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _lost(self, count: int) -> None:
+        """The node dropped ``count`` deliveries for us."""
+        self.dropped += count
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _refuse(self, error: FabricError) -> None:
         self.refusal = error
         self._close_local()
@@ -105,8 +115,9 @@ class Subscription:
                 lost = self.dropped - self._dropped_reported
                 self._dropped_reported = self.dropped
                 raise SlowConsumer(
-                    f"{lost} messages dropped: reader fell {self._pending_limit} behind",
+                    f"{lost} messages dropped: this reader fell behind",
                     subject=self.subject,
+                    lost=lost,
                 )
             if self._pending:
                 return self._pending.popleft()

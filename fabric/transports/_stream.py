@@ -27,6 +27,8 @@ _COALESCE_LIMIT = 64 * 1024
 class StreamLink(asyncio.Protocol, Link):
     """An asyncio protocol that speaks length-prefixed frames."""
 
+    transport = "unix"
+
     def __init__(
         self,
         max_payload: int,
