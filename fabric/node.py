@@ -330,6 +330,8 @@ class Node:
                     self._check_reply(session, header)
                 elif self.auth is not None:
                     self.auth.check_publish(session.name, header.subject)
+                if header.reply.startswith(INBOX_PREFIX):
+                    self._check_reply_to(session, header.reply)
                 self._publish(bound, header, payload)
             elif kind is Kind.SUB:
                 if header.subject.startswith(INBOX_PREFIX):
@@ -378,6 +380,22 @@ class Node:
         headers = dict(header.headers) if header.headers else {}
         headers[SENDER_HEADER] = f"{session.name}@{self.settings.name}"
         header.headers = headers
+
+    def _check_reply_to(self, session: Session, reply: str) -> None:
+        """A message may ask for replies only into the sender's own inbox (or one it may
+        answer into): otherwise it could have a real responder answer someone else's pending
+        request with content of its choosing (a reflected forgery).
+
+        Raises:
+            NotAuthorized: ``reply`` is another agent's inbox.
+        """
+        if not owns_inbox_pattern(session.inbox, reply) and not self.grants.allowed(
+            session, reply, time.monotonic()
+        ):
+            self.stats.forged_replies += 1
+            raise NotAuthorized(
+                "replies can only be asked for into the sender's own inbox", subject=reply
+            )
 
     def _reject(self, bound: _SessionLink, exc: FabricError, header: Header | None) -> None:
         """Answer a bad frame with ERR; the session and every other one carry on."""

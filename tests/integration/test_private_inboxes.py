@@ -31,7 +31,7 @@ subscribe = { allow = ["svc.>"] }
 
 [agents.mallory]
 credential = "m"
-publish = { allow = ["mallory.>"] }
+publish = { allow = ["mallory.>", "svc.echo"] }
 subscribe = { allow = ["mallory.>"] }
 """
 
@@ -230,3 +230,39 @@ async def test_status_payload_of_a_gather_is_a_list_of_names() -> None:
 
     with pytest.raises(RemoteProtocolError):
         decode_names(msgpack.packb({"a": 1}))
+
+
+async def test_a_request_cannot_send_its_replies_into_someone_elses_inbox(secured) -> None:  # type: ignore[no-untyped-def]
+    """A reflected forgery: mallory asks a real responder to answer into alice's pending
+    inbox with content of mallory's choosing. The node refuses the request."""
+    url, creds = secured
+    release = asyncio.Event()
+    started = asyncio.Event()
+    async with (
+        connect("svc", url, credential=_cred(creds, "svc")) as svc,
+        connect("alice", url, credential=_cred(creds, "alice"), direct=False) as alice,
+        connect("mallory", url, credential=_cred(creds, "mallory")) as mallory,
+    ):
+
+        async def slow(msg: Msg) -> str:
+            started.set()
+            await release.wait()
+            return "genuine"
+
+        echoed = 0
+
+        async def echo(msg: Msg) -> bytes:
+            nonlocal echoed
+            echoed += 1
+            return bytes(msg.data)
+
+        await svc.serve("svc.slow", slow)
+        await svc.serve("svc.echo", echo)
+        pending = asyncio.ensure_future(alice.request("svc.slow", b"", timeout=10))
+        await started.wait()
+        await mallory.publish("svc.echo", b"reflected", reply=_pending_reply(alice))
+        await mallory.flush()
+        await svc.flush()
+        assert echoed == 0
+        release.set()
+        assert (await pending).text() == "genuine"
