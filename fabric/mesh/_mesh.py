@@ -53,6 +53,8 @@ log = logging.getLogger("fabric.mesh")
 #: How long a counted message waits for peers' counts when it carries no deadline.
 _DEFAULT_TALLY_S = 5.0
 _HANDSHAKE_S = 3.0
+#: Largest frame a peer may send on the plain-TCP cluster port before its HELLO is accepted.
+_HANDSHAKE_MAX_PAYLOAD = 64 * 1024
 #: Frames held for a peer while it switches links (then sending fails as for a dead peer).
 _BACKLOG = 10_000
 #: Barrier pings number from here up, so they never collide with heartbeat sequence numbers.
@@ -111,6 +113,8 @@ class _End:
     #: are older than the full set the peer sends on the kept link, and the two links are
     #: not ordered with each other: applying them late would roll the peer's interest back.
     superseded: bool = False
+    #: Called once the peer's handshake is accepted (lifts the pre-handshake frame limit).
+    on_up: Callable[[], None] | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -292,7 +296,10 @@ class Mesh:
         return end
 
     def _accept_tcp(self, link: Any) -> None:
-        self._tcp_end(link, dialed=False)
+        # Until its HELLO is accepted a peer may send only small frames (docs/limits.md).
+        link.set_max_payload(_HANDSHAKE_MAX_PAYLOAD)
+        end = self._tcp_end(link, dialed=False)
+        end.on_up = lambda: link.set_max_payload(self.settings.max_payload)
 
     async def _dial_once(self, text: str) -> _End | None:
         """Dial, send HELLO until WELCOME or the handshake time runs out."""
@@ -491,6 +498,8 @@ class Mesh:
     # -- links up and down --------------------------------------------------------------
 
     def _link_up(self, end: _End, info: PeerInfo, kind: PeerKind) -> None:
+        if end.on_up is not None:
+            end.on_up()
         end.peer = info.name
         end.state.up(time.monotonic())
         existing = self._peers.get(info.name)

@@ -89,6 +89,35 @@ async def test_before_the_handshake_a_connection_holds_almost_nothing(node: Node
         assert (await probe.node_status())["stats"]["malformed"] >= 6
 
 
+async def test_the_plain_tcp_cluster_port_holds_almost_nothing_before_a_peer_hello(
+    tmp_path: Path, fabric_env: dict[str, str]
+) -> None:
+    with socket.socket() as probe_sock:
+        probe_sock.bind(("127.0.0.1", 0))
+        port = probe_sock.getsockname()[1]
+    env = dict(fabric_env, FABRIC_CLUSTER=f"tcp://127.0.0.1:{port}")
+    node = await start_node(tmp_path / "n.sock", env)
+    socks = []
+    try:
+        async with connect("probe", node.url) as probe:
+            await probe.node_status()
+        base = rss(node.pid)
+        for _ in range(6):
+            socks.append(socket.create_connection(("127.0.0.1", port)))
+        done = await asyncio.gather(
+            *(asyncio.to_thread(stall, s, 60 * MiB, 32 * MiB) for s in socks)
+        )
+        closed = await asyncio.gather(*(asyncio.to_thread(closed_by_node, s, 10) for s in socks))
+        assert all(closed) and not any(done)
+        grown = rss(node.pid) - base
+        print(f"cluster port: node RSS +{grown / MiB:.1f} MiB after 6 attempts")
+        assert grown < 16 * MiB
+    finally:
+        for s in socks:
+            s.close()
+        await node.stop()
+
+
 async def test_stalled_partial_frames_are_capped_time_out_and_give_memory_back(
     tmp_path: Path, fabric_env: dict[str, str]
 ) -> None:
