@@ -195,7 +195,8 @@ async def test_forged_replies_on_the_direct_path_are_dropped(secured) -> None:  
         assert reply.sender == Sender("svc", "n1")
 
 
-async def test_gather_names_who_answered_and_who_did_not(secured) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("direct", [False, True], ids=["via-node", "direct"])
+async def test_gather_names_who_answered_and_who_did_not(secured, direct: bool) -> None:  # type: ignore[no-untyped-def]
     url, creds = secured
     if creds is not None:
         pytest.skip("three responders need three entries; the open node covers naming")
@@ -203,7 +204,7 @@ async def test_gather_names_who_answered_and_who_did_not(secured) -> None:  # ty
         connect("r1", url) as r1,
         connect("r2", url) as r2,
         connect("mute", url) as mute,
-        connect("alice", url, direct=False) as alice,
+        connect("alice", url, direct=direct) as alice,
     ):
         never = asyncio.Event()
 
