@@ -23,6 +23,7 @@ from fabric.errors import (
     FabricError,
     LocalProtocolError,
     NoResponders,
+    NotAuthorized,
     PayloadTooLarge,
     RemoteError,
     Timeout,
@@ -135,6 +136,8 @@ class Agent:
         self._handler_tasks: set[asyncio.Task[None]] = set()
         #: Subscriptions the node refused, not yet reported by ``flush()``.
         self._refusals: list[FabricError] = []
+        #: Handler registrations (``@handler``) still on their way to the node.
+        self._registering: set[asyncio.Task[None]] = set()
         #: Links to nodes this agent migrated away from, open until their replies are out.
         self._retiring: set[Connection] = set()
         self._tracer = AgentTracer.from_env(name)
@@ -363,8 +366,15 @@ class Agent:
                     )
                 except FabricError as exc:
                     log.error("handler for %s not registered: %s", subject, exc)
+                    if isinstance(exc, NotAuthorized) and len(self._refusals) < 64:
+                        self._refusals.append(exc)  # the next flush() raises it
 
-            self._spawn(subscribe())
+            task = asyncio.ensure_future(subscribe())
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
+            # flush() waits for these: its promise covers handlers registered before it.
+            self._registering.add(task)
+            task.add_done_callback(self._registering.discard)
             return fn
 
         return register
@@ -721,6 +731,9 @@ class Agent:
                 handler's, typically). Timeout, ConnectionLost.
         """
         await self._ensure_connected()
+        if self._registering:
+            # Each registration ends with its own round trip (and learns of a refusal).
+            await asyncio.wait(set(self._registering), timeout=timeout)
         await self._conn.flush(timeout)
         if self._refusals:
             first, self._refusals = self._refusals[0], []
