@@ -15,8 +15,10 @@ Rules: a subject is allowed when one ``allow`` pattern matches it and no ``deny`
 does (deny wins). A subscription pattern is allowed when an ``allow`` pattern covers every
 subject it could match and no ``deny`` pattern overlaps it at all. An entry ``"PATTERN QUEUE"``
 only allows (or denies) queue subscriptions to group QUEUE; a bare pattern covers plain and
-queue subscriptions alike. Reply inboxes (``_INBOX.>``) are always allowed, or no agent
-could answer a request. Missing ``publish``/``subscribe`` tables allow nothing.
+queue subscriptions alike. Reply inboxes are not governed by this file but by ownership
+(fabric/private.py): an agent reads only its own and answers only into those it was handed;
+its own control subject (``_FABRIC.agent.NAME.migrate``) is always open to it. Missing
+``publish``/``subscribe`` tables allow nothing.
 
 Node-to-node keys are CurveZMQ key pairs in ZeroMQ's certificate format (``fabric keys
 generate``); see ``load_keypair`` and ``resolve_public_key``.
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, NotAuthorized
+from .private import is_control_subject_of
 from .routing import INBOX_PREFIX
 from .subjects import matches, validate_pattern
 
@@ -218,7 +221,9 @@ class Authorizer:
 
     def check_subscribe(self, name: str, pattern: str, queue: str = "") -> None:
         """Raises ``NotAuthorized`` unless ``name`` may subscribe to ``pattern`` (in ``queue``)."""
-        if pattern.startswith(INBOX_PREFIX):
+        if pattern.startswith(INBOX_PREFIX) or is_control_subject_of(name, pattern):
+            # Inbox ownership is the node's rule (fabric/private.py); an agent's own control
+            # subject stays reachable whatever its permissions (operators migrate agents).
             return
         if not self._perms(name).subscribe.may_subscribe(pattern, queue):
             what = f"queue {queue!r} on " if queue else ""

@@ -402,8 +402,10 @@ def agent_migrate(
 async def _ask_migrate(name: str, to: str, url: str | None, timeout: float) -> dict[str, Any]:
     from sdk import connect
 
+    from .private import control_subject
+
     async with connect("fabric-cli", url, reconnect=False, direct=False) as agent:
-        reply = await agent.request(f"_FABRIC.agent.{name}.migrate", to, timeout=timeout)
+        reply = await agent.request(control_subject(name), to, timeout=timeout)
         return dict(json.loads(reply.text()))
 
 

@@ -47,6 +47,15 @@ class NodeSettings(BaseSettings):
     slow_consumer_bytes: int = Field(
         64 * MiB, gt=0, description="Bytes queued for one agent before messages to it are dropped."
     )
+    max_pending_bytes: int = Field(
+        256 * MiB,
+        gt=0,
+        description="Bytes of partial (incoming) frames the node holds over all connections.",
+    )
+    frame_stall_timeout: float = Field(
+        10.0, gt=0, description="Seconds a partial frame may go without a byte before its "
+        "connection is closed.",
+    )
     shm: bool = Field(
         True, description="Serve a shared-memory pool to agents on this host (Linux memfd)."
     )

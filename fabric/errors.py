@@ -242,6 +242,11 @@ class SlowConsumer(FabricError):
 
     code = "slow_consumer"
 
+    def __init__(self, message: str = "", *, subject: str | None = None, lost: int = 0) -> None:
+        super().__init__(message, subject=subject)
+        #: How many messages were dropped since the last report.
+        self.lost = lost
+
 
 class PoolExhausted(FabricError):
     """The shared-memory pool had no free slot before the deadline."""

@@ -6,8 +6,18 @@ ZeroMQ keeps message boundaries itself; a stream socket does not, so each messag
 
 ``FrameDecoder`` is sans-I/O: feed it whatever ``recv`` returned, in any pieces, and pull out
 ``(header, payload)`` pairs. Payloads come out as memoryviews over the bytes received, so a node
-forwards them without a copy. Lengths are checked before any buffering, so a hostile peer
-cannot make the decoder hold more than one maximal frame.
+forwards them without a copy.
+
+Memory rules (what a hostile peer can make a node hold; docs/limits.md):
+
+1. The buffer grows with the bytes that arrived, never with the length a prefix declares.
+2. Lengths are checked before any buffering: a connection holds at most one maximal frame
+   (``max_payload``, which a node keeps small until the handshake: ``set_max_payload``).
+3. Bytes held across connections are charged to a shared ``PendingBudget``; past it the
+   connection that asked for more is refused (the caller closes it), not the node.
+4. A partial frame that makes no progress is the driver's to time out: ``received`` counts
+   every byte fed, so "nothing arrived since the last look" needs no clock here.
+5. ``reset()`` gives every byte back (a closed connection must not wait for the GC).
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from typing_extensions import Buffer
 from .errors import PayloadTooLarge, RemoteProtocolError
 from .wire import MAX_HEADER_BYTES
 
-__all__ = ["PREFIX_SIZE", "FrameDecoder", "frame_prefix"]
+__all__ = ["PREFIX_SIZE", "FrameDecoder", "PendingBudget", "frame_prefix"]
 
 _PREFIX = struct.Struct("<II")
 PREFIX_SIZE = _PREFIX.size
@@ -30,15 +40,41 @@ def frame_prefix(header_len: int, payload_len: int) -> bytes:
     return _PREFIX.pack(header_len, payload_len)
 
 
+class PendingBudget:
+    """Bytes of partial frames a whole node may hold, shared by its connections. Pure."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        """Charge ``n`` more bytes; False (and nothing charged) past the limit."""
+        if self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used = max(0, self.used - n)
+
+
 class FrameDecoder:
     """Reassembles frames from stream bytes.
 
-    Raises ``RemoteProtocolError`` (header too large, empty header) or ``PayloadTooLarge``;
-    after either the stream is out of sync and the connection must be closed.
+    Raises ``RemoteProtocolError`` (header too large, empty header, the node's pending-byte
+    budget spent) or ``PayloadTooLarge``; after any of them the stream is out of sync (or
+    refused) and the connection must be closed.
     """
 
-    def __init__(self, max_payload: int) -> None:
+    def __init__(self, max_payload: int, budget: PendingBudget | None = None) -> None:
         self._max_payload = max_payload
+        self._budget = budget
+        #: Bytes charged to the budget (what ``_buf`` held after the last feed).
+        self._charged = 0
+        #: Every byte ever fed (a driver compares it over time to spot a stalled frame).
+        self.received = 0
         self._buf = bytearray()
         # Size of the frame being assembled, once its prefix has been read.
         self._need_header = -1
@@ -49,8 +85,50 @@ class FrameDecoder:
         """Bytes held while waiting for the rest of a frame."""
         return len(self._buf)
 
+    @property
+    def partial(self) -> bool:
+        """Whether a frame has begun and not ended."""
+        return bool(self._buf)
+
+    @property
+    def max_payload(self) -> int:
+        return self._max_payload
+
+    def set_max_payload(self, max_payload: int) -> None:
+        """Change the limit for frames whose prefix has not been read yet (a node raises it
+        once the peer has authenticated)."""
+        self._max_payload = max_payload
+
+    def reset(self) -> None:
+        """Drop whatever is buffered and give its bytes back to the budget."""
+        self._buf = bytearray()
+        self._need_header = self._need_payload = -1
+        if self._budget is not None and self._charged:
+            self._budget.give(self._charged)
+        self._charged = 0
+
     def feed(self, data: Buffer) -> list[tuple[bytes, memoryview]]:
-        """Add received bytes; return every frame now complete, in order."""
+        """Add received bytes; return every frame now complete, in order.
+
+        Raises:
+            PayloadTooLarge: a prefix declares more than ``max_payload``.
+            RemoteProtocolError: a bad header length, or the budget cannot hold the rest.
+        """
+        self.received += len(data)  # type: ignore[arg-type]  # byte-format buffers
+        frames = self._feed(data)
+        held = len(self._buf)
+        if held != self._charged and self._budget is not None:
+            if held > self._charged and not self._budget.take(held - self._charged):
+                raise RemoteProtocolError(
+                    f"the node holds {self._budget.used} bytes of partial frames already "
+                    f"(limit {self._budget.limit}); refusing {held - self._charged} more"
+                )
+            if held < self._charged:
+                self._budget.give(self._charged - held)
+            self._charged = held
+        return frames
+
+    def _feed(self, data: Buffer) -> list[tuple[bytes, memoryview]]:
         if not self._buf and isinstance(data, bytes):
             # Fast path: frames that arrive whole are sliced out of the immutable chunk the
             # event loop handed us, so the payload view costs no copy.

@@ -26,12 +26,23 @@ from .errors import (
     BadDescriptor,
     FabricError,
     InvalidSubject,
+    NotAuthorized,
     PayloadTooLarge,
     RemoteProtocolError,
     Timeout,
 )
+from .framing import PendingBudget
 from .mesh import Mesh, start_mesh
 from .metrics import HOP_SAMPLE_MASK, Monitoring, start_monitoring, transport_of
+from .private import (
+    GRANT_GRACE_S,
+    GRANT_TTL_S,
+    SENDER_HEADER,
+    ReplyGrants,
+    encode_names,
+    inbox_root,
+    owns_inbox_pattern,
+)
 from .routing import INBOX_PREFIX, InterestTable
 from .session import Session, SessionState
 from .shm import PoolService, SharedDelivery
@@ -40,13 +51,25 @@ from .state import STATE_PREFIX, StateService, make_state_backend
 from .subjects import validate_subject
 from .telemetry import NodeTracer
 from .transports import Link, StreamLink, ZmqRouterListener
-from .wire import Flags, Header, Kind, Status, decode_header, encode_header, encode_msg
+from .wire import (
+    MAX_HEADER_BYTES,
+    Flags,
+    Header,
+    Kind,
+    Status,
+    decode_header,
+    encode_header,
+    encode_msg,
+)
 
 __all__ = ["Node", "NodeStats"]
 
 log = logging.getLogger("fabric.node")
 
 _MAX_CONTROL_BYTES = 1024 * 1024
+#: Largest frame a connection may send before its HELLO is accepted (a HELLO is a few
+#: hundred bytes): an unauthenticated peer can make the node hold almost nothing.
+HANDSHAKE_MAX_PAYLOAD = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -70,6 +93,14 @@ class NodeStats:
     state_errors: int = 0
     migrations: int = 0
     directory_lookups: int = 0
+    #: Publishes into an inbox by a session the request was never routed to (refused).
+    forged_replies: int = 0
+    #: ``dropped_slow`` by the transport of the agent that fell behind.
+    dropped_slow_unix: int = 0
+    dropped_slow_tcp: int = 0
+    dropped_slow_webrtc: int = 0
+    #: STATUS SLOW_CONSUMER notices sent (each tells one subscription how many it lost).
+    slow_notices: int = 0
 
 
 class _SessionLink:
@@ -124,11 +155,14 @@ class Node:
         self.auth: Authorizer | None = None
         #: This node's exclusive claim on its Unix socket; set by ``start()``.
         self._claim: SocketClaim | None = None
-        #: Frames received by kind (index: wire Kind), and slow-consumer drops by transport.
+        #: Frames received by kind (index: wire Kind).
         self.kinds_in = [0] * (max(Kind) + 1)
-        self.drops_by_transport: dict[str, int] = {}
         #: Metrics and the monitoring port (fabric/metrics); None unless configured.
         self.monitoring: Monitoring | None = None
+        #: Reply subjects each session was handed and may answer into (fabric/private.py).
+        self.grants = ReplyGrants()
+        #: Bytes of partial incoming frames, over every stream connection (fabric/framing.py).
+        self.pending = PendingBudget(self.settings.max_pending_bytes)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -162,7 +196,11 @@ class Node:
         self._claim.bound()
         os.chmod(path, 0o600)
         if self.settings.listen:
-            self._zmq = ZmqRouterListener(self.settings.listen, self._accept)
+            self._zmq = ZmqRouterListener(
+                self.settings.listen,
+                self._accept,
+                max_message=self.settings.max_payload + MAX_HEADER_BYTES,
+            )
         self._sweeper = loop.create_task(self._sweep())
         self.state = StateService(make_state_backend(self.settings))
         if self.settings.shm:
@@ -205,7 +243,11 @@ class Node:
         self._closed.set()
 
     def _accept_stream(self) -> StreamLink:
-        link = StreamLink(self.settings.max_payload)
+        link = StreamLink(
+            HANDSHAKE_MAX_PAYLOAD,
+            budget=self.pending,
+            stall_timeout=self.settings.frame_stall_timeout,
+        )
         self._accept(link)
         return link
 
@@ -222,6 +264,7 @@ class Node:
         session.close()
         self._links.pop(session, None)
         self._resolvers.discard(bound)
+        self.grants.forget(session)
         if any(not s.pattern.startswith(INBOX_PREFIX) for s in self.interest.drop_session(session)):
             self._interest_changed()
         if self.mesh is not None:
@@ -240,8 +283,12 @@ class Node:
         interval = self.settings.heartbeat_interval
         while True:
             await asyncio.sleep(interval)
-            deadline = time.monotonic() - 3 * interval
+            now = time.monotonic()
+            self.grants.sweep(now)
+            deadline = now - 3 * interval
             for bound in list(self._links.values()):
+                if bound.session.lost and not bound.link.closed:
+                    self._tell_lost(bound)  # nothing else was sent to it since it drained
                 if bound.session.last_seen < deadline:
                     log.info("session %s missed its heartbeats; dropping it", bound.session)
                     bound.link.close()
@@ -300,11 +347,18 @@ class Node:
             return
         self.kinds_in[header.kind] += 1
         try:
+            if len(payload) > self.settings.max_payload:
+                # Stream links refuse this before buffering; ZeroMQ hands it over whole.
+                raise PayloadTooLarge(size=len(payload), limit=self.settings.max_payload)
             session.check(header.kind)
             kind = header.kind
             if kind is Kind.PUB:
-                if self.auth is not None:
+                if header.subject.startswith(INBOX_PREFIX):
+                    self._check_reply(session, header)
+                elif self.auth is not None:
                     self.auth.check_publish(session.name, header.subject)
+                if header.reply.startswith(INBOX_PREFIX):
+                    self._check_reply_to(session, header.reply)
                 monitoring = self.monitoring
                 if monitoring is None or self.stats.messages_in & HOP_SAMPLE_MASK:
                     self._publish(bound, header, payload)
@@ -313,7 +367,13 @@ class Node:
                     self._publish(bound, header, payload)
                     monitoring.metrics.hop_sample(time.perf_counter() - started)
             elif kind is Kind.SUB:
-                if self.auth is not None:
+                if header.subject.startswith(INBOX_PREFIX):
+                    if not owns_inbox_pattern(session.inbox, header.subject):
+                        raise NotAuthorized(
+                            "an inbox can only be read by the agent it belongs to",
+                            subject=header.subject,
+                        )
+                elif self.auth is not None:
                     self.auth.check_subscribe(session.name, header.subject, header.queue)
                 self.interest.add(session, header.sid, header.subject, header.queue)
                 self._interest_changed(header.subject)
@@ -334,6 +394,41 @@ class Node:
             # PONG and ERR from an agent need no answer; last_seen is already updated.
         except FabricError as exc:
             self._reject(bound, exc, header)
+
+    def _check_reply(self, session: Session, header: Header) -> None:
+        """A publish into an inbox: the session's own, or one it was handed as a ``reply``.
+        The responder's identity is stamped on it (``SENDER_HEADER``), replacing any claim.
+
+        Raises:
+            NotAuthorized: a forged reply (the request was never routed to this session).
+        """
+        subject = header.subject
+        if not owns_inbox_pattern(session.inbox, subject) and not self.grants.allowed(
+            session, subject, time.monotonic()
+        ):
+            self.stats.forged_replies += 1
+            raise NotAuthorized(
+                "only a responder the request was routed to may reply", subject=subject
+            )
+        headers = dict(header.headers) if header.headers else {}
+        headers[SENDER_HEADER] = f"{session.name}@{self.settings.name}"
+        header.headers = headers
+
+    def _check_reply_to(self, session: Session, reply: str) -> None:
+        """A message may ask for replies only into the sender's own inbox (or one it may
+        answer into): otherwise it could have a real responder answer someone else's pending
+        request with content of its choosing (a reflected forgery).
+
+        Raises:
+            NotAuthorized: ``reply`` is another agent's inbox.
+        """
+        if not owns_inbox_pattern(session.inbox, reply) and not self.grants.allowed(
+            session, reply, time.monotonic()
+        ):
+            self.stats.forged_replies += 1
+            raise NotAuthorized(
+                "replies can only be asked for into the sender's own inbox", subject=reply
+            )
 
     def _reject(self, bound: _SessionLink, exc: FabricError, header: Header | None) -> None:
         """Answer a bad frame with ERR; the session and every other one carry on."""
@@ -359,6 +454,9 @@ class Node:
         if self.auth is not None:
             self.auth.authenticate(name, info.get("credential"))
         bound.session.activate(name, labels, time.monotonic())
+        bound.session.inbox = inbox_root(name)
+        if isinstance(bound.link, StreamLink):
+            bound.link.set_max_payload(self.settings.max_payload)
         direct = info.get("direct")
         if isinstance(direct, str) and isinstance(bound.link, StreamLink):
             bound.session.direct = direct
@@ -369,6 +467,9 @@ class Node:
             "max_payload": self.settings.max_payload,
             "heartbeat": self.settings.heartbeat_interval,
             "state": self._state_identity(),
+            # Where this agent's inboxes must live (fabric/private.py); clients that do not
+            # derive it themselves (the browser SDK) take it from here.
+            "inbox": bound.session.inbox,
         }
         if self.pool is not None and isinstance(bound.link, StreamLink):
             # Only agents on this host (the Unix socket) can map the pool.
@@ -397,6 +498,16 @@ class Node:
         ]
         shared = self._share(bound, header, payload, targets) if header.flags & Flags.SHM else None
         reached = 0
+        missed: list[_SessionLink] = []
+        reply = header.reply
+        if reply and targets:
+            # Each receiver may answer into ``reply`` until the deadline (fabric/private.py).
+            expires = time.monotonic() + (
+                header.timeout_ms / 1000 + GRANT_GRACE_S if header.timeout_ms else GRANT_TTL_S
+            )
+            grant = self.grants.grant
+            for target, _ in targets:
+                grant(target.session, reply, expires)
         for target, sid in targets:
             body: memoryview | bytes = payload
             flags = 0
@@ -415,18 +526,32 @@ class Node:
                 flags,
             )
             if target.session.held is not None:
-                if self._hold(target, out, body):
+                if self._hold(target, out, body, sid):
                     reached += 1
-            elif self._send_encoded(target, out, body):
+                else:
+                    missed.append(target)
+            elif self._send_encoded(target, out, body, sid):
                 reached += 1
-            elif shared is not None:
-                shared.undeliverable(target.session)
+            else:
+                missed.append(target)
+                if shared is not None:
+                    shared.undeliverable(target.session)
         stats.messages_out += reached
         stats.bytes_out += reached * len(payload)
         if self._tracer is not None:
             self._tracer.hop(subject, header.traceparent, reached)
+        names = None
+        if header.flags & Flags.COUNT:
+            # A gather learns who was reached, so it can name who did not answer.
+            node = self.settings.name
+            names = [f"{t.session.name}@{node}" for t, _ in targets if t not in missed]
         if mesh is not None and mesh.forward(
-            bound, header, payload if shared is None else shared.body_for(None)[0], route, reached
+            bound,
+            header,
+            payload if shared is None else shared.body_for(None)[0],
+            route,
+            reached,
+            names,
         ):
             return  # the mesh answers STATUS once peers reported their counts
         if header.flags and header.reply:
@@ -449,7 +574,7 @@ class Node:
                     status=Status.ROUTED,
                     seq=reached,
                 )
-                self._send(bound, status)
+                self._send(bound, status, encode_names(names))
 
     def _control(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
         """Control-plane calls: ``$node.*`` answered here, ``$state.*`` by the state service."""
@@ -488,15 +613,15 @@ class Node:
         else:
             raise RemoteProtocolError(f"unknown control subject {subject!r}")
 
-    def _hold(self, bound: _SessionLink, header: bytes, payload: memoryview | bytes) -> bool:
+    def _hold(
+        self, bound: _SessionLink, header: bytes, payload: memoryview | bytes, sid: int
+    ) -> bool:
         """Queue a delivery for a migrating agent; bounded like a slow consumer's buffer."""
         session = bound.session
         assert session.held is not None
         size = len(header) + len(payload)
         if session.held_bytes + size > self.settings.slow_consumer_bytes:
-            session.dropped += 1
-            self.stats.dropped_slow += 1
-            self.drops_by_transport["held"] = self.drops_by_transport.get("held", 0) + 1
+            self._dropped_slow(bound, sid)
             return False
         # Payload views over a receive buffer stay valid: the frame decoder never reuses one.
         session.held.append((header, payload))
@@ -548,7 +673,8 @@ class Node:
             if not target.session.direct:
                 return {"direct": False}
             group = f"{sub.pattern} {sub.queue}" if sub.queue else ""
-            targets.append((target.session.direct, sub.sid, group))
+            # The name lets the requester say who answered (``Msg.sender``) on a direct reply.
+            targets.append((target.session.direct, sub.sid, group, target.session.name))
         if self.mesh is not None and self._remote_interest(subject):
             return {"direct": False}
         return {"direct": True, "targets": targets}
@@ -629,16 +755,17 @@ class Node:
         """Send to one session; False when it is gone or too far behind (slow consumer)."""
         return self._send_encoded(bound, encode_header(header), payload)
 
-    def _send_encoded(self, bound: _SessionLink, header: bytes, payload: Buffer = b"") -> bool:
+    def _send_encoded(
+        self, bound: _SessionLink, header: bytes, payload: Buffer = b"", sid: int = -1
+    ) -> bool:
         link = bound.link
         if link.closed:
             return False
         if link.buffered() > self.settings.slow_consumer_bytes:
-            bound.session.dropped += 1
-            self.stats.dropped_slow += 1
-            transport = transport_of(link)
-            self.drops_by_transport[transport] = self.drops_by_transport.get(transport, 0) + 1
+            self._dropped_slow(bound, sid)
             return False
+        if bound.session.lost:
+            self._tell_lost(bound)  # before what follows the gap
         try:
             link.send(header, payload)
         except FabricError:
@@ -646,6 +773,38 @@ class Node:
         bound.session.frames_out += 1
         self.stats.frames_out += 1
         return True
+
+    def _dropped_slow(self, bound: _SessionLink, sid: int) -> None:
+        """A delivery for an agent that fell behind is dropped: counted here, by transport,
+        and remembered so the agent is told (``_tell_lost``) once it has caught up."""
+        session = bound.session
+        session.dropped += 1
+        lost = session.lost
+        lost[sid] = lost.get(sid, 0) + 1
+        stats = self.stats
+        stats.dropped_slow += 1
+        transport = bound.link.transport
+        if transport == "unix":
+            stats.dropped_slow_unix += 1
+        elif transport == "tcp":
+            stats.dropped_slow_tcp += 1
+        elif transport == "webrtc":
+            stats.dropped_slow_webrtc += 1
+
+    def _tell_lost(self, bound: _SessionLink) -> None:
+        """STATUS SLOW_CONSUMER per subscription that lost messages, once the agent's backlog
+        is back under the limit (no silent drop: the agent raises ``SlowConsumer``)."""
+        link = bound.link
+        if link.buffered() > self.settings.slow_consumer_bytes:
+            return
+        lost, bound.session.lost = bound.session.lost, {}
+        for sid, count in lost.items():
+            notice = Header(Kind.STATUS, sid=max(sid, 0), status=Status.SLOW_CONSUMER, seq=count)
+            try:
+                link.send(encode_header(notice), b"")
+            except FabricError:
+                return
+            self.stats.slow_notices += 1
 
     # -- introspection ------------------------------------------------------------------
 

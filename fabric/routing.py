@@ -106,14 +106,23 @@ class InterestTable:
 
     def matching(self, subject: str) -> frozenset[Subscription]:
         """Every subscription matching ``subject``, every queue member included."""
-        return self._trie.match(subject, cache=not subject.startswith(INBOX_PREFIX))
+        if subject.startswith(INBOX_PREFIX):
+            return frozenset(_inbox_owners(self._trie.match(subject, cache=False)))
+        return self._trie.match(subject)
 
     def route(self, subject: str, rank: Ranker | None = None) -> Route:
-        """Who receives a message on the literal ``subject`` (validated by the caller)."""
-        matched = self._trie.match(subject, cache=not subject.startswith(INBOX_PREFIX))
+        """Who receives a message on the literal ``subject`` (validated by the caller).
+
+        A reply subject (``_INBOX.``) reaches only subscriptions made under ``_INBOX.``, never
+        a wildcard such as ``>`` (fabric/private.py: only the owner reads its inbox).
+        """
+        inbox = subject.startswith(INBOX_PREFIX)
+        matched: Iterable[Subscription] = self._trie.match(subject, cache=not inbox)
         route = Route()
         if not matched:
             return route
+        if inbox:
+            matched = _inbox_owners(matched)
         groups: dict[tuple[str, str], list[Subscription]] | None = None
         for sub in matched:
             if not sub.queue:
@@ -141,3 +150,7 @@ class InterestTable:
         n = self._cursor.get(key, 0)
         self._cursor[key] = n + 1
         return members[n % len(members)]
+
+
+def _inbox_owners(matched: Iterable[Subscription]) -> list[Subscription]:
+    return [sub for sub in matched if sub.pattern.startswith(INBOX_PREFIX)]

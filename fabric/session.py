@@ -43,6 +43,8 @@ class Session:
     #: The agent's declared name and labels (from HELLO).
     name: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    #: ``_INBOX.<token>`` of the agent's name (fabric/private.py): its inboxes are below it.
+    inbox: str = ""
     #: Monotonic time of the last frame received.
     last_seen: float = 0.0
     frames_in: int = 0
@@ -56,6 +58,9 @@ class Session:
     #: and payloads, in order; None when delivering normally.
     held: list[tuple[bytes, bytes | memoryview]] | None = None
     held_bytes: int = 0
+    #: Deliveries dropped because the agent fell behind, by subscription id (-1: frames of
+    #: the node's own), not yet reported to it (STATUS SLOW_CONSUMER).
+    lost: dict[int, int] = field(default_factory=dict)
 
     def __hash__(self) -> int:
         return self.id

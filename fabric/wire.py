@@ -65,6 +65,9 @@ class Status(IntEnum):
     STREAM_END = 204  #: responder → requester: no more chunks
     STREAM_CHUNK = 206  #: responder → requester: chunk number ``seq``
     NOT_AUTHORIZED = 403
+    #: STATUS node → agent: ``seq`` messages for subscription ``sid`` were dropped because
+    #: the agent fell behind (sent once its backlog drained; docs/limits.md)
+    SLOW_CONSUMER = 429
     TIMEOUT = 408
     PAYLOAD_TOO_LARGE = 413
     CANCELLED = 499

@@ -19,7 +19,7 @@ import msgpack
 
 from fabric.errors import ConnectionLost, FabricError, NotAuthorized
 from fabric.transports import Link, open_unix_link, open_zmq_link
-from fabric.wire import Header, Kind, decode_header, encode_header
+from fabric.wire import Header, Kind, Status, decode_header, encode_header
 
 __all__ = ["Bridge"]
 
@@ -70,6 +70,9 @@ class Bridge:
         self.max_payload = max_payload
         self.max_backlog = max_backlog
         self.dropped = 0
+        #: Frames for the edge dropped while it was behind, by subscription id, not yet told
+        #: (STATUS SLOW_CONSUMER, as the node tells its own agents).
+        self._lost: dict[int, int] = {}
         # Node-to-node links speak the mesh protocol: nothing to check or strip in them.
         self._hello_checked = not inspect
         self._welcomed = not inspect
@@ -172,8 +175,18 @@ class Bridge:
             payload = self._filter_welcome(header, payload)
         if self.edge.buffered() > self.max_backlog:
             self.dropped += 1
+            try:
+                sid = decode_header(header).sid
+            except FabricError:
+                sid = 0
+            self._lost[sid] = self._lost.get(sid, 0) + 1
             return
         try:
+            if self._lost:
+                lost, self._lost = self._lost, {}
+                for sid, count in lost.items():
+                    notice = Header(Kind.STATUS, sid=sid, status=Status.SLOW_CONSUMER, seq=count)
+                    self.edge.send(encode_header(notice), b"")
             self.edge.send(header, payload)
         except FabricError:
             self.close()

@@ -28,7 +28,7 @@ from fabric.errors import (
 )
 
 from ._agent import Agent, AgentStats, connect
-from ._msg import Msg
+from ._msg import Msg, Sender
 from ._replies import GatherResult
 from ._state import Lease, StateClient, StateStats
 from ._stream import StreamReply
@@ -54,6 +54,7 @@ __all__ = [
     "PayloadTooLarge",
     "PayloadValidationError",
     "RemoteError",
+    "Sender",
     "SlowConsumer",
     "StateClient",
     "StateStats",

@@ -23,12 +23,14 @@ from fabric.errors import (
     FabricError,
     LocalProtocolError,
     NoResponders,
+    NotAuthorized,
     PayloadTooLarge,
     RemoteError,
     Timeout,
     error_from_wire,
 )
 from fabric.paths import default_url
+from fabric.private import SENDER_HEADER, control_subject, decode_names, inbox_root, parse_sender
 from fabric.subjects import validate_pattern, validate_subject
 from fabric.transports import Link, StreamLink
 from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_header
@@ -38,7 +40,7 @@ from ._deadline import current_deadline, effective_deadline, timeout_ms
 from ._direct import DirectPaths
 from ._metrics import AgentMetrics
 from ._migrate import MigrationReport, migrate
-from ._msg import Msg
+from ._msg import Msg, Sender
 from ._payload import Payload, checked_reply, encode_payload
 from ._replies import (
     CreditGate,
@@ -58,6 +60,8 @@ log = logging.getLogger("sdk.agent")
 
 #: How long a publish waits for a lost link to come back before raising ConnectionLost.
 RECONNECT_WAIT = 5.0
+#: After a migration, how long the old node's link may stay open for replies in flight.
+RETIRE_WAIT = 30.0
 #: Bytes queued on the link before ``publish`` waits for the kernel to take them.
 _SEND_HIGH_WATER = 8 * 1024 * 1024
 
@@ -78,6 +82,9 @@ class AgentStats:
     #: Messages dropped because a subscription's reader fell behind.
     dropped: int = 0
     handler_errors: int = 0
+    #: Replies (or "no responders") that came on our direct socket from an agent the
+    #: request was not sent to: dropped.
+    forged_replies: int = 0
 
 
 class Agent:
@@ -120,13 +127,20 @@ class Agent:
             self._on_restored,
             reconnect=reconnect,
         )
-        self._inbox = f"_INBOX.{os.urandom(9).hex()}"
+        # Under the name's inbox root: the node lets only this name read it (fabric/private.py).
+        self._inbox = f"{inbox_root(name)}.{os.urandom(9).hex()}"
         self._inbox_len = len(self._inbox) + 1
         self._next_reply = 0
         self._waiters: dict[int, ReplyWaiter] = {}
         self._subs: dict[int, Subscription] = {}
         self._next_sid = 0
         self._handler_tasks: set[asyncio.Task[None]] = set()
+        #: Subscriptions the node refused, not yet reported by ``flush()``.
+        self._refusals: list[FabricError] = []
+        #: Handler registrations (``@handler``) still on their way to the node.
+        self._registering: set[asyncio.Task[None]] = set()
+        #: Links to nodes this agent migrated away from, open until their replies are out.
+        self._retiring: set[Connection] = set()
         self._tracer = AgentTracer.from_env(name)
         metrics = AgentMetrics.from_env()  # FABRIC_AGENT_METRICS; None (no cost) when off
         if metrics is not None:
@@ -149,7 +163,7 @@ class Agent:
         control = Subscription(
             self,
             _CONTROL_SID,
-            f"_FABRIC.agent.{self.name}.migrate",
+            control_subject(self.name),
             "",
             callback=lambda m: self._dispatch(self._migrate_on_request, m),
         )
@@ -175,6 +189,8 @@ class Agent:
         for sub in list(self._subs.values()):
             sub._close_local()
         self._fail_waiters(ConnectionLost("agent closed"))
+        for old in list(self._retiring):
+            await old.aclose()
         await self._conn.aclose()
         if self._direct is not None:
             await self._direct.aclose()
@@ -238,12 +254,14 @@ class Agent:
         status: int = 0,
         seq: int = 0,
         flags: int = 0,
+        conn: Connection | None = None,
     ) -> int:
-        if len(payload) > self._conn.max_payload:
-            raise PayloadTooLarge(subject=subject, size=len(payload), limit=self._conn.max_payload)
-        msg_id = self._conn.next_id()
+        conn = conn or self._conn
+        if len(payload) > conn.max_payload:
+            raise PayloadTooLarge(subject=subject, size=len(payload), limit=conn.max_payload)
+        msg_id = conn.next_id()
         traceparent = self._tracer.current_traceparent() if self._tracer else ""
-        self._conn.send(
+        conn.send(
             Header(
                 Kind.PUB,
                 subject=subject,
@@ -283,8 +301,14 @@ class Agent:
         With ``queue``, each message goes to one member of the group. Iterate the returned
         subscription, or pass ``callback`` to have it called for each message.
 
+        Returns once the node has taken the subscription (one round trip), so a message
+        published after it returns is delivered; if the node does not answer in time (or the
+        link drops meanwhile) it returns anyway and the subscription is restored on reconnect.
+
         Raises:
-            InvalidSubject: malformed pattern. ConnectionLost: node unreachable.
+            NotAuthorized: the node refused the subscription (permissions, or another
+                agent's inbox). InvalidSubject: malformed pattern. ConnectionLost: node
+                unreachable.
         """
         validate_pattern(subject)
         await self._ensure_connected()
@@ -299,7 +323,29 @@ class Agent:
         )
         self._subs[sub.sid] = sub
         self._conn.send(Header(Kind.SUB, subject=subject, queue=sub.queue, sid=sub.sid))
+        try:
+            # A refusal is answered (ERR) before the PONG: by now we know the verdict.
+            await self._conn.flush(self.default_timeout)
+        except (ConnectionLost, Timeout):
+            return sub
+        if sub.refusal is not None:
+            self._refusals = [r for r in self._refusals if r is not sub.refusal]
+            raise sub.refusal
         return sub
+
+    def _refused(self, sub: Subscription, error: FabricError) -> None:
+        """The node refused a subscription: it ends, and says why when read (and at the
+        next ``flush()`` for handlers, whose registration returned long ago)."""
+        self._subs.pop(sub.sid, None)
+        sub._refuse(error)
+        if len(self._refusals) < 64:
+            self._refusals.append(error)
+        if sub.callback is not None:
+            log.error("subscription to %s refused by the node: %s", sub.subject, error)
+
+    def _direct_name(self, link: Link) -> str:
+        direct = self._direct
+        return direct.name_of(link) if direct is not None and isinstance(link, StreamLink) else ""
 
     async def _unsubscribe(self, sub: Subscription) -> None:
         self._subs.pop(sub.sid, None)
@@ -312,15 +358,27 @@ class Agent:
         The function's return value (bytes, str, model) is the reply; an async generator
         streams its items. An exception becomes a typed error at the requester. The
         subscription is made when the agent next yields to the loop; ``await agent.flush()``
-        makes sure it reached the node.
+        makes sure it reached the node, and raises ``NotAuthorized`` if the node refused it.
         """
         validate_pattern(subject)
 
         def register(fn: Handler) -> Handler:
             async def subscribe() -> None:
-                await self.subscribe(subject, queue, callback=lambda m: self._dispatch(fn, m))
+                try:
+                    await self.subscribe(
+                        subject, queue, callback=lambda m: self._dispatch(fn, m)
+                    )
+                except FabricError as exc:
+                    log.error("handler for %s not registered: %s", subject, exc)
+                    if isinstance(exc, NotAuthorized) and len(self._refusals) < 64:
+                        self._refusals.append(exc)  # the next flush() raises it
 
-            self._spawn(subscribe())
+            task = asyncio.ensure_future(subscribe())
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
+            # flush() waits for these: its promise covers handlers registered before it.
+            self._registering.add(task)
+            task.add_done_callback(self._registering.discard)
             return fn
 
         return register
@@ -535,14 +593,18 @@ class Agent:
         direct = None
         if self._direct is not None and not shm and prefer is None:
             direct = await self._direct_targets(subject, until)
-        collector = GatherCollector(subject, quorum, direct=direct is not None)
+        collector = GatherCollector(
+            subject, quorum, direct=direct is not None, links=direct[0] if direct else ()
+        )
         n, reply = self._new_reply(collector)
         span = self._tracer.start("gather", subject) if self._tracer else None
         try:
             if direct is not None:
                 # The directory already says who is reached: no count from the node needed.
                 links, sids = direct
-                collector.routed(len(links))
+                node = self._conn.node
+                names = [Sender(self._direct_name(link), node) for link in links]
+                collector.routed(len(links), names)
                 self._send_direct(links, sids, subject, payload, reply, until, headers=headers)
             else:
                 self._send_pub(
@@ -647,6 +709,22 @@ class Agent:
         ]
         return frames
 
+    def _retire(self, conn: Connection) -> None:
+        """After a migration: keep the old node's link (its interest already gone) until the
+        handlers running now have answered through it, at most ``RETIRE_WAIT`` seconds."""
+        running = set(self._handler_tasks)
+        self._retiring.add(conn)
+
+        async def close_when_answered() -> None:
+            try:
+                if running:
+                    await asyncio.wait(running, timeout=RETIRE_WAIT)
+            finally:
+                self._retiring.discard(conn)
+                await conn.aclose()
+
+        self._spawn(close_when_answered())
+
     def _switch_connection(self, conn: Connection) -> None:
         """From now on this agent talks through ``conn`` (after a migration)."""
         self._conn = conn
@@ -660,10 +738,18 @@ class Agent:
         this node reaches (its barrier; docs/mesh.md, "When a handler is visible").
 
         Raises:
-            Timeout: the node or a live peer node did not answer in time. ConnectionLost.
+            NotAuthorized: the node refused a subscription made since the last flush (a
+                handler's, typically). Timeout: the node or a live peer node did not answer in
+                time. ConnectionLost.
         """
         await self._ensure_connected()
+        if self._registering:
+            # Each registration ends with its own round trip (and learns of a refusal).
+            await asyncio.wait(set(self._registering), timeout=timeout)
         await self._conn.call("$node.barrier", timeout=timeout)
+        if self._refusals:
+            first, self._refusals = self._refusals[0], []
+            raise first
 
     async def node_status(self) -> dict[str, Any]:
         """The node's status snapshot (sessions, subscriptions, counters).
@@ -738,8 +824,10 @@ class Agent:
     ) -> None:
         payload = encode_payload(data)
         via = msg._via
-        if via is not None and not via.closed and len(payload) < self._conn.shared.threshold:
-            # Answer on the link the request came from: the requester is waiting right there.
+        if via is not None and not via.closed:
+            # Answer on the link the request came from: the requester is waiting right there,
+            # and the node would refuse a reply it did not route the request for (inline even
+            # when large: a shared-memory slot is the node's to lease, not ours).
             reply_header = Header(
                 Kind.MSG, subject=msg.reply, msg_id=self._conn.next_id(), status=status,
                 seq=seq, reply=reply,
@@ -753,8 +841,10 @@ class Agent:
             return
         try:
             flags = 0
-            if len(payload) >= self._conn.shared.threshold:
-                payload, flags = await self._conn.shared.put(payload, msg.deadline, msg.subject)
+            came = msg._conn
+            conn = came if came is not None and came.connected else self._conn
+            if len(payload) >= conn.shared.threshold:
+                payload, flags = await conn.shared.put(payload, msg.deadline, msg.subject)
             self._send_pub(
                 msg.reply,
                 payload,
@@ -763,6 +853,7 @@ class Agent:
                 reply=reply,
                 deadline=msg.deadline,
                 flags=flags,
+                conn=conn,
             )
         except ConnectionLost:
             log.debug("reply to %s lost: link down", msg.subject)
@@ -783,6 +874,8 @@ class Agent:
                 "this handler streams: call it with agent.stream()", subject=msg.subject
             )
         gate = CreditGate(msg.subject, credit=msg.seq)
+        if msg._via is not None:
+            gate.links = (msg._via,)
         task = asyncio.current_task()
         gate.on_cancel = task.cancel if task is not None else None
         n, control = self._new_reply(gate)
@@ -814,7 +907,11 @@ class Agent:
             return None
 
     def _on_frame(
-        self, header: Header, payload: memoryview, via: StreamLink | None = None
+        self,
+        header: Header,
+        payload: memoryview,
+        via: StreamLink | None = None,
+        conn: Connection | None = None,
     ) -> None:
         kind = header.kind
         if kind is Kind.MSG:
@@ -842,6 +939,8 @@ class Agent:
                 agent=self,
                 via=via,
             )
+            if header.reply:
+                msg._conn = conn or self._conn
             if lease is not None:
                 # Released explicitly, or when the message is garbage-collected at the latest.
                 msg._release = weakref.finalize(msg, lease[0].release, lease[1], lease[2])
@@ -849,8 +948,20 @@ class Agent:
                 waiter = self._waiter_for(header.subject)
                 if waiter is None:
                     self.stats.late_replies += 1
+                    return
+                if via is None:
+                    # Through the node: it checked the responder and stamped who it is.
+                    stamp = msg.headers.pop(SENDER_HEADER, None)
+                    if stamp is not None:
+                        msg.sender = Sender(*parse_sender(stamp))
+                elif via in waiter.sent_on():
+                    msg.headers.pop(SENDER_HEADER, None)  # a claim; the directory knows better
+                    msg.sender = Sender(self._direct_name(via), self._conn.node)
                 else:
-                    waiter.deliver(msg)
+                    # On our direct socket, but not on a link this exchange went out on.
+                    self.stats.forged_replies += 1
+                    return
+                waiter.deliver(msg)
                 return
             sub = self._subs.get(header.sid)
             if sub is None:
@@ -862,6 +973,8 @@ class Agent:
                     self._spawn(_await(result))
             else:
                 sub._deliver(msg)
+        elif kind is Kind.STATUS and header.status == Status.SLOW_CONSUMER:
+            self._lost_at_node(header.sid, header.seq)
         elif kind is Kind.STATUS:
             waiter = self._waiter_for(header.subject)
             if waiter is None:
@@ -869,7 +982,11 @@ class Agent:
             if header.status == Status.NO_RESPONDERS:
                 waiter.no_responders()
             elif header.status == Status.ROUTED:
-                waiter.routed(header.seq)
+                try:
+                    named = [Sender(*parse_sender(n)) for n in decode_names(payload)]
+                except FabricError:
+                    named = []
+                waiter.routed(header.seq, named or None)
         elif kind is Kind.ERR:
             try:
                 code, message = msgpack.unpackb(payload, raw=False)
@@ -877,8 +994,11 @@ class Agent:
             except Exception:
                 error = RemoteError("node sent an undecodable error")
             waiter = self._waiter_for(header.reply) if header.reply else None
+            refused = self._subs.get(header.sid) if header.sid else None
             if waiter is not None:
                 waiter.fail(error)
+            elif refused is not None and refused.subject == header.subject:
+                self._refused(refused, error)
             else:
                 log.warning("node reported: %s", error)
         elif (
@@ -887,6 +1007,19 @@ class Agent:
             and self._direct is not None
         ):
             self._direct.invalidate()
+
+    def _lost_at_node(self, sid: int, count: int) -> None:
+        """The node dropped ``count`` deliveries for subscription ``sid`` while we were
+        behind: the subscription raises ``SlowConsumer`` with the count at its next read."""
+        self.stats.dropped += count
+        sub = self._subs.get(sid) if sid else None
+        if sub is not None and sub.callback is None:
+            sub._lost(count)
+        else:
+            log.warning(
+                "the node dropped %d messages for %s: this agent fell behind",
+                count, sub.subject if sub is not None else "its inbox",
+            )
 
     def _fail_waiters(self, exc: FabricError) -> None:
         waiters, self._waiters = self._waiters, {}
@@ -914,7 +1047,11 @@ class Agent:
                 return
             self._on_frame(header, payload, via=link)
         elif header.kind is Kind.STATUS:
-            self._on_frame(header, payload)
+            waiter = self._waiter_for(header.subject)
+            if waiter is not None and link in waiter.sent_on():
+                self._on_frame(header, payload)
+            else:
+                self.stats.forged_replies += 1
 
     def _direct_lost(self, link: StreamLink) -> None:
         """A responder we sent requests to went away: they cannot be answered."""

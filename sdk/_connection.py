@@ -85,6 +85,8 @@ class Connection:
         self.max_payload = _DEFAULT_MAX_PAYLOAD
         self._heartbeat = 2.0
         self._last_rx = time.monotonic()
+        #: Frames sent to the node; the keepalive pings when it did not move in an interval.
+        self._sent = 0
         self._connected = asyncio.Event()
         self._handshake: asyncio.Future[dict[str, Any]] | None = None
         self._pongs: dict[int, asyncio.Future[None]] = {}
@@ -133,6 +135,7 @@ class Connection:
         if link is None or self.state is not ConnectionState.CONNECTED:
             raise ConnectionLost(f"not connected to a node ({self.state.value})")
         link.send(encode_header(header), payload)
+        self._sent += 1
 
     async def ready(self, deadline: float | None) -> None:
         """Wait until connected, at most until ``deadline`` (monotonic).
@@ -421,15 +424,25 @@ class Connection:
             return
 
     async def _keepalive(self) -> None:
-        """PING while idle; three silent intervals mean the node is gone."""
+        """PING on our own schedule; three silent intervals mean the node is gone.
+
+        Liveness is judged by frames *received* on both sides, so each side must hear from
+        the other every interval whatever the traffic: we PING whenever we sent nothing in
+        the last interval (a pure subscriber only receives, and the node would drop it) or
+        heard nothing (a pure publisher only sends, and we would drop the node). The PONG is
+        the node's sign of life for us.
+        """
+        sent = self._sent
         while self.state is not ConnectionState.CLOSED:
             await asyncio.sleep(self._heartbeat)
             if self.state is not ConnectionState.CONNECTED or self.link is None:
+                sent = self._sent
                 continue
             silent = time.monotonic() - self._last_rx
             if silent > 3 * self._heartbeat:
                 log.warning("node %s silent for %.1fs; reconnecting", self.node, silent)
                 self.link.close()
-            elif silent > self._heartbeat:
+            elif silent > self._heartbeat or self._sent == sent:
                 with contextlib.suppress(FabricError):
                     self.send(Header(Kind.PING, msg_id=self.next_id()))
+            sent = self._sent

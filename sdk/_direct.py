@@ -43,6 +43,8 @@ class DirectRoute:
 
     plain: list[tuple[str, int]] = field(default_factory=list)
     groups: list[list[tuple[str, int]]] = field(default_factory=list)
+    #: The agent name behind each socket path, as the node's directory said.
+    names: dict[str, str] = field(default_factory=dict)
     _cursor: int = 0
 
     @property
@@ -60,7 +62,9 @@ class DirectRoute:
     def from_wire(cls, targets: list[Any]) -> DirectRoute:
         route = cls()
         groups: dict[str, list[tuple[str, int]]] = {}
-        for path, sid, group in targets:
+        for path, sid, group, *rest in targets:
+            if rest:
+                route.names[str(path)] = str(rest[0])
             if group:
                 groups.setdefault(str(group), []).append((str(path), int(sid)))
             else:
@@ -126,6 +130,9 @@ class DirectPaths:
         #: Directory spans of a tracing node, by subject (direct requests link to them).
         self._spans: dict[str, str] = {}
         self._inbound: set[StreamLink] = set()
+        #: Agent names behind socket paths and behind the links we dialled (``Msg.sender``).
+        self._path_names: dict[str, str] = {}
+        self._link_names: dict[StreamLink, str] = {}
 
     async def listen(self) -> str:
         """Open this agent's direct socket; returns its address for HELLO.
@@ -154,7 +161,12 @@ class DirectPaths:
     def _inbound_lost(self, link: StreamLink) -> None:
         self._inbound.discard(link)
 
+    def name_of(self, link: StreamLink) -> str:
+        """The agent we dialled on ``link`` ("" for a link we did not dial)."""
+        return self._link_names.get(link, "")
+
     def _outbound_lost(self, link: StreamLink) -> None:
+        self._link_names.pop(link, None)
         for path, known in list(self._links.items()):
             if known is link:
                 del self._links[path]
@@ -194,7 +206,10 @@ class DirectPaths:
             return None
         if len(self._routes) > 4096:
             self._routes.clear()  # bounded; hot subjects come back on their next request
+            self._path_names.clear()
         self._routes[subject] = route
+        if route is not None:
+            self._path_names.update(route.names)
         return route
 
     def span_of(self, subject: str) -> str:
@@ -235,6 +250,7 @@ class DirectPaths:
         link = await open_unix_link(path, _MAX_PAYLOAD, events)
         events.link = link
         self._links[path] = link
+        self._link_names[link] = self._path_names.get(path, "")
         return link
 
     def spin_until(self, link: StreamLink, done: Callable[[], bool]) -> None:

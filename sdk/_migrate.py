@@ -69,14 +69,14 @@ async def migrate(agent: Agent, to: str, *, timeout: float = 30.0) -> MigrationR
     def from_old(header: Header, payload: memoryview) -> None:
         if header.kind is Kind.MSG:
             seen.add((header.subject, header.msg_id))
-        agent._on_frame(header, payload)
+        agent._on_frame(header, payload, conn=old)
 
     def from_new(header: Header, payload: memoryview) -> None:
         nonlocal dropped
         if header.kind is Kind.MSG and (header.subject, header.msg_id) in seen:
             dropped += 1
             return
-        agent._on_frame(header, payload)
+        agent._on_frame(header, payload, conn=new)
 
     try:
         await old.call("$agent.hold", timeout=left())
@@ -115,7 +115,9 @@ async def migrate(agent: Agent, to: str, *, timeout: float = 30.0) -> MigrationR
         new._on_frame = agent._on_frame
         seen.clear()
     old._reconnect = False
-    await old.aclose()
+    # Requests taken on the old node are answered through it: it routed them, so it is the
+    # node that accepts their replies (fabric/private.py). It closes once they are done.
+    agent._retire(old)
     return MigrationReport(
         node=new.node,
         elapsed=time.monotonic() - started,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import msgpack
 from pydantic import BaseModel
@@ -19,9 +19,22 @@ if TYPE_CHECKING:
 
     from ._agent import Agent
 
-__all__ = ["Msg"]
+__all__ = ["Msg", "Sender"]
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class Sender(NamedTuple):
+    """Who answered: stamped by the node that routed the reply (or, on a direct reply, by
+    the directory the requester asked), never taken from the responder's word."""
+
+    #: The responding agent's name.
+    agent: str
+    #: The node that agent is connected to.
+    node: str
+
+    def __str__(self) -> str:
+        return f"{self.agent}@{self.node}"
 
 
 class Msg:
@@ -30,6 +43,7 @@ class Msg:
     __slots__ = (
         "__weakref__",
         "_agent",
+        "_conn",
         "_release",
         "_via",
         "data",
@@ -37,6 +51,7 @@ class Msg:
         "headers",
         "msg_id",
         "reply",
+        "sender",
         "seq",
         "status",
         "subject",
@@ -57,6 +72,7 @@ class Msg:
         traceparent: str = "",
         agent: Agent | None = None,
         via: Link | None = None,
+        sender: Sender | None = None,
     ) -> None:
         self.subject = subject
         #: The payload, bytes-like (a memoryview for large or shared-memory payloads).
@@ -70,11 +86,17 @@ class Msg:
         self.seq = seq
         self.msg_id = msg_id
         self.traceparent = traceparent
+        #: Who sent this reply (agent and node), vouched for by the fabric; None for
+        #: messages that are not replies.
+        self.sender = sender
         self._agent = agent
         #: Gives a shared-memory slot back; set when ``data`` is a view over the pool.
         self._release: Callable[[], Any] | None = None
         #: The direct link a request came in on; its reply goes back the same way.
         self._via = via
+        #: The node connection it came through (after a migration, its reply still leaves
+        #: through the node that routed the request: only that node may accept it).
+        self._conn: Any = None
 
     @property
     def shared(self) -> bool:

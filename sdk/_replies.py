@@ -22,7 +22,7 @@ from fabric.errors import (
 )
 from fabric.wire import Status
 
-from ._msg import Msg
+from ._msg import Msg, Sender
 
 __all__ = [
     "CreditGate",
@@ -47,14 +47,20 @@ class ReplyWaiter:
 
     subject: str = ""
 
+    def sent_on(self) -> Sequence[object]:
+        """The direct links this exchange went out on: only they may answer it directly
+        (anything else arriving on our direct socket for it is a forgery)."""
+        return ()
+
     def deliver(self, msg: Msg) -> None:
         raise NotImplementedError
 
     def no_responders(self) -> None:
         self.fail(NoResponders("no agent is subscribed", subject=self.subject))
 
-    def routed(self, count: int) -> None:
-        """The node reports how many responders the message reached."""
+    def routed(self, count: int, names: Sequence[Sender] | None = None) -> None:
+        """The node reports how many responders the message reached (and, for a gather,
+        who they are)."""
 
     def fail(self, exc: FabricError) -> None:
         raise NotImplementedError
@@ -70,6 +76,9 @@ class RequestWaiter(ReplyWaiter):
         self.future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
         #: Direct links the request went out on (their loss fails it at once).
         self.via = via
+
+    def sent_on(self) -> Sequence[object]:
+        return self.via
 
     def deliver(self, msg: Msg) -> None:
         if self.future.done():
@@ -92,11 +101,32 @@ class GatherResult(list[Msg]):
     reached: int | None
     #: Replies that were errors, as typed errors.
     errors: list[FabricError]
+    #: Who the message reached, as the nodes named them (None if they did not).
+    expected: list[Sender] | None
+    #: Who answered (replies and errors alike), in arrival order.
+    responders: list[Sender]
 
     def __init__(self) -> None:
         super().__init__()
         self.reached = None
         self.errors = []
+        self.expected = None
+        self.responders = []
+
+    @property
+    def missing_names(self) -> list[Sender]:
+        """Responders reached that had not answered when the gather returned, by name
+        (empty when the nodes did not name whom they reached)."""
+        if self.expected is None:
+            return []
+        answered = list(self.responders)
+        missing = []
+        for who in self.expected:
+            if who in answered:
+                answered.remove(who)
+            else:
+                missing.append(who)
+        return missing
 
     @property
     def missing(self) -> int:
@@ -114,9 +144,18 @@ class GatherResult(list[Msg]):
 class GatherCollector(ReplyWaiter):
     """Collect replies until all reached responders answered, the quorum, or the deadline."""
 
-    def __init__(self, subject: str, quorum: int | None, *, direct: bool = False) -> None:
+    def __init__(
+        self,
+        subject: str,
+        quorum: int | None,
+        *,
+        direct: bool = False,
+        links: Sequence[object] = (),
+    ) -> None:
         self.subject = subject
         self.quorum = quorum
+        #: The direct links the gather went out on.
+        self.links = links
         #: Sent on direct links: a "no responders" answer comes from one target whose
         #: subscription was gone (a stale directory), not from the whole fabric.
         self.direct = direct
@@ -133,16 +172,23 @@ class GatherCollector(ReplyWaiter):
         ):
             self.done.set_result(None)
 
+    def sent_on(self) -> Sequence[object]:
+        return self.links
+
     def deliver(self, msg: Msg) -> None:
         error = msg.error
         if error is not None:
             self.result.errors.append(_named(error, self.subject))
         else:
             self.result.append(msg)
+        if msg.sender is not None:
+            self.result.responders.append(msg.sender)
         self._check()
 
-    def routed(self, count: int) -> None:
+    def routed(self, count: int, names: Sequence[Sender] | None = None) -> None:
         self.result.reached = count
+        if names is not None:
+            self.result.expected = list(names)
         if count == 0:
             self.no_responders()
         else:
@@ -171,8 +217,10 @@ class _StreamState:
 class StreamReceiver(ReplyWaiter):
     """Chunks of one streamed reply. Bounded by the credit window the requester grants."""
 
-    def __init__(self, subject: str) -> None:
+    def __init__(self, subject: str, links: Sequence[object] = ()) -> None:
         self.subject = subject
+        #: The direct links the stream request went out on.
+        self.links = links
         self.state = _StreamState()
         #: The responder's control subject (credits, cancel), learnt from its first chunk.
         self.control = ""
@@ -185,6 +233,9 @@ class StreamReceiver(ReplyWaiter):
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def sent_on(self) -> Sequence[object]:
+        return self.links
 
     def deliver(self, msg: Msg) -> None:
         state = self.state
@@ -253,6 +304,11 @@ class CreditGate(ReplyWaiter):
         #: at once rather than at its next chunk.
         self.on_cancel: Callable[[], object] | None = None
         self._waiter: asyncio.Future[None] | None = None
+        #: The direct link the stream request came in on (credits come back on it).
+        self.links: Sequence[object] = ()
+
+    def sent_on(self) -> Sequence[object]:
+        return self.links
 
     def deliver(self, msg: Msg) -> None:
         if msg.status == Status.STREAM_CREDIT:

@@ -79,6 +79,7 @@ class StreamReply:
         self._receiver = receiver
         if direct is not None:
             links, sids = direct
+            receiver.links = links
             agent._send_direct(
                 links, sids, self.subject, self._payload, reply, self._deadline,
                 headers=self._headers, status=Status.STREAM_OPEN, seq=self._window,

@@ -24,7 +24,10 @@ class Subscription:
     """Interest in a subject pattern. Iterate it, or give a callback when subscribing.
 
     Memory is bounded: past ``pending_limit`` buffered messages, new ones are dropped and
-    counted, and the next read raises ``SlowConsumer`` once (then reading goes on).
+    counted, and the next read raises ``SlowConsumer`` once (then reading goes on). The node
+    does the same when the agent as a whole falls behind (its link's backlog passes the
+    node's ``slow_consumer_bytes``): it drops, counts, and tells; the drop shows here the
+    same way. ``SlowConsumer.lost`` says how many messages were lost since the last report.
     """
 
     def __init__(
@@ -51,6 +54,8 @@ class Subscription:
         self._dropped_reported = 0
         #: Messages delivered to this subscription.
         self.delivered = 0
+        #: Why the node refused this subscription (``NotAuthorized``), or None.
+        self.refusal: FabricError | None = None
 
     def __repr__(self) -> str:
         queue = f" queue={self.queue!r}" if self.queue else ""
@@ -71,6 +76,17 @@ class Subscription:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _lost(self, count: int) -> None:
+        """The node dropped ``count`` deliveries for us."""
+        self.dropped += count
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _refuse(self, error: FabricError) -> None:
+        self.refusal = error
+        self._close_local()
+
     def _close_local(self) -> None:
         self._closed = True
         waiter = self._waiter
@@ -87,6 +103,7 @@ class Subscription:
         """The next message.
 
         Raises:
+            NotAuthorized: the node refused the subscription (every read, from then on).
             StopAsyncIteration: once the subscription is closed and drained.
             SlowConsumer: once after messages were dropped (reading may go on).
             Timeout: when ``timeout`` passes first.
@@ -98,11 +115,14 @@ class Subscription:
                 lost = self.dropped - self._dropped_reported
                 self._dropped_reported = self.dropped
                 raise SlowConsumer(
-                    f"{lost} messages dropped: reader fell {self._pending_limit} behind",
+                    f"{lost} messages dropped: this reader fell behind",
                     subject=self.subject,
+                    lost=lost,
                 )
             if self._pending:
                 return self._pending.popleft()
+            if self.refusal is not None:
+                raise self.refusal
             if self._closed:
                 raise StopAsyncIteration
             self._waiter = asyncio.get_running_loop().create_future()

@@ -224,8 +224,41 @@ async def chaos_subscriber(url: str, subject: str, history_file: str) -> None:
             history.received(agent.name, "receive", int(msg.text()))
 
 
+
+async def counter(url: str, subject: str) -> None:
+    """Reads ``subject`` as fast as it can, counting deliveries and the losses ``SlowConsumer``
+    reports; ``counter.report`` answers ``{"received": R, "lost": L}`` as JSON."""
+    import json
+
+    from sdk import SlowConsumer
+
+    async with connect("counter", url) as agent:
+        sub = await agent.subscribe(subject)
+        counts = {"received": 0, "lost": 0, "reports": 0}
+
+        async def report(msg: Msg) -> str:
+            return json.dumps(counts)
+
+        async def read() -> None:
+            while True:
+                try:
+                    await sub.next()
+                    counts["received"] += 1
+                except SlowConsumer as exc:
+                    counts["lost"] += exc.lost
+                    counts["reports"] += 1
+
+        reader = asyncio.ensure_future(read())
+        await agent.serve("counter.report", report)
+        try:
+            await serve_forever(agent)
+        finally:
+            reader.cancel()
+
+
 ROLES = {
     "chaos-subscriber": chaos_subscriber,
+    "counter": counter,
     "steady-publisher": steady_publisher,
     "blob-holder": blob_holder,
     "big-reader": big_reader,

@@ -154,6 +154,8 @@ class PeerListener(_Driven):
         endpoint: str,
         on_frame: Callable[[bytes, bytes, memoryview], None],
         curve: CurveKeys | None,
+        *,
+        max_message: int = -1,
     ) -> None:
         ctx = mesh_context()
         self._auth = None
@@ -170,6 +172,8 @@ class PeerListener(_Driven):
         sock.setsockopt(zmq.SNDHWM, _HWM)
         sock.setsockopt(zmq.RCVHWM, _HWM)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # A message part above this drops the peer before libzmq buffers it whole.
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message)
         if curve is not None:
             sock.curve_server = True
             sock.curve_secretkey = curve.secret

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import Buffer
 
 from ..errors import ConfigError, ConnectionLost, FabricError, RemoteProtocolError, Timeout
+from ..private import decode_names, encode_names
 from ..routing import INBOX_PREFIX, Route
 from ..session import SessionState
-from ..wire import Flags, Header, Kind, Status, decode_header, encode_header
+from ..wire import MAX_HEADER_BYTES, Flags, Header, Kind, Status, decode_header, encode_header
 from ._interest import InterestKey, Labels, MeshInterest
 from ._links import CurveKeys, PeerDialer, PeerListener
 from ._peer import LinkState, PeerLinkState
@@ -57,6 +58,8 @@ _HANDSHAKE_S = 3.0
 #: Dials that fail this soon after the node started are counted as ``dial_retries``, not
 #: ``dial_failures``: nodes of a mesh start together and a peer may not listen yet.
 _START_GRACE_S = 10.0
+#: Largest frame a peer may send on the plain-TCP cluster port before its HELLO is accepted.
+_HANDSHAKE_MAX_PAYLOAD = 64 * 1024
 #: Frames held for a peer while it switches links (then sending fails as for a dead peer).
 _BACKLOG = 10_000
 #: Requests held at once while interest settles; past this, "no responders" at once.
@@ -120,6 +123,8 @@ class _End:
     #: are older than the full set the peer sends on the kept link, and the two links are
     #: not ordered with each other: applying them late would roll the peer's interest back.
     superseded: bool = False
+    #: Called once the peer's handshake is accepted (lifts the pre-handshake frame limit).
+    on_up: Callable[[], None] | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -270,12 +275,19 @@ class Mesh:
                 raise ConfigError("an edge node does not accept peers: drop 'cluster'")
             if self.transport == "zmq":
                 self._listener = PeerListener(
-                    self.settings.cluster, self._listener_frame, self.curve
+                    self.settings.cluster,
+                    self._listener_frame,
+                    self.curve,
+                    max_message=self.settings.max_payload + MAX_HEADER_BYTES,
                 )
             else:
                 try:
                     self._tcp_server, self._tcp_endpoint = await listen_tcp(
-                        self.settings.cluster, self.settings.max_payload, self._accept_tcp
+                        self.settings.cluster,
+                        self.settings.max_payload,
+                        self._accept_tcp,
+                        budget=getattr(self.node, "pending", None),
+                        stall_timeout=self.settings.frame_stall_timeout,
                     )
                 except OSError as exc:
                     raise ConnectionLost(
@@ -334,7 +346,10 @@ class Mesh:
         return end
 
     def _accept_tcp(self, link: Any) -> None:
-        self._tcp_end(link, dialed=False)
+        # Until its HELLO is accepted a peer may send only small frames (docs/limits.md).
+        link.set_max_payload(_HANDSHAKE_MAX_PAYLOAD)
+        end = self._tcp_end(link, dialed=False)
+        end.on_up = lambda: link.set_max_payload(self.settings.max_payload)
 
     async def _dial_once(self, text: str) -> _End | None:
         """Dial, send HELLO until WELCOME or the handshake time runs out."""
@@ -456,7 +471,7 @@ class Mesh:
                 self._peer_publish(end, header, payload)
             elif kind is Kind.STATUS:
                 end.state.check("status")
-                self._peer_status(end, header)
+                self._peer_status(end, header, payload)
             elif kind is Kind.PING:
                 if header.msg_id >= _BARRIER_BASE and end.peer:
                     self._spawn(self._relay_barrier(end, header.msg_id))
@@ -542,6 +557,8 @@ class Mesh:
     # -- links up and down --------------------------------------------------------------
 
     def _link_up(self, end: _End, info: PeerInfo, kind: PeerKind) -> None:
+        if end.on_up is not None:
+            end.on_up()
         end.peer = info.name
         end.state.up(time.monotonic())
         existing = self._peers.get(info.name)
@@ -787,7 +804,11 @@ class Mesh:
         labels = self._labels
         rank = (lambda s: float(mismatch(prefer, labels(s.session)))) if prefer else None
         local = self.node.interest.route(subject, rank)
-        remote = self.interest.trie.match(subject, cache=not subject.startswith(INBOX_PREFIX))
+        inbox = subject.startswith(INBOX_PREFIX)
+        remote = self.interest.trie.match(subject, cache=not inbox)
+        if inbox and remote:
+            # Replies go only where their inbox is: a peer's ``>`` never sees them.
+            remote = frozenset(e for e in remote if e.pattern.startswith(INBOX_PREFIX))
         if not remote and origin is None:
             return local
         strategy = self.strategy
@@ -822,9 +843,19 @@ class Mesh:
         return peer.end.state.rtt
 
     def forward(
-        self, bound: Any, header: Header, payload: Buffer, route: Route, reached: int
+        self,
+        bound: Any,
+        header: Header,
+        payload: Buffer,
+        route: Route,
+        reached: int,
+        names: list[str] | None = None,
     ) -> bool:
-        """Send the peer copies; returns True when the mesh owns the STATUS answer."""
+        """Send the peer copies; returns True when the mesh owns the STATUS answer.
+
+        ``names`` (gathers only) are the ``agent@node`` of the local responders reached; the
+        STATUS that answers a gather carries every node's names so the requester can say who
+        did not answer."""
         origin = bound if isinstance(bound, PeerOrigin) else None
         targets = route.peers if isinstance(route, MeshRoute) else {}
         flags = header.flags
@@ -838,7 +869,7 @@ class Mesh:
         counted = upstream_wants and (full or reached == 0)
         if not targets:
             if origin is not None and counted:
-                self._send_count(origin.peer, header.sid, reached)
+                self._send_count(origin.peer, header.sid, reached, names)
             return origin is not None
         corr = 0
         out_flags = 0
@@ -858,7 +889,7 @@ class Mesh:
                 )
             )
             corr = self.tallies.open(
-                upstream, header.msg_id, reached, set(targets), time.monotonic() + budget
+                upstream, header.msg_id, reached, set(targets), time.monotonic() + budget, names
             )
         for name, groups in targets.items():
             out = Header(
@@ -902,24 +933,26 @@ class Mesh:
         self.stats["received"] += 1
         self.node._publish(peer.origin, header, payload)  # type: ignore[arg-type]
 
-    def _peer_status(self, end: _End, header: Header) -> None:
+    def _peer_status(self, end: _End, header: Header, payload: memoryview) -> None:
         if header.status != Status.ROUTED:
             raise RemoteProtocolError(f"unexpected mesh STATUS {header.status}")
-        done = self.tallies.answer(end.peer, header.sid, header.seq)
+        done = self.tallies.answer(end.peer, header.sid, header.seq, decode_names(payload))
         if done is not None:
             self._finish(done)
 
-    def _send_count(self, name: str, corr: int, count: int) -> None:
+    def _send_count(
+        self, name: str, corr: int, count: int, names: list[str] | None = None
+    ) -> None:
         peer = self._peers.get(name)
         if peer is not None:
             status = Header(Kind.STATUS, sid=corr, status=Status.ROUTED, seq=count)
-            peer.end.send(encode_header(status), b"")
+            peer.end.send(encode_header(status), encode_names(names))
 
     def _finish(self, tally: Tally[_LocalUpstream | _PeerUpstream]) -> None:
         up = tally.upstream
         if isinstance(up, _PeerUpstream):
             if not up.zero_only:
-                self._send_count(up.peer, up.corr, tally.total)
+                self._send_count(up.peer, up.corr, tally.total, tally.names)
             elif tally.total == 0 and not tally.expired:
                 self._send_count(up.peer, up.corr, 0)
             return
@@ -943,6 +976,8 @@ class Mesh:
                 status=Status.ROUTED,
                 seq=tally.total,
             )
+            self.node._send(up.bound, status, encode_names(tally.names))
+            return
         else:
             return
         self.node._send(up.bound, status)

@@ -13,7 +13,10 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-__all__ = ["Tally", "TallyBook"]
+__all__ = ["MAX_NAMES", "Tally", "TallyBook"]
+
+#: Responder names carried per tally (a gather to more responders still counts them all).
+MAX_NAMES = 4096
 
 U = TypeVar("U")
 
@@ -34,6 +37,8 @@ class Tally(Generic[U]):
     #: Whether a peer was counted as 0 because it was lost, not because it said so (it may
     #: have delivered the message before it went).
     peer_lost: bool = False
+    #: ``agent@node`` of the responders reached so far (gathers: who must answer).
+    names: list[str] = field(default_factory=list)
 
 
 class TallyBook(Generic[U]):
@@ -48,22 +53,35 @@ class TallyBook(Generic[U]):
         return len(self._open)
 
     def open(
-        self, upstream: U, upstream_id: int, local: int, peers: set[str], deadline: float
+        self,
+        upstream: U,
+        upstream_id: int,
+        local: int,
+        peers: set[str],
+        deadline: float,
+        names: list[str] | None = None,
     ) -> int:
         """Start counting; returns the correlation id to put on the forwarded copies."""
         self._next += 1
         corr = self._next
-        self._open[corr] = Tally(upstream, upstream_id, local, set(peers), deadline)
+        self._open[corr] = Tally(
+            upstream, upstream_id, local, set(peers), deadline, names=list(names or ())
+        )
         heapq.heappush(self._timers, (deadline, corr))
         return corr
 
-    def answer(self, peer: str, corr: int, count: int) -> Tally[U] | None:
-        """A peer reported its count; returns the tally if that closed it."""
+    def answer(
+        self, peer: str, corr: int, count: int, names: list[str] | None = None
+    ) -> Tally[U] | None:
+        """A peer reported its count (and who it reached); returns the tally if that closed
+        it."""
         tally = self._open.get(corr)
         if tally is None or peer not in tally.pending:
             return None  # late, duplicate, or from a peer we never asked
         tally.pending.discard(peer)
         tally.total += count
+        if names:
+            tally.names.extend(names[: max(0, MAX_NAMES - len(tally.names))])
         if tally.pending:
             return None
         return self._open.pop(corr)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing_extensions import Buffer
 
 from ..errors import ConfigError, FabricError
+from ..framing import PendingBudget
 from ..transports import StreamLink
 
 __all__ = ["TcpEnd", "dial_tcp", "listen_tcp", "split_tcp_url"]
@@ -73,7 +74,12 @@ class TcpEnd:
 
 
 async def listen_tcp(
-    url: str, max_payload: int, on_accept: Callable[[StreamLink], None]
+    url: str,
+    max_payload: int,
+    on_accept: Callable[[StreamLink], None],
+    *,
+    budget: PendingBudget | None = None,
+    stall_timeout: float | None = None,
 ) -> tuple[asyncio.AbstractServer, str]:
     """Listen for peer links; returns the server and the bound ``tcp://`` endpoint.
 
@@ -83,7 +89,7 @@ async def listen_tcp(
     host, port = split_tcp_url(url)
 
     def factory() -> StreamLink:
-        link = StreamLink(max_payload)
+        link = StreamLink(max_payload, budget=budget, stall_timeout=stall_timeout)
         on_accept(link)
         return link
 

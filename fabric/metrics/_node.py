@@ -34,18 +34,9 @@ DEPTH_BOUNDS = log_bounds(64.0, 1024.0**3, per_decade=3)
 
 _EMPTY_SNAPSHOT: dict[str, Any] = {"sessions": [], "pool": None, "mesh": None}
 
-_TRANSPORTS = {
-    "StreamLink": "unix",
-    "ZmqDealerLink": "zmq",
-    "_RouterPeerLink": "zmq",
-    "WebRtcLink": "webrtc",
-}
-
-
 def transport_of(link: object) -> str:
-    """``unix``, ``zmq``, ``webrtc`` (or the class name) for a link object."""
-    name = type(link).__name__
-    return _TRANSPORTS.get(name, name)
+    """``unix``, ``tcp``, ``webrtc`` (``Link.transport``), or the class name of another link."""
+    return str(getattr(link, "transport", type(link).__name__))
 
 
 class NodeMetrics:
@@ -213,7 +204,11 @@ class NodeMetrics:
             ]
 
         def drops() -> Iterable[tuple[float, dict[str, str]]]:
-            return [(n, {"transport": t}) for t, n in sorted(node.drops_by_transport.items())]
+            return [
+                (stats.dropped_slow_unix, {"transport": "unix"}),
+                (stats.dropped_slow_tcp, {"transport": "tcp"}),
+                (stats.dropped_slow_webrtc, {"transport": "webrtc"}),
+            ]
 
         def sessions() -> Iterable[tuple[float, dict[str, str]]]:
             counts: dict[str, int] = {}

@@ -42,6 +42,8 @@ class Link(abc.ABC):
     """One bidirectional, ordered frame link."""
 
     handler: LinkHandler | None = None
+    #: What the link runs over, for per-transport counters: "unix", "tcp", "webrtc".
+    transport: str = "?"
 
     @abc.abstractmethod
     def send(self, header: bytes, payload: Buffer = b"") -> None:

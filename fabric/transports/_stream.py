@@ -14,8 +14,8 @@ from typing import cast
 
 from typing_extensions import Buffer
 
-from ..errors import ConnectionLost, FabricError
-from ..framing import FrameDecoder, frame_prefix
+from ..errors import ConnectionLost, FabricError, RemoteProtocolError
+from ..framing import FrameDecoder, PendingBudget, frame_prefix
 from ._base import Link, LinkHandler, settle
 
 __all__ = ["StreamLink", "open_unix_link"]
@@ -27,9 +27,22 @@ _COALESCE_LIMIT = 64 * 1024
 class StreamLink(asyncio.Protocol, Link):
     """An asyncio protocol that speaks length-prefixed frames."""
 
-    def __init__(self, max_payload: int, handler: LinkHandler | None = None) -> None:
+    transport = "unix"
+
+    def __init__(
+        self,
+        max_payload: int,
+        handler: LinkHandler | None = None,
+        *,
+        budget: PendingBudget | None = None,
+        stall_timeout: float | None = None,
+    ) -> None:
         self.handler = handler
-        self._decoder = FrameDecoder(max_payload)
+        self._decoder = FrameDecoder(max_payload, budget)
+        #: A partial frame that gets no new byte for this long closes the link (None: never).
+        self._stall_timeout = stall_timeout
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._stall_mark = 0
         self._transport: asyncio.Transport | None = None
         self._closed = False
         self._paused = False
@@ -53,12 +66,16 @@ class StreamLink(asyncio.Protocol, Link):
             self._peer = f"unix:{peer}"
 
     def data_received(self, data: bytes) -> None:
+        decoder = self._decoder
         try:
-            frames = self._decoder.feed(data)
+            frames = decoder.feed(data)
         except FabricError as exc:
             # The stream is out of sync: no later byte can be trusted. Report and drop it.
             self._lose(exc)
             return
+        if self._stall_timer is None and self._stall_timeout is not None and decoder.partial:
+            self._stall_mark = decoder.received
+            self._stall_timer = self._loop.call_later(self._stall_timeout, self._check_stall)
         handler = self.handler
         if handler is None:
             return
@@ -69,6 +86,27 @@ class StreamLink(asyncio.Protocol, Link):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lose(exc)
+
+    def _check_stall(self) -> None:
+        """A frame is partial: close the link if no byte came during a whole interval."""
+        self._stall_timer = None
+        decoder = self._decoder
+        if self._closed or not decoder.partial or self._stall_timeout is None:
+            return
+        if decoder.received == self._stall_mark:
+            self._lose(
+                RemoteProtocolError(
+                    f"a partial frame got no byte for {self._stall_timeout:g}s "
+                    f"({decoder.buffered} bytes held)"
+                )
+            )
+            return
+        self._stall_mark = decoder.received
+        self._stall_timer = self._loop.call_later(self._stall_timeout, self._check_stall)
+
+    def set_max_payload(self, max_payload: int) -> None:
+        """Raise (or lower) the largest frame accepted from now on (after a handshake)."""
+        self._decoder.set_max_payload(max_payload)
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -179,6 +217,12 @@ class StreamLink(asyncio.Protocol, Link):
         if self._closed:
             return
         self._closed = True
+        # Give the partial frame's bytes back now: the link and its owner may form a cycle
+        # that only a full garbage collection would free.
+        self._decoder.reset()
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         if self._poll_sock is not None:
             self._poll_sock.close()
             self._poll_sock = None

@@ -131,6 +131,8 @@ class ChunkWriter:
 class WebRtcLink(Link):
     """One fabric link over one reliable, ordered data channel of one peer connection."""
 
+    transport = "webrtc"
+
     def __init__(
         self,
         pc: Any,

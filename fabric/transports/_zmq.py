@@ -4,6 +4,13 @@ ZeroMQ keeps frame boundaries, so a message is a multipart ``[header, payload]``
 prefixes the peer identity). Payload frames are received with ``copy=False`` and handed on as
 memoryviews of the zmq frame, so a node forwards them without touching the bytes.
 
+Flow control is truthful on both ends (docs/limits.md): every send is non-blocking; what
+ZeroMQ will not take because its pipe to the peer is at the high-water mark waits in an
+``_Outbox`` of ours, in order, and ``buffered()`` is the bytes held there. So a node sees a
+stopped agent on ``tcp://`` exactly as on the Unix socket (and drops, counts and tells), and
+an agent's ``drain()`` waits for a slow node. The ROUTER is ``ROUTER_MANDATORY``: it never
+drops a frame on its own.
+
 zmq errors never leave this module: they become ``ConnectionLost``.
 """
 
@@ -12,18 +19,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 
 import zmq
 import zmq.asyncio
 from typing_extensions import Buffer
 
 from ..errors import ConnectionLost
-from ._base import Link, LinkHandler
+from ._base import Link, LinkHandler, settle
 
 __all__ = ["ZmqDealerLink", "ZmqRouterListener", "open_zmq_link"]
 
-_HWM = 10_000
+#: Messages ZeroMQ queues per peer before refusing more (then our outbox takes them).
+_HWM = 1_000
+#: Seconds between attempts to hand an outbox to ZeroMQ again (it has no per-peer
+#: "writable" event on a ROUTER).
+_RETRY_S = 0.002
+#: An agent's ``drain()`` returns once its outbox is under this.
+_DRAIN_LOW = 1024 * 1024
 #: How long the refused-port probe of open_zmq_link may take (loopback answers in µs).
 _PROBE_TIMEOUT = 1.0
 
@@ -32,8 +46,65 @@ def _frame_bytes(frame: zmq.Frame) -> memoryview:
     return frame.buffer  # type: ignore[no-any-return]
 
 
+def _try_send(sock: zmq.asyncio.Socket, frames: Sequence[Buffer]) -> bool:
+    """Hand one message to ZeroMQ without waiting: True when taken, False at the high-water
+    mark (or, on a ROUTER, while the peer is not connected).
+
+    Raises:
+        zmq.ZMQError: anything else (the socket is closed).
+    """
+    copy = len(frames[-1]) < 65536  # type: ignore[arg-type]
+    done: asyncio.Future[object] = sock.send_multipart(  # type: ignore[assignment]
+        frames, flags=zmq.DONTWAIT, copy=copy  # type: ignore[arg-type]
+    )
+    exc = done.exception()  # resolved at once: nothing else ever waits on this socket
+    if exc is None:
+        return True
+    if isinstance(exc, zmq.Again) or (
+        isinstance(exc, zmq.ZMQError) and exc.errno == zmq.EHOSTUNREACH
+    ):
+        return False
+    raise exc
+
+
+def _size(frames: tuple[Buffer, ...]) -> int:
+    return sum(memoryview(f).nbytes for f in frames)
+
+
+class _Outbox:
+    """Messages ZeroMQ did not take yet, oldest first, and their size in bytes."""
+
+    __slots__ = ("frames", "size")
+
+    def __init__(self) -> None:
+        self.frames: deque[tuple[Buffer, ...]] = deque()
+        self.size = 0
+
+    def push(self, frames: tuple[Buffer, ...]) -> None:
+        self.frames.append(frames)
+        self.size += _size(frames)
+
+    def pump(self, sock: zmq.asyncio.Socket) -> None:
+        """Hand over what ZeroMQ takes now, in order.
+
+        Raises:
+            zmq.ZMQError: the socket failed.
+        """
+        frames = self.frames
+        while frames:
+            if not _try_send(sock, frames[0]):
+                return
+            self.size -= _size(frames.popleft())
+
+    def clear(self) -> None:
+        self.frames.clear()
+        self.size = 0
+
+
 class ZmqDealerLink(Link):
     """The agent's end of a ZeroMQ link to a node."""
+
+    transport = "tcp"
 
     def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, handler: LinkHandler) -> None:
         self.handler = handler
@@ -47,6 +118,9 @@ class ZmqDealerLink(Link):
         self._sock.setsockopt(zmq.IDENTITY, os.urandom(12))
         self._sock.connect(endpoint)
         self._closed = False
+        self._outbox = _Outbox()
+        self._retry: asyncio.TimerHandle | None = None
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
@@ -67,17 +141,43 @@ class ZmqDealerLink(Link):
     def send(self, header: bytes, payload: Buffer = b"") -> None:
         if self._closed:
             raise ConnectionLost(f"link to {self._endpoint} is closed")
+        outbox = self._outbox
         try:
-            self._sock.send_multipart((header, payload), copy=len(payload) < 65536)  # type: ignore[arg-type]
+            if not outbox.frames and _try_send(self._sock, (header, payload)):
+                return
         except zmq.ZMQError as err:
             raise ConnectionLost(f"zmq send to {self._endpoint} failed: {err}") from None
+        outbox.push((header, payload))  # after what waits already: order is kept
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(_RETRY_S, self._pump)
+
+    def _pump(self) -> None:
+        self._retry = None
+        if self._closed:
+            return
+        try:
+            self._outbox.pump(self._sock)
+        except zmq.ZMQError as err:
+            self._lose(ConnectionLost(f"zmq send to {self._endpoint} failed: {err}"))
+            return
+        if self._outbox.size <= _DRAIN_LOW:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            settle(waiters, None)
+        if self._outbox.frames:
+            self._retry = asyncio.get_running_loop().call_later(_RETRY_S, self._pump)
 
     def buffered(self) -> int:
-        return 0  # zmq queues internally, bounded by the high-water mark
+        """Bytes ZeroMQ has not taken yet (its pipe to the node is full)."""
+        return self._outbox.size
 
     async def drain(self) -> None:
         if self._closed:
             raise ConnectionLost(f"link to {self._endpoint} is closed")
+        if self._outbox.size <= _DRAIN_LOW:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
 
     def close(self) -> None:
         if not self._closed:
@@ -88,6 +188,12 @@ class ZmqDealerLink(Link):
         if self._closed:
             return
         self._closed = True
+        self._outbox.clear()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        waiters, self._drain_waiters = self._drain_waiters, []
+        settle(waiters, ConnectionLost(f"link to {self._endpoint} is closed"))
         with contextlib.suppress(zmq.ZMQError):
             self._sock.close(linger=0)
         if self.handler is not None:
@@ -145,18 +251,23 @@ async def _refused(endpoint: str) -> bool:
 class _RouterPeerLink(Link):
     """The node's view of one remote agent on the ROUTER socket."""
 
+    transport = "tcp"
+
     def __init__(self, listener: ZmqRouterListener, identity: bytes) -> None:
         self._listener = listener
         self.identity = identity
         self._closed = False
+        #: What ZeroMQ would not take for this agent yet (its pipe is full: it is slow).
+        self.outbox = _Outbox()
 
     def send(self, header: bytes, payload: Buffer = b"") -> None:
         if self._closed:
             raise ConnectionLost("link to agent is closed")
-        self._listener.send(self.identity, header, payload)
+        self._listener.send(self, header, payload)
 
     def buffered(self) -> int:
-        return 0
+        """Bytes for this agent that ZeroMQ has not taken yet."""
+        return self.outbox.size
 
     async def drain(self) -> None:
         if self._closed:
@@ -166,6 +277,7 @@ class _RouterPeerLink(Link):
         if self._closed:
             return
         self._closed = True
+        self.outbox.clear()
         self._listener.forget(self.identity)
         if self.handler is not None:
             self.handler.link_lost(None)
@@ -182,14 +294,21 @@ class _RouterPeerLink(Link):
 class ZmqRouterListener:
     """A ROUTER socket: one ``Link`` per remote agent, created on its first frame."""
 
-    def __init__(self, endpoint: str, on_link: Callable[[Link], None]) -> None:
+    def __init__(
+        self, endpoint: str, on_link: Callable[[Link], None], *, max_message: int = -1
+    ) -> None:
         ctx = zmq.asyncio.Context.instance()
         self._sock = ctx.socket(zmq.ROUTER)
+        # libzmq drops a peer whose message part exceeds this before buffering it whole.
+        self._sock.setsockopt(zmq.MAXMSGSIZE, max_message)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, _HWM)
         self._sock.setsockopt(zmq.RCVHWM, _HWM)
         # A reconnecting agent with the same identity takes over its old pipe.
         self._sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # Refuse (EAGAIN) rather than silently drop a frame for a peer that is full: the
+        # frame goes to the peer's outbox, which the node's slow-consumer check sees.
+        self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         try:
             self._sock.bind(endpoint)
         except zmq.ZMQError as err:
@@ -198,6 +317,9 @@ class ZmqRouterListener:
         self.endpoint = bytes(self._sock.getsockopt(zmq.LAST_ENDPOINT)).decode()
         self._on_link = on_link
         self._peers: dict[bytes, _RouterPeerLink] = {}
+        #: Peers whose outbox holds something, pumped every ``_RETRY_S`` until empty.
+        self._backlogged: set[_RouterPeerLink] = set()
+        self._retry: asyncio.TimerHandle | None = None
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
@@ -214,15 +336,39 @@ class ZmqRouterListener:
                 if peer.handler is not None:
                     peer.handler.frame_received(frames[1].bytes, _frame_bytes(frames[2]))
 
-    def send(self, identity: bytes, header: bytes, payload: Buffer) -> None:
-        # ROUTER drops frames for a peer past its high-water mark instead of blocking the node.
-        with contextlib.suppress(zmq.ZMQError):
-            self._sock.send_multipart((identity, header, payload), copy=len(payload) < 65536)  # type: ignore[arg-type]
+    def send(self, peer: _RouterPeerLink, header: bytes, payload: Buffer) -> None:
+        frames = (peer.identity, header, payload)
+        outbox = peer.outbox
+        try:
+            if not outbox.frames and _try_send(self._sock, frames):
+                return
+        except zmq.ZMQError:
+            return  # the socket is closing with the node
+        outbox.push(frames)  # never dropped here: the node decides, by ``buffered()``
+        self._backlogged.add(peer)
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(_RETRY_S, self._pump)
+
+    def _pump(self) -> None:
+        self._retry = None
+        for peer in list(self._backlogged):
+            try:
+                peer.outbox.pump(self._sock)
+            except zmq.ZMQError:
+                return
+            if not peer.outbox.frames:
+                self._backlogged.discard(peer)
+        if self._backlogged:
+            self._retry = asyncio.get_running_loop().call_later(_RETRY_S, self._pump)
 
     def forget(self, identity: bytes) -> None:
-        self._peers.pop(identity, None)
+        peer = self._peers.pop(identity, None)
+        if peer is not None:
+            self._backlogged.discard(peer)
 
     def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
         self._reader.cancel()
         for peer in list(self._peers.values()):
             peer.close()

@@ -125,8 +125,10 @@ const FabricRTC = (() => {
       this.name = name;
       this.gateway = gateway;
       this.token = token;
-      this.inbox = "_INBOX." + Array.from(crypto.getRandomValues(new Uint8Array(9)),
-                                          (b) => b.toString(16).padStart(2, "0")).join("");
+      // The node names the inbox root in WELCOME (only this agent may read below it).
+      this.inboxTail = Array.from(crypto.getRandomValues(new Uint8Array(9)),
+                                  (b) => b.toString(16).padStart(2, "0")).join("");
+      this.inbox = "";
       this.nextId = 1;
       this.nextSid = 1;
       this.subs = new Map();      // sid -> callback(msg)
@@ -173,6 +175,7 @@ const FabricRTC = (() => {
       if (this.token) hello.credential = this.token;
       this._send(header(K.HELLO, { msgId: this.nextId++ }), pack(hello));
       this.welcome = await welcomed;
+      this.inbox = (this.welcome.inbox || "_INBOX") + "." + this.inboxTail;
       this._send(header(K.SUB, { subject: this.inbox + ".>", sid: 0 }));
       const beat = (this.welcome.heartbeat || 2) * 1000;
       this._pinger = setInterval(() => this._send(header(K.PING, { msgId: this.nextId++ })), beat);

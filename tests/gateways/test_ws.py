@@ -121,3 +121,29 @@ async def test_leaving_a_stream_cancels_the_responder(gateway: str, fabric: Fabr
         assert (await recv_json(ws))["text"] == "tok0"
     line = await streamer.wait_line("cancelled", timeout=20)
     assert int(line.split()[1]) < 100000
+
+
+async def test_nobody_reads_replies_through_the_gateway(gateway: str) -> None:
+    """Issue 15, finding 1: a WebSocket client watching ``_INBOX.>`` read every reply meant for
+    other clients' requests. Now the inbox pattern is refused, and ``>`` sees no reply."""
+    async with websockets.connect(ws_url(gateway, "/v1/subscribe/_INBOX.>")) as ws:
+        assert (await recv_json(ws))["error"]["code"] == "not_authorized"
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4403
+    async with websockets.connect(ws_url(gateway, "/v1/subscribe/>"), max_queue=None) as ws:
+        assert (await recv_json(ws))["subscribed"] == ">"
+        async with httpx.AsyncClient(base_url=gateway) as c:
+            for i in range(20):
+                r = await c.post("/v1/request/svc.echo", json={"text": f"secret-{i}"})
+                assert r.status_code == 200 and r.json()["text"] == f"secret-{i}"
+            r = await c.post("/v1/publish/events.canary", json={"text": "end"})
+            assert r.status_code == 202
+        seen = []
+        while True:
+            msg = await recv_json(ws)
+            seen.append(msg["subject"])
+            if msg["subject"] == "events.canary":
+                break
+        assert [s for s in seen if s.startswith("_INBOX.")] == []
+        assert seen.count("svc.echo") == 20  # the requests themselves are not private

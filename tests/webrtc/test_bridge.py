@@ -93,3 +93,43 @@ async def test_either_side_closing_closes_both() -> None:
     node.close()
     await asyncio.wait_for(agent_got.lost, 10)
     assert bridge.closed
+
+
+async def test_an_edge_that_falls_behind_is_told_what_it_lost() -> None:
+    """Issue 15, finding 3 on the WebRTC side: the bridge drops for an edge peer whose link is
+    backed up, by bytes buffered, and then tells it how many per subscription."""
+    from procs import until
+
+    agent_got, node_got = Collector(), Collector()
+    agent, edge = await stream_pair(agent_got)
+    node, node_side = await stream_pair(node_got)
+    bridge = Bridge(edge, agent=None, max_payload=MAX, inspect=False, max_backlog=64 * 1024)
+    bridge.attach(node_side)
+    assert agent._transport is not None
+    agent._transport.pause_reading()  # the edge peer stops reading
+    total = 2000
+    for i in range(total):
+        node.send(encode_header(Header(Kind.MSG, subject="e.x", sid=5, msg_id=i)), b"x" * 2048)
+
+    async def backed_up() -> bool:
+        return bridge.dropped > 0
+
+    await until(backed_up, 10, "the bridge to drop for the stalled edge")
+    agent._transport.resume_reading()
+
+    async def caught_up() -> bool:
+        return edge.buffered() == 0
+
+    await until(caught_up, 10, "the edge to catch up")
+    node.send(encode_header(Header(Kind.MSG, subject="e.x", sid=5, msg_id=total)), b"last")
+
+    async def last_arrived() -> bool:
+        return any(decode_header(h).msg_id == total for h, _ in agent_got.frames[-3:])
+
+    await until(last_arrived, 10, "the frame after the gap")
+    headers = [decode_header(h) for h, _ in agent_got.frames]
+    delivered = [h for h in headers if h.kind is Kind.MSG]
+    [notice] = [h for h in headers if h.kind is Kind.STATUS]
+    assert notice.sid == 5 and notice.seq == bridge.dropped
+    assert len(delivered) + notice.seq == total + 1
+    assert headers.index(notice) == len(headers) - 2  # told just before what follows the gap
