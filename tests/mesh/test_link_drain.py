@@ -62,7 +62,10 @@ def _pub(i: int) -> bytes:
     return encode_header(Header(Kind.PUB, subject="svc.lost", msg_id=i + 1))
 
 
-def _hook_link_up(mesh: Mesh, before: Callable[[_End], None], after: Callable[[_End], None]) -> None:
+Hook = Callable[[_End], None]
+
+
+def _hook_link_up(mesh: Mesh, before: Hook, after: Hook) -> None:
     """Run ``before``/``after`` around ``mesh``'s handling of a link coming up (same loop turn)."""
     original = mesh._link_up
 
