@@ -30,8 +30,9 @@ pytestmark = pytest.mark.timeout(60)
 N = 200
 
 
-async def _start(tmp_path: Path, name: str) -> Node:
+async def _start(tmp_path: Path, name: str, transport: str) -> Node:
     settings = load_settings(
+        mesh_transport=transport,
         name=name,
         site="cloud",
         socket=tmp_path / f"{name}.sock",
@@ -46,10 +47,12 @@ async def _start(tmp_path: Path, name: str) -> Node:
 
 
 @pytest.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[tuple[Mesh, Mesh]]:
-    """Nodes c1 and c2, listening, with no seeds: the test dials, in the order it wants."""
-    c1 = await _start(tmp_path, "c1")
-    c2 = await _start(tmp_path, "c2")
+async def pair(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[Mesh, Mesh]]:
+    """Nodes c1 and c2 (peer transport: the test's parameter, else TCP), listening, with no
+    seeds: the test dials, in the order it wants."""
+    transport = getattr(request, "param", "tcp")
+    c1 = await _start(tmp_path, "c1", transport)
+    c2 = await _start(tmp_path, "c2", transport)
     try:
         assert c1.mesh is not None and c2.mesh is not None
         yield c1.mesh, c2.mesh
@@ -81,6 +84,7 @@ async def _closed(end: _End) -> None:
     await asyncio.wait_for(end.closed.wait(), 10)
 
 
+@pytest.mark.parametrize("pair", ["tcp", "zmq"], indirect=True)
 async def test_messages_sent_on_a_link_the_peer_just_refused_are_delivered(
     pair: tuple[Mesh, Mesh],
 ) -> None:
