@@ -136,14 +136,14 @@ class _Driven:
             pass
         return ok
 
-    def _close(self) -> None:
+    def _close(self, linger_ms: int = 0) -> None:
         if self._closed:
             return
         self._closed = True
         with contextlib.suppress(Exception):
             self._loop.remove_reader(self._fd)
         with contextlib.suppress(zmq.ZMQError):
-            self._sock.close(linger=0)
+            self._sock.close(linger=linger_ms)
 
 
 class PeerListener(_Driven):
@@ -249,5 +249,7 @@ class PeerDialer(_Driven):
     def send(self, header: bytes, payload: Buffer = b"") -> bool:
         return self._send((header, payload), len(payload))  # type: ignore[arg-type]
 
-    def close(self) -> None:
-        self._close()
+    def close(self, linger_ms: int = 0) -> None:
+        """Close; with ``linger_ms``, messages already queued still go out for that long
+        (in libzmq's I/O thread: this returns at once)."""
+        self._close(linger_ms)

@@ -62,6 +62,8 @@ _START_GRACE_S = 10.0
 _HANDSHAKE_MAX_PAYLOAD = 64 * 1024
 #: Frames held for a peer while it switches links (then sending fails as for a dead peer).
 _BACKLOG = 10_000
+#: How long a ZeroMQ dialer closed after a duplicate REFUSE keeps sending what it queued.
+_DUPLICATE_LINGER_MS = 2000
 #: Requests held at once while interest settles; past this, "no responders" at once.
 _MAX_HELD = 10_000
 #: Barrier pings number from here up, so they never collide with heartbeat sequence numbers.
@@ -123,6 +125,11 @@ class _End:
     #: are older than the full set the peer sends on the kept link, and the two links are
     #: not ordered with each other: applying them late would roll the peer's interest back.
     superseded: bool = False
+    #: We refused this link as a duplicate after it was up. We send nothing more on it, but
+    #: the peer may have sent messages on it before our REFUSE reached it (to the peer it
+    #: was its live link): they are read and delivered until the peer answers our REFUSE,
+    #: closes, or ``_drain_bound`` runs out. Closing at once lost them (and their replies).
+    draining: bool = False
     #: Called once the peer's handshake is accepted (lifts the pre-handshake frame limit).
     on_up: Callable[[], None] | None = None
 
@@ -373,7 +380,14 @@ class Mesh:
             except ConnectionLost as exc:
                 log.error("%s", exc)
                 return None
-            end = _End(dialer.send, dialer.close, True, PeerLinkState(last_rx=time.monotonic()))
+
+            def close_dialer() -> None:
+                # After a duplicate REFUSE, what we sent last on the link (our answer
+                # included) must still go out: the peer drains it. Otherwise drop at once.
+                duplicate = end_box[0].refused == "duplicate"
+                dialer.close(linger_ms=_DUPLICATE_LINGER_MS if duplicate else 0)
+
+            end = _End(dialer.send, close_dialer, True, PeerLinkState(last_rx=time.monotonic()))
             end_box.append(end)
         hello = encode_header(Header(Kind.CONTROL, subject=HELLO))
         payload = encode_info(self.info)
@@ -492,8 +506,8 @@ class Mesh:
         subject = header.subject
         if subject == INTEREST:
             end.state.check("interest")
-            if end.superseded:
-                return
+            if end.superseded or end.draining:
+                return  # the peer sends its full set on the link we kept
             ann = decode_announce(payload)
             if ann.full:
                 self.interest.peer_replace(end.peer, ann.add)
@@ -533,11 +547,20 @@ class Mesh:
             self._link_up(end, info, kind)
         elif subject == REFUSE:
             end.state.check("refuse")
+            if end.draining:
+                # The peer's last frame on a link we refused (its answer to our REFUSE, or
+                # its own refusal crossing ours): everything it sent here has been read.
+                self._close_end(end)
+                return
             reason = _refuse_reason(payload)
             end.refused = reason
             if reason != "duplicate":
                 log.warning("peer %s refused the link: %s", end.peer or "?", reason)
             self.stats["duplicates" if reason == "duplicate" else "refused"] += 1
+            if reason == "duplicate" and end.state.state is LinkState.UP:
+                # Answer last on this link, so the peer, which drains it, knows it has read
+                # everything we sent on it (ZeroMQ shows it no close; TCP would).
+                self._send_refuse(end, reason)
             self._close_end(end)
         else:
             raise RemoteProtocolError(f"unknown mesh control {subject!r}")
@@ -545,14 +568,35 @@ class Mesh:
     def _welcome(self, end: _End) -> None:
         end.send(encode_header(Header(Kind.CONTROL, subject=WELCOME)), encode_info(self.info))
 
-    def _refuse(self, end: _End, reason: str) -> None:
+    def _send_refuse(self, end: _End, reason: str) -> None:
         import msgpack
 
-        end.refused = reason
         end.send(
             encode_header(Header(Kind.CONTROL, subject=REFUSE)), msgpack.packb({"reason": reason})
         )
+
+    def _refuse(self, end: _End, reason: str) -> None:
+        end.refused = reason
+        self._send_refuse(end, reason)
+        if reason == "duplicate" and end.state.state is LinkState.UP:
+            # The peer may already send on this link (to it, it is up and maybe its only
+            # one): read on until it answers the REFUSE or closes, then close (bounded).
+            end.draining = True
+            self._spawn(self._drain(end))
+            return
         self._close_end(end)
+
+    def _drain_bound(self) -> float:
+        return max(3 * self.settings.mesh_heartbeat, self.settings.mesh_dead_after)
+
+    async def _drain(self, end: _End) -> None:
+        """Close a refused duplicate link once the peer is done with it, or after a bound (a
+        peer that died meanwhile never answers)."""
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(end.closed.wait(), self._drain_bound())
+        finally:
+            self._close_end(end)  # also when the mesh closes meanwhile (this task cancelled)
 
     # -- links up and down --------------------------------------------------------------
 
@@ -907,11 +951,7 @@ class Mesh:
                 flags=out_flags,
             )
             peer = self._peers.get(name)
-            if peer is not None and peer.backlog is not None and len(peer.backlog) < _BACKLOG:
-                peer.backlog.append((encode_header(out), payload))
-                ok = True
-            else:
-                ok = peer is not None and peer.end.send(encode_header(out), payload)
+            ok = peer is not None and self._send_peer(peer, encode_header(out), payload)
             if ok:
                 self.stats["forwarded"] += 1
                 self.forwarded_to[name] = self.forwarded_to.get(name, 0) + 1
@@ -925,9 +965,11 @@ class Mesh:
 
     def _peer_publish(self, end: _End, header: Header, payload: memoryview) -> None:
         peer = self._peers.get(end.peer)
-        if peer is None or peer.end is not end:
+        if peer is None or (peer.end is not end and not end.draining):
             self.stats["stale"] += 1
-            return  # a superseded link's last frames: the live link carries this peer now
+            return  # a link of a peer that is gone
+        # On a link we are draining, a message the peer sent before it saw our REFUSE: it
+        # was sent once, on that link only, so delivering it duplicates nothing.
         if header.flags & ~(Flags.COUNT | Flags.NO_RESPONDERS):
             raise RemoteProtocolError("a forwarded message carries only counting flags")
         self.stats["received"] += 1
@@ -946,7 +988,16 @@ class Mesh:
         peer = self._peers.get(name)
         if peer is not None:
             status = Header(Kind.STATUS, sid=corr, status=Status.ROUTED, seq=count)
-            peer.end.send(encode_header(status), encode_names(names))
+            self._send_peer(peer, encode_header(status), encode_names(names))
+
+    def _send_peer(self, peer: _Peer, header: bytes, payload: Buffer) -> bool:
+        """Send a message or count to ``peer``; while it switches links, hold it for the link
+        it kept (a count lost there would leave the upstream waiting for the deadline)."""
+        if peer.backlog is not None and len(peer.backlog) < _BACKLOG:
+            # A copy: the payload may be a view of a receive buffer that is reused.
+            peer.backlog.append((header, bytes(payload)))
+            return True
+        return peer.end.send(header, payload)
 
     def _finish(self, tally: Tally[_LocalUpstream | _PeerUpstream]) -> None:
         up = tally.upstream
