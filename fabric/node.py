@@ -29,6 +29,7 @@ from .errors import (
     NotAuthorized,
     PayloadTooLarge,
     RemoteProtocolError,
+    SlowConsumer,
     Timeout,
 )
 from .framing import PendingBudget
@@ -102,6 +103,14 @@ class NodeStats:
     #: STATUS SLOW_CONSUMER notices sent (each tells one subscription how many it lost).
     slow_notices: int = 0
 
+
+
+def _all_behind(subject: str) -> SlowConsumer:
+    return SlowConsumer(
+        "every responder is too far behind to take it (their backlog is over "
+        "slow_consumer_bytes); retry later or add responders",
+        subject=subject,
+    )
 
 class _SessionLink:
     """Binds one link to its session and forwards link events to the node."""
@@ -499,6 +508,7 @@ class Node:
         shared = self._share(bound, header, payload, targets) if header.flags & Flags.SHM else None
         reached = 0
         missed: list[_SessionLink] = []
+        dropped_before = stats.dropped_slow
         reply = header.reply
         if reply and targets:
             # Each receiver may answer into ``reply`` until the deadline (fabric/private.py).
@@ -556,6 +566,10 @@ class Node:
             return  # the mesh answers STATUS once peers reported their counts
         if header.flags and header.reply:
             if reached == 0 and header.flags & Flags.NO_RESPONDERS:
+                if stats.dropped_slow > dropped_before:
+                    # Responders exist, each too far behind to take it: say so, not "nobody".
+                    self._reject(bound, _all_behind(subject), header)
+                    return
                 if mesh is not None and mesh.hold_request(bound, header, payload):
                     return  # interest may be on its way: the mesh routes it again (bounded)
                 self.stats.no_responders += 1

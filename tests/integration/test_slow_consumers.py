@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from procs import start_node, until
 
-from sdk import Timeout, connect
+from sdk import SlowConsumer, Timeout, connect
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.faults]
 
@@ -28,10 +28,12 @@ async def test_a_stopped_subscriber_is_counted_and_told(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = dict(fabric_env, FABRIC_SLOW_CONSUMER_BYTES=str(1024 * 1024))
+    # The subscriber stays stopped while 30,000 messages are published: on a loaded machine
+    # that can take seconds, and a session silent for three heartbeats is (rightly) dropped.
     node = await start_node(
         tmp_path / "n.sock",
         env,
-        extra=["--listen", f"tcp://127.0.0.1:{port}", "--heartbeat-interval", "5"],
+        extra=["--listen", f"tcp://127.0.0.1:{port}", "--heartbeat-interval", "10"],
     )
     try:
         url = node.url if transport == "unix" else f"tcp://127.0.0.1:{port}"
@@ -43,9 +45,14 @@ async def test_a_stopped_subscriber_is_counted_and_told(
                 for _ in range(MESSAGES):
                     await producer.publish("load.x", PAYLOAD)
                 await producer.flush()
+                stats = (await producer.node_status())["stats"]
+                # A request to a responder that is this far behind: a typed error at once
+                # that says so, not "no responders" and not a timeout.
+                with pytest.raises(SlowConsumer) as behind:
+                    await producer.request("counter.report", b"", timeout=5)
+                assert behind.value.subject == "counter.report"
             finally:
                 slow.kill(signal.SIGCONT)
-            stats = (await producer.node_status())["stats"]
             dropped = stats[f"dropped_slow_{transport}"]
             assert dropped > 0, stats
             assert stats["dropped_slow"] == dropped
@@ -56,7 +63,7 @@ async def test_a_stopped_subscriber_is_counted_and_told(
             async def accounted() -> bool:
                 try:
                     reply = await producer.request("counter.report", b"", timeout=1)
-                except Timeout:
+                except (Timeout, SlowConsumer):
                     return False  # the request itself met the backlog; ask again
                 counts.update(json.loads(reply.text()))
                 return counts["received"] + counts["lost"] >= MESSAGES
