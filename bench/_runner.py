@@ -25,7 +25,8 @@ from bench._outcome import CaseOutcome
 from bench._plan import ProcPlan, plan_layout
 from bench._procs import Child, start_child, worker_argv
 from bench._results import RunRecord, SystemStatus
-from bench._scenario import Scenario, registered
+from bench._scenario import Scenario
+from bench.scenarios import registered
 from bench.systems import SYSTEMS, Client, System, WorkerInfo, get_system
 from fabric.errors import ConnectionLost
 

@@ -17,7 +17,7 @@ from bench._harness import ScenarioContext
 from bench._plan import ROLES
 from fabric.errors import ConfigError
 
-__all__ = ["Scenario", "ScenarioFn", "registered", "scenario"]
+__all__ = ["Scenario", "ScenarioFn", "registry", "scenario"]
 
 ScenarioFn = Callable[[ScenarioContext], Awaitable[None]]
 
@@ -58,8 +58,7 @@ def scenario(
     return register
 
 
-def registered() -> dict[str, Scenario]:
-    """Every registered scenario, in registration order (imports the built-in ones)."""
-    import bench.scenarios  # noqa: F401  (registers the built-in scenarios on import)
-
+def registry() -> dict[str, Scenario]:
+    """The scenarios registered so far, in registration order (``bench.scenarios.registered``
+    is the one that has the built-in ones)."""
     return dict(_REGISTRY)

@@ -191,7 +191,7 @@ def results_notes(record: RunRecord, summaries: dict[str, str] | None = None) ->
         if outcome.scenario not in scenarios:
             scenarios.append(outcome.scenario)
     if summaries is None:
-        from bench._scenario import registered
+        from bench.scenarios import registered
 
         summaries = {name: s.summary for name, s in registered().items()}
     lines.append("cases (scenario/size or count):")

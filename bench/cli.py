@@ -21,7 +21,6 @@ from bench._harness import FULL, QUICK
 from bench._plan import parse_selection
 from bench._results import RunRecord, build_document, validate_document
 from bench._runner import RunConfig, run_bench
-from bench._scenario import registered
 from bench._table import (
     problems_table,
     results_notes,
@@ -29,6 +28,7 @@ from bench._table import (
     skipped_table,
     summary_table,
 )
+from bench.scenarios import registered
 from bench.systems import system_names
 from fabric._help import hide_flag_types
 from fabric.errors import ConfigError

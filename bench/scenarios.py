@@ -8,9 +8,9 @@ from typing import Any
 from bench._harness import ScenarioContext
 from bench._payloads import BIG_SIZE, map_tasks, pattern, size_label
 from bench._plan import BIG_AGENTS, FAN_CHILDREN
-from bench._scenario import scenario
+from bench._scenario import Scenario, registry, scenario
 
-__all__ = ["RR_SIZES"]
+__all__ = ["RR_SIZES", "registered"]
 
 RR_SIZES: tuple[int, ...] = (64, 4096, 1 << 20)
 MAP_TASKS = 64
@@ -126,3 +126,9 @@ async def throughput(ctx: ScenarioContext) -> None:
         THROUGHPUT_SIZE,
         params.budget_s,
     )
+
+
+def registered() -> dict[str, Scenario]:
+    """Every registered scenario, in registration order: the built-in ones, defined above,
+    and any a caller registered with ``bench._scenario.scenario``."""
+    return registry()

@@ -16,7 +16,7 @@ become the protocol's: an unknown agent is HTTP 404 (the URL names nothing), a d
 
 # No `from __future__ import annotations`: FastAPI resolves the route signatures at runtime.
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from a2a.server.jsonrpc_models import InternalError
@@ -81,8 +81,9 @@ def install_a2a(
     credentials: Credentials,
     settings: GatewaySettings,
     identity: Callable[..., Identity],
-) -> None:
-    """Add the ``/a2a/`` routes to the gateway app."""
+) -> Callable[..., Awaitable[Identity]]:
+    """Add the ``/a2a/`` JSON-RPC routes to the gateway app; returns the caller-identity
+    dependency they use (the HTTP+JSON routes of ``_a2a_rest`` share it)."""
 
     async def who_async(authorization: Annotated[str | None, Header()] = None) -> Identity:
         # The shared dependency is a plain function, which FastAPI runs in a worker thread;
@@ -165,9 +166,7 @@ def install_a2a(
     async def rpc_bare(name: Name, request: Request, who: Who) -> Response:
         return await rpc(name, request, who)
 
-    from ._a2a_rest import install_a2a_rest
-
-    install_a2a_rest(app, pool, credentials, settings, who_async)
+    return who_async
 
 
 async def _stream(

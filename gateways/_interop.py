@@ -31,10 +31,12 @@ def install_interop(
     """Add ``/a2a/`` and ``/mcp`` when their packages are installed."""
     try:
         from ._a2a import install_a2a
+        from ._a2a_rest import install_a2a_rest
     except ImportError as exc:
         log.warning("A2A not served (install the agents extra): %s", exc)
     else:
-        install_a2a(app, pool, credentials, settings, identity)
+        who = install_a2a(app, pool, credentials, settings, identity)
+        install_a2a_rest(app, pool, credentials, settings, who)
     try:
         from starlette.routing import Route
 

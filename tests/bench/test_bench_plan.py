@@ -7,7 +7,8 @@ import pytest
 from bench._harness import FULL, QUICK
 from bench._plan import ProcPlan, agents_with_role, parse_selection, plan_layout
 from bench._runner import RunConfig, _systems_in_run, steps_for
-from bench._scenario import _REGISTRY, registered, scenario
+from bench._scenario import _REGISTRY, scenario
+from bench.scenarios import registered
 from bench.systems import system_names
 from fabric.errors import ConfigError
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bench._scenario import registered
+from bench.scenarios import registered
 from bench.systems import system_names
 from fabric.cli import app
 
