@@ -104,13 +104,14 @@ class NodeStats:
     slow_notices: int = 0
 
 
-
 def _all_behind(subject: str) -> SlowConsumer:
+    """The answer to a request whose every responder is over ``slow_consumer_bytes``."""
     return SlowConsumer(
         "every responder is too far behind to take it (their backlog is over "
         "slow_consumer_bytes); retry later or add responders",
         subject=subject,
     )
+
 
 class _SessionLink:
     """Binds one link to its session and forwards link events to the node."""
@@ -411,14 +412,9 @@ class Node:
         Raises:
             NotAuthorized: a forged reply (the request was never routed to this session).
         """
-        subject = header.subject
-        if not owns_inbox_pattern(session.inbox, subject) and not self.grants.allowed(
-            session, subject, time.monotonic()
-        ):
-            self.stats.forged_replies += 1
-            raise NotAuthorized(
-                "only a responder the request was routed to may reply", subject=subject
-            )
+        self._check_inbox(
+            session, header.subject, "only a responder the request was routed to may reply"
+        )
         headers = dict(header.headers) if header.headers else {}
         headers[SENDER_HEADER] = f"{session.name}@{self.settings.name}"
         header.headers = headers
@@ -431,13 +427,22 @@ class Node:
         Raises:
             NotAuthorized: ``reply`` is another agent's inbox.
         """
-        if not owns_inbox_pattern(session.inbox, reply) and not self.grants.allowed(
-            session, reply, time.monotonic()
+        self._check_inbox(
+            session, reply, "replies can only be asked for into the sender's own inbox"
+        )
+
+    def _check_inbox(self, session: Session, inbox: str, refusal: str) -> None:
+        """``inbox`` is the session's own, or one it holds a live grant for; otherwise the
+        attempt is counted (``forged_replies``) and refused.
+
+        Raises:
+            NotAuthorized: with ``refusal`` as the message.
+        """
+        if not owns_inbox_pattern(session.inbox, inbox) and not self.grants.allowed(
+            session, inbox, time.monotonic()
         ):
             self.stats.forged_replies += 1
-            raise NotAuthorized(
-                "replies can only be asked for into the sender's own inbox", subject=reply
-            )
+            raise NotAuthorized(refusal, subject=inbox)
 
     def _reject(self, bound: _SessionLink, exc: FabricError, header: Header | None) -> None:
         """Answer a bad frame with ERR; the session and every other one carry on."""

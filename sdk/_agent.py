@@ -62,6 +62,8 @@ log = logging.getLogger("sdk.agent")
 RECONNECT_WAIT = 5.0
 #: After a migration, how long the old node's link may stay open for replies in flight.
 RETIRE_WAIT = 30.0
+#: Refused subscriptions remembered for ``flush()`` to raise.
+_MAX_REFUSALS = 64
 #: Bytes queued on the link before ``publish`` waits for the kernel to take them.
 _SEND_HIGH_WATER = 8 * 1024 * 1024
 
@@ -338,10 +340,14 @@ class Agent:
         next ``flush()`` for handlers, whose registration returned long ago)."""
         self._subs.pop(sub.sid, None)
         sub._refuse(error)
-        if len(self._refusals) < 64:
-            self._refusals.append(error)
+        self._remember_refusal(error)
         if sub.callback is not None:
             log.error("subscription to %s refused by the node: %s", sub.subject, error)
+
+    def _remember_refusal(self, error: FabricError) -> None:
+        """Kept for the next ``flush()`` to raise (bounded: the first ones say enough)."""
+        if len(self._refusals) < _MAX_REFUSALS:
+            self._refusals.append(error)
 
     def _direct_name(self, link: Link) -> str:
         direct = self._direct
@@ -370,8 +376,8 @@ class Agent:
                     )
                 except FabricError as exc:
                     log.error("handler for %s not registered: %s", subject, exc)
-                    if isinstance(exc, NotAuthorized) and len(self._refusals) < 64:
-                        self._refusals.append(exc)  # the next flush() raises it
+                    if isinstance(exc, NotAuthorized):
+                        self._remember_refusal(exc)
 
             task = asyncio.ensure_future(subscribe())
             self._handler_tasks.add(task)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from a2a.types.a2a_pb2 import Role, SendMessageConfiguration, SendMessageRequest
 from procs import READY_TIMEOUT, NodeProcess, Proc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,3 +47,14 @@ async def start_role(role: str, url: str, env: dict[str, str]) -> Proc:
         await proc.stop()
         raise
     return proc
+
+
+def text_request(text: str, *, immediately: bool = False) -> SendMessageRequest:
+    """An A2A SendMessage of one text part from the user (``immediately``: don't block)."""
+    request = SendMessageRequest()
+    request.message.role = Role.ROLE_USER
+    request.message.message_id = uuid.uuid4().hex
+    request.message.parts.add().text = text
+    if immediately:
+        request.configuration.CopyFrom(SendMessageConfiguration(return_immediately=True))
+    return request

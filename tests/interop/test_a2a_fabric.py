@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from a2a.client import A2AClientError
 from a2a.helpers import get_artifact_text
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     GetTaskRequest,
-    Role,
-    SendMessageConfiguration,
-    SendMessageRequest,
     TaskState,
 )
 from a2a.utils.errors import InternalError, TaskNotFoundError
@@ -22,19 +17,10 @@ from fabric.errors import NoResponders
 from sdk import connect
 from sdk.a2a import fabric_client, fetch_card, multicast
 
-from .interop_support import Swarm
+from .interop_support import Swarm, text_request
 
 pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.timeout(90)]
 
-
-def text_request(text: str, *, immediately: bool = False) -> SendMessageRequest:
-    request = SendMessageRequest()
-    request.message.role = Role.ROLE_USER
-    request.message.message_id = uuid.uuid4().hex
-    request.message.parts.add().text = text
-    if immediately:
-        request.configuration.CopyFrom(SendMessageConfiguration(return_immediately=True))
-    return request
 
 
 async def test_card_send_stream_get_cancel_over_the_fabric(swarm: Swarm) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -16,26 +15,14 @@ from a2a.helpers import get_artifact_text
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     GetTaskRequest,
-    Role,
-    SendMessageConfiguration,
-    SendMessageRequest,
     TaskState,
 )
 from a2a.utils.errors import TaskNotFoundError
 
-from .interop_support import A2A_MAX, Swarm
+from .interop_support import A2A_MAX, Swarm, text_request
 
 pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.timeout(90)]
 
-
-def text_request(text: str, *, immediately: bool = False) -> SendMessageRequest:
-    request = SendMessageRequest()
-    request.message.role = Role.ROLE_USER
-    request.message.message_id = uuid.uuid4().hex
-    request.message.parts.add().text = text
-    if immediately:
-        request.configuration.CopyFrom(SendMessageConfiguration(return_immediately=True))
-    return request
 
 
 @pytest_asyncio.fixture(loop_scope="package")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
 import pytest
 from a2a.client import Client, ClientConfig, ClientFactory
@@ -12,26 +10,14 @@ from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     GetTaskRequest,
     ListTasksRequest,
-    Role,
-    SendMessageConfiguration,
-    SendMessageRequest,
     TaskState,
 )
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 
-from .interop_support import Swarm
+from .interop_support import Swarm, text_request
 
 pytestmark = [pytest.mark.asyncio(loop_scope="package"), pytest.mark.timeout(90)]
 
-
-def text_request(text: str, *, immediately: bool = False) -> SendMessageRequest:
-    request = SendMessageRequest()
-    request.message.role = Role.ROLE_USER
-    request.message.message_id = uuid.uuid4().hex
-    request.message.parts.add().text = text
-    if immediately:
-        request.configuration.CopyFrom(SendMessageConfiguration(return_immediately=True))
-    return request
 
 
 async def rest_client(gateway: str, name: str, *, streaming: bool = True) -> Client:
