@@ -485,9 +485,13 @@ class Node:
             # derive it themselves (the browser SDK) take it from here.
             "inbox": bound.session.inbox,
         }
-        if self.pool is not None and isinstance(bound.link, StreamLink):
+        local = isinstance(bound.link, StreamLink)
+        if self.pool is not None and local:
             # Only agents on this host (the Unix socket) can map the pool.
             welcome["pool"] = self.pool.welcome(bound.session.id)
+        # What this session may use, so the SDK need not guess from its URL (older SDKs
+        # ignore the field; docs/protocol.md).
+        welcome["paths"] = {"shm": "pool" in welcome, "direct": bool(bound.session.direct)}
         self._send(bound, Header(Kind.WELCOME, msg_id=header.msg_id), msgpack.packb(welcome))
 
     def _publish(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:

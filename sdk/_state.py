@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from typing_extensions import Buffer
 
@@ -29,9 +29,11 @@ from fabric.errors import FabricError, Timeout
 from ._payload import Payload, encode_payload
 
 if TYPE_CHECKING:
-    from ._connection import Connection
+    from fabric.wire import Header
 
-__all__ = ["Lease", "StateClient", "StateStats"]
+    from ._shared import SharedPool
+
+__all__ = ["ControlPlane", "Lease", "LeaseBook", "StateClient", "StateStats"]
 
 log = logging.getLogger("sdk.state")
 
@@ -52,6 +54,61 @@ class Lease:
         return self.expires_at - time.monotonic()
 
 
+class ControlPlane(Protocol):
+    """What the state client needs of a node: control calls and its shared-memory pool
+    (the agent's core, which follows the agent from node to node, or one connection)."""
+
+    @property
+    def shared(self) -> SharedPool: ...
+
+    async def call(
+        self,
+        subject: str,
+        headers: dict[str, str] | None = None,
+        payload: Buffer = b"",
+        timeout: float = 5.0,
+    ) -> tuple[Header, memoryview]: ...
+
+
+class LeaseBook:
+    """The leases this agent holds, by key (what migration takes over to the new node)."""
+
+    __slots__ = ("_leases",)
+
+    def __init__(self) -> None:
+        self._leases: dict[str, Lease] = {}
+
+    def get(self, key: str) -> Lease | None:
+        return self._leases.get(key)
+
+    def held(self) -> list[Lease]:
+        return list(self._leases.values())
+
+    def record(self, lease: Lease) -> Lease:
+        self._leases[lease.key] = lease
+        return lease
+
+    def forget(self, key: str) -> None:
+        self._leases.pop(key, None)
+
+    async def acquire_on(
+        self, node: ControlPlane, key: str, ttl: float, timeout: float
+    ) -> Lease:
+        """Acquire ``key`` at ``node`` and remember the lease (migration takes leases over
+        on the new node before the agent switches to it).
+
+        Raises:
+            LeaseHeld, BackendUnavailable, ConnectionLost, Timeout.
+        """
+        sent = time.monotonic()
+        header, _ = await node.call(
+            "$state.acquire", {"key": key, "ttl_ms": str(int(ttl * 1000))}, timeout=timeout
+        )
+        reply = header.headers or {}
+        # Measured from before the request left: the lease can only end later than we think.
+        return self.record(Lease(key, int(reply["token"]), sent + int(reply["expires_ms"]) / 1000))
+
+
 @dataclass(frozen=True, slots=True)
 class StateStats:
     """The backend's memory accounting."""
@@ -66,22 +123,25 @@ class StateStats:
 class StateClient:
     """The agent's handle on the state tier (``agent.state``)."""
 
-    def __init__(self, conn: Connection, timeout: float) -> None:
-        self._conn = conn
+    def __init__(
+        self, node: ControlPlane, timeout: float, leases: LeaseBook | None = None
+    ) -> None:
+        self._node = node
         self._timeout = timeout
-        self._leases: dict[str, Lease] = {}
+        self._leases = leases if leases is not None else LeaseBook()
 
     async def _call(
         self, op: str, headers: dict[str, str], payload: Buffer = b""
     ) -> tuple[dict[str, str], memoryview]:
-        header, data = await self._conn.call(
+        header, data = await self._node.call(
             f"$state.{op}", headers, payload, timeout=self._timeout
         )
         return header.headers or {}, data
 
     def _token(self, key: str, token: int | None) -> dict[str, str]:
-        if token is None and key in self._leases:
-            token = self._leases[key].token
+        lease = self._leases.get(key) if token is None else None
+        if lease is not None:
+            token = lease.token
         return {} if token is None else {"token": str(token)}
 
     async def put(
@@ -128,24 +188,7 @@ class StateClient:
         Raises:
             LeaseHeld: another owner holds it. BackendUnavailable.
         """
-        sent = time.monotonic()
-        reply, _ = await self._call("acquire", {"key": key, "ttl_ms": str(int(ttl * 1000))})
-        # Measured from before the request left: the lease can only end later than we think.
-        lease = Lease(key, int(reply["token"]), sent + int(reply["expires_ms"]) / 1000)
-        self._leases[key] = lease
-        return lease
-
-    async def _acquire_on(self, conn: Connection, key: str, ttl: float) -> Lease:
-        """``acquire`` on a given connection (migration takes leases over on the new node
-        before the agent switches to it)."""
-        sent = time.monotonic()
-        header, _ = await conn.call(
-            "$state.acquire", {"key": key, "ttl_ms": str(int(ttl * 1000))}, timeout=self._timeout
-        )
-        reply = header.headers or {}
-        lease = Lease(key, int(reply["token"]), sent + int(reply["expires_ms"]) / 1000)
-        self._leases[key] = lease
-        return lease
+        return await self._leases.acquire_on(self._node, key, ttl, self._timeout)
 
     async def renew(self, lease: Lease, ttl: float) -> Lease:
         """Extend a live lease.
@@ -158,12 +201,11 @@ class StateClient:
             "renew", {"key": lease.key, "token": str(lease.token), "ttl_ms": str(int(ttl * 1000))}
         )
         renewed = Lease(lease.key, lease.token, sent + int(reply["expires_ms"]) / 1000)
-        self._leases[lease.key] = renewed
-        return renewed
+        return self._leases.record(renewed)
 
     async def release(self, lease: Lease) -> bool:
         """Give the lease up; False if it had already ended or been superseded."""
-        self._leases.pop(lease.key, None)
+        self._leases.forget(lease.key)
         reply, _ = await self._call("release", {"key": lease.key, "token": str(lease.token)})
         return reply.get("released") == "1"
 
@@ -191,7 +233,7 @@ class StateClient:
             BackendUnavailable. ConnectionLost. Timeout.
         """
         payload = encode_payload(data)
-        pool = self._conn.shared
+        pool = self._node.shared
         if pool.blobs:
             budget = self._blob_budget(memoryview(payload).nbytes)
             try:
@@ -224,7 +266,7 @@ class StateClient:
             BadDescriptor: the node's memfd is not sealed (never from a sane node).
             BackendUnavailable. ConnectionLost. Timeout.
         """
-        pool = self._conn.shared
+        pool = self._node.shared
         if pool.blobs:
             try:
                 view = await pool.blob_get(ref, self._timeout)
