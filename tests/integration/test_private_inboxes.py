@@ -82,8 +82,9 @@ async def test_nobody_else_can_subscribe_to_an_inbox(secured) -> None:  # type: 
         connect("mallory", url, credential=_cred(creds, "mallory")) as mallory,
     ):
         await svc.serve("svc.echo", lambda m: bytes(m.data))
-        root = alice._core.inbox.subject.rsplit(".", 1)[0]
-        for pattern in ("_INBOX.>", "_INBOX.*.>", f"{alice._core.inbox.subject}.>", f"{root}.>", root):
+        inbox = alice._core.inbox.subject
+        root = inbox.rsplit(".", 1)[0]
+        for pattern in ("_INBOX.>", "_INBOX.*.>", f"{inbox}.>", f"{root}.>", root):
             with pytest.raises(NotAuthorized):
                 await mallory.subscribe(pattern)
         # Wildcards that are not inbox patterns are not refused (without a permissions file)
