@@ -205,10 +205,15 @@ class Bridge:
             welcome = msgpack.unpackb(payload, raw=False)
         except Exception:
             return payload
-        if not isinstance(welcome, dict) or not _HOST_LOCAL.intersection(welcome):
+        if not isinstance(welcome, dict) or not _HOST_LOCAL.union({"paths"}).intersection(
+            welcome
+        ):
             return payload
         for key in _HOST_LOCAL:
             welcome.pop(key, None)
+        if "paths" in welcome:
+            # What the SDK may use: nothing of the node's host, whatever the node saw.
+            welcome["paths"] = {"shm": False, "direct": False}
         return memoryview(msgpack.packb(welcome))
 
     def _check_hello(self, raw: bytes, payload: memoryview) -> memoryview:

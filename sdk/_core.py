@@ -121,7 +121,13 @@ class AgentCore:
             ConnectionLost, NotAuthorized (see ``connect``).
         """
         if self.direct is not None:
-            self.hello["direct"] = await self.direct.listen()
+            try:
+                self.hello["direct"] = await self.direct.listen()
+            except OSError as exc:
+                # Opened before the node says whether it could use it (its WELCOME), so a
+                # system without abstract sockets must not cost the agent its connection.
+                log.warning("no direct socket, requests go through the node: %s", exc)
+                self.direct = None
         await self.conn.open()
         if self.direct is not None and not self.conn.caps.direct:
             # The node did not take our socket (not on its host): nobody can reach it.
