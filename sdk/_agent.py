@@ -153,7 +153,9 @@ class Agent:
         core = self._core
         if not core.conn.connected:
             await core.ensure_connected()
-        payload, flags = await core.share_large(payload, None, subject)
+        flags = 0
+        if len(payload) >= core.shared.threshold:
+            payload, flags = await core.shared.put(payload, None, subject)
         tracer = core.tracer
         if tracer is None:
             core.send_pub(subject, payload, headers=headers, reply=reply, flags=flags)

@@ -192,21 +192,6 @@ class AgentCore:
         """A control call to the current node (``Connection.call``)."""
         return await self.conn.call(subject, headers, payload, timeout)
 
-    async def share_large(
-        self, payload: bytes | memoryview, deadline: float | None, subject: str,
-        conn: Connection | None = None,
-    ) -> tuple[bytes | memoryview, int]:
-        """Put a payload above the pool's threshold into shared memory: (descriptor, SHM
-        flag); smaller payloads come back as they are, with no flag.
-
-        Raises:
-            PoolExhausted, PayloadTooLarge.
-        """
-        shared = (conn or self.conn).shared
-        if len(payload) >= shared.threshold:
-            return await shared.put(payload, deadline, subject)
-        return payload, 0
-
     async def backpressure(self) -> None:
         """Wait while the link holds more than its high-water mark of unsent bytes."""
         link = self.conn.link

@@ -97,7 +97,9 @@ async def send_reply(
     try:
         came = msg._conn
         conn = came if came is not None and came.connected else core.conn
-        payload, flags = await core.share_large(payload, msg.deadline, msg.subject, conn)
+        flags = 0
+        if len(payload) >= conn.shared.threshold:
+            payload, flags = await conn.shared.put(payload, msg.deadline, msg.subject)
         core.send_pub(
             msg.reply,
             payload,

@@ -63,7 +63,9 @@ async def request(
     """See ``Agent.request`` (subject validated, payload encoded, headers merged)."""
     if not core.conn.connected:
         await core.ensure_connected(deadline)
-    payload, shm = await core.share_large(payload, deadline, subject)
+    shm = 0
+    if len(payload) >= core.shared.threshold:
+        payload, shm = await core.shared.put(payload, deadline, subject)
     tracer = core.tracer
     span = tracer.start("request", subject) if tracer else None
     try:
@@ -147,7 +149,9 @@ async def gather(
     """See ``Agent.gather`` (arguments checked, payload encoded, headers merged)."""
     if not core.conn.connected:
         await core.ensure_connected(until)
-    payload, shm = await core.share_large(payload, until, subject)
+    shm = 0
+    if len(payload) >= core.shared.threshold:
+        payload, shm = await core.shared.put(payload, until, subject)
     direct = None
     if not shm and not prefer:
         direct = await core.direct_targets(subject, until)
