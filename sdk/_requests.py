@@ -19,6 +19,7 @@ from ._replies import GatherCollector, GatherResult, RequestWaiter
 
 if TYPE_CHECKING:
     from ._core import AgentCore
+    from ._direct import DirectPaths
 
 __all__ = ["PREFER_HEADER", "gather", "request", "with_prefer"]
 
@@ -69,8 +70,9 @@ async def request(
     tracer = core.tracer
     span = tracer.start("request", subject) if tracer else None
     try:
-        if not shm and not prefer and core.direct_paths() is not None:
-            direct_reply = await _request_direct(core, subject, payload, headers, deadline)
+        direct = None if shm or prefer else core.direct_paths()
+        if direct is not None:
+            direct_reply = await _request_direct(core, direct, subject, payload, headers, deadline)
             if direct_reply is not None:
                 return direct_reply
         return await _request_via_node(core, subject, payload, headers, deadline, shm)
@@ -107,14 +109,13 @@ async def _request_via_node(
 
 async def _request_direct(
     core: AgentCore,
+    direct: DirectPaths,
     subject: str,
     payload: bytes | memoryview,
     headers: dict[str, str] | None,
     deadline: float,
 ) -> Msg | None:
     """Straight to a local responder; None when the node must carry this request."""
-    direct = core.direct_paths()
-    assert direct is not None
     found = await core.direct_targets(subject, deadline)
     if found is None:
         return None
