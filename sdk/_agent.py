@@ -154,8 +154,9 @@ class Agent:
         if not core.conn.connected:
             await core.ensure_connected()
         flags = 0
-        if len(payload) >= core.shared.threshold:
-            payload, flags = await core.shared.put(payload, None, subject)
+        shared = core.conn.shared
+        if len(payload) >= shared.threshold:
+            payload, flags = await shared.put(payload, None, subject)
         tracer = core.tracer
         if tracer is None:
             core.send_pub(subject, payload, headers=headers, reply=reply, flags=flags)

@@ -225,6 +225,7 @@ class AgentCore:
         if len(payload) > conn.max_payload:
             raise PayloadTooLarge(subject=subject, size=len(payload), limit=conn.max_payload)
         msg_id = conn.next_id()
+        tracer = self.tracer
         conn.send(
             Header(
                 Kind.PUB,
@@ -232,7 +233,7 @@ class AgentCore:
                 reply=reply,
                 msg_id=msg_id,
                 timeout_ms=timeout_ms(deadline),
-                traceparent=self.traceparent(),
+                traceparent=tracer.current_traceparent() if tracer else "",
                 headers=headers,
                 status=status,
                 seq=seq,
