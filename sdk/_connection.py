@@ -20,8 +20,8 @@ import msgpack
 from typing_extensions import Buffer
 
 from fabric.errors import ConnectionLost, FabricError, RemoteProtocolError, error_from_wire
+from fabric.protocol import POOL_ALLOC, Flags, Header, Kind, decode_header, encode_header
 from fabric.transports import Link, open_unix_link, open_zmq_link
-from fabric.wire import Flags, Header, Kind, decode_header, encode_header
 
 from ._shared import SharedPool
 
@@ -214,7 +214,7 @@ class Connection:
         from fabric.errors import Timeout
 
         flags = 0
-        if len(payload) >= self.shared.threshold and subject != "$pool.alloc":  # type: ignore[arg-type]
+        if len(payload) >= self.shared.threshold and subject != POOL_ALLOC.subject:  # type: ignore[arg-type]
             payload, flags = await self.shared.put(payload, time.monotonic() + timeout, subject)  # type: ignore[arg-type]
         msg_id = self.next_id()
         fut: asyncio.Future[tuple[Header, memoryview]] = (
