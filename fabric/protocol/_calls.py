@@ -26,7 +26,6 @@ from ..errors import (
     InvalidSubject,
     LeaseExpired,
     LeaseHeld,
-    MigrationFailed,
     NotAuthorized,
     NotFound,
     PayloadTooLarge,
@@ -347,14 +346,25 @@ class ControlCall(Generic[Req, Ans]):
         """``get`` for ``$state.get``: the part after the family prefix."""
         return self.subject.partition(".")[2]
 
-    def describe(self, message: type) -> str:
-        """The fields of ``message`` as docs/protocol.md lists them."""
+    def describe(self, message: type, payload: str = "") -> str:
+        """The fields of ``message`` (and what the payload carries) as docs/protocol.md
+        lists them."""
         if issubclass(message, PayloadMessage):
-            return f"payload {message.WIRE}"
-        return ", ".join(f.describe() for f in fields_of(message)) or "—"
+            return f"payload: {message.WIRE}"
+        parts = [", ".join(f.describe() for f in fields_of(message))]
+        parts.append(f"payload: {payload}" if payload else "")
+        return "; ".join(p for p in parts if p) or "—"
+
+    def doc_row(self) -> list[str]:
+        """This call's row in docs/protocol.md's table (after the subject)."""
+        return [
+            self.describe(self.request, self.request_payload),
+            self.describe(self.answer, self.answer_payload) if self.answered else "(none)",
+            ", ".join(e.code for e in self.errors) or "—",
+            self.doc,
+        ]
 
 
-_MIGRATION_ERRORS: tuple[type[FabricError], ...] = (MigrationFailed, Timeout)
 _STATE: tuple[type[FabricError], ...] = (RemoteProtocolError, BackendUnavailable, Timeout)
 
 NODE_STATS = ControlCall(
@@ -375,13 +385,13 @@ NODE_BARRIER = ControlCall(
     "answered once every peer node processed what this node sent it so far",
 )
 AGENT_HOLD = ControlCall(
-    "$agent.hold", Empty, Empty, _MIGRATION_ERRORS, "queue this session's deliveries (migration)"
+    "$agent.hold", Empty, Empty, (), "queue this session's deliveries (migration)"
 )
 AGENT_RELEASE = ControlCall(
     "$agent.release",
     Empty,
     Empty,
-    _MIGRATION_ERRORS,
+    (),
     "send what was held, in order, then answer",
 )
 POOL_ALLOC = ControlCall(
