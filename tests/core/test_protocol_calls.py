@@ -147,7 +147,8 @@ def test_wire_bytes_are_those_always_sent() -> None:
     assert POOL_ALLOC.encode_request(AllocRequest(4096)) == {"size": "4096"}
     assert STATE_GET.encode_answer(GetAnswer(4)) == ({"version": "4"}, b"")
     assert STATE_RELEASE.encode_answer(ReleaseAnswer(True)) == ({"released": "1"}, b"")
-    assert NODE_RESOLVE.encode_answer(ResolveAnswer(False)) == (None, msgpack.packb({"direct": False}))
+    not_direct = (None, msgpack.packb({"direct": False}))
+    assert NODE_RESOLVE.encode_answer(ResolveAnswer(False)) == not_direct
     target = DirectTarget("\0p", 3, "", "w")
     assert NODE_RESOLVE.encode_answer(ResolveAnswer(True, (target,), "s"))[1] == msgpack.packb(
         {"direct": True, "targets": [("\0p", 3, "", "w")], "span": "s"}
@@ -198,7 +199,9 @@ def test_protocol_doc_table_matches_the_definitions() -> None:
 
 # -- one spelling ------------------------------------------------------------------------
 
-_SHARED = re.compile(r"^(\$(node|agent|pool|dir|state|mesh)\.|_INBOX\.|_FABRIC\.|fabric-(prefer|sender)$)")
+_SHARED = re.compile(
+    r"^(\$(node|agent|pool|dir|state|mesh)\.|_INBOX\.|_FABRIC\.|fabric-(prefer|sender)$)"
+)
 
 
 def test_shared_names_are_spelled_only_in_fabric_protocol() -> None:
@@ -208,7 +211,7 @@ def test_shared_names_are_spelled_only_in_fabric_protocol() -> None:
             if path.is_relative_to(ROOT / "fabric" / "protocol"):
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                    if _SHARED.match(node.value):
-                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+                value = node.value if isinstance(node, ast.Constant) else None
+                if isinstance(value, str) and _SHARED.match(value):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {value!r}")
     assert offenders == []
