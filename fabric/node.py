@@ -67,6 +67,7 @@ from .protocol import (
     PendingBudget,
     ResolveAnswer,
     Status,
+    WelcomeKey,
     control_call,
     decode_header,
     encode_header,
@@ -493,19 +494,19 @@ class Node:
         if isinstance(direct, str) and isinstance(bound.link, StreamLink):
             bound.session.direct = direct
         welcome = {
-            "node": self.settings.name,
-            "site": self.settings.site,
-            "session": bound.session.id,
-            "max_payload": self.settings.max_payload,
-            "heartbeat": self.settings.heartbeat_interval,
-            "state": self._state_identity(),
+            WelcomeKey.NODE: self.settings.name,
+            WelcomeKey.SITE: self.settings.site,
+            WelcomeKey.SESSION: bound.session.id,
+            WelcomeKey.MAX_PAYLOAD: self.settings.max_payload,
+            WelcomeKey.HEARTBEAT: self.settings.heartbeat_interval,
+            WelcomeKey.STATE: self._state_identity(),
             # Where this agent's inboxes must live (fabric/private.py); clients that do not
             # derive it themselves (the browser SDK) take it from here.
-            "inbox": bound.session.inbox,
+            WelcomeKey.INBOX: bound.session.inbox,
         }
         if self.pool is not None and isinstance(bound.link, StreamLink):
             # Only agents on this host (the Unix socket) can map the pool.
-            welcome["pool"] = self.pool.welcome(bound.session.id)
+            welcome[WelcomeKey.POOL] = self.pool.welcome(bound.session.id)
         self._send(bound, Header(Kind.WELCOME, msg_id=header.msg_id), msgpack.packb(welcome))
 
     def _publish(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:

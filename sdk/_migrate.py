@@ -35,6 +35,7 @@ from fabric.protocol import (
     KeyRequest,
     Kind,
     RestoreRequest,
+    WelcomeKey,
 )
 
 from ._connection import Connection, parse_urls
@@ -142,7 +143,7 @@ async def _hand_over_state(
 ) -> tuple[int, int]:
     """Take every lease the agent holds over on the new node; carry the keys' values when
     the new node serves a different store. Returns (keys moved, bytes moved)."""
-    same_store = old.welcome.get("state") == new.welcome.get("state")
+    same_store = old.welcome.get(WelcomeKey.STATE) == new.welcome.get(WelcomeKey.STATE)
     moved = moved_bytes = 0
     for key, lease in list(agent.state._leases.items()):
         if not same_store:
