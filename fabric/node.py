@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -624,7 +624,7 @@ class Node:
             raise RemoteProtocolError(f"{call.subject} is not a call an agent makes")
         handler(self, bound, header, payload)
 
-    def _spawn_control(self, step: Any) -> None:
+    def _spawn_control(self, step: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(step)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
