@@ -201,7 +201,7 @@ def per_message(
     for name in sorted(set(small) | set(large)):
         a, b = small.get(name, collections.Counter()), large.get(name, collections.Counter())
         row = {call: (b[call] - a[call]) / extra for call in set(a) | set(b)}
-        out[name] = {k: v for k, v in sorted(row.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+        out[name] = {k: v for k, v in sorted(row.items(), key=lambda kv: -kv[1]) if v > 0}
     return out
 
 
@@ -230,33 +230,55 @@ def _strace(path: str, count: int, size: int) -> int:
     table = per_message(runs[0], runs[1], count)
     print(json.dumps({"path": path, "size": size, "syscalls_per_message": table}, indent=1))
     for name, row in table.items():
-        top = ", ".join(f"{k} {v:.2f}" for k, v in list(row.items())[:8])
-        print(f"{name:>12}: {sum(row.values()):6.2f} per message  ({top})")
+        top = ", ".join(f"{k} {v:.3g}" for k, v in list(row.items())[:8])
+        print(f"{name:>12}: {sum(row.values()):7.3f} per message  ({top})")
     return 0
 
 
 # --- py-spy ---------------------------------------------------------------------------------
 
 
+def _short(frame: str) -> str:
+    return re.sub(r" \(([^)]*/)?([^/)]+)\)$", r" (\2)", frame)
+
+
 def fold_raw(
-    text: str, *, top: int = 12
+    text: str, *, top: int = 12, inclusive: bool = False
 ) -> dict[str, list[tuple[str, float]]]:
     """py-spy's ``--format raw`` output (one folded stack and its sample count per line, the
-    process as first frame with ``--subprocesses``): each role's top functions by own time,
-    as shares of that role's samples."""
+    processes as frames with ``--subprocesses``): each role's top functions by own time (or
+    by time including callees), as shares of that role's samples. Idle samples are not
+    recorded, and only samples inside a running event loop count (start-up imports do not).
+    """
     own: dict[str, collections.Counter[str]] = {}
+    totals: dict[str, int] = {}
     for line in text.splitlines():
         stack, _, n = line.rpartition(" ")
         if not stack or not n.isdigit():
             continue
         frames = stack.split(";")
-        name = role_of(frames[0].replace("'", '"').replace(" ", '", "')) or frames[0][:40]
-        leaf = re.sub(r" \(([^)]*/)?([^/)]+)\)$", r" (\2)", frames[-1])
-        own.setdefault(name, collections.Counter())[leaf] += int(n)
+        # With --subprocesses each process is a frame under its parent's: the last one is
+        # the process the sample is from.
+        procs = [i for i, f in enumerate(frames) if f.startswith("process ")]
+        if not procs or procs[-1] == len(frames) - 1:
+            continue
+        cmdline = frames[procs[-1]].partition(":")[2].strip('"')
+        name = role_of(", ".join(f'"{word}"' for word in cmdline.split())) or cmdline[:40]
+        stack_frames = [_short(f) for f in frames[procs[-1] + 1 :]]
+        if not any(f.startswith(("Runner.run ", "run (")) for f in stack_frames) or any(
+            "<frozen importlib" in f for f in stack_frames
+        ):
+            continue
+        counter = own.setdefault(name, collections.Counter())
+        totals[name] = totals.get(name, 0) + int(n)
+        if inclusive:
+            for frame in set(stack_frames):
+                counter[frame] += int(n)
+        else:
+            counter[stack_frames[-1]] += int(n)
     out: dict[str, list[tuple[str, float]]] = {}
     for name, counter in own.items():
-        total = sum(counter.values())
-        out[name] = [(f, c / total) for f, c in counter.most_common(top)]
+        out[name] = [(f, c / totals[name]) for f, c in counter.most_common(top)]
     return out
 
 
@@ -270,7 +292,7 @@ def _pyspy(path: str, count: int, size: int) -> int:
         argv = [sys.executable, "-m", "bench.hops", "run", path, "--count", str(count)]
         argv += ["--size", str(size)]
         done = subprocess.run(
-            [spy, "record", "--subprocesses", "--idle", "--rate", "1000", "--format", "raw",
+            [spy, "record", "--subprocesses", "--rate", "1000", "--format", "raw",
              "-o", str(out), "--", *argv],
             capture_output=True,
             text=True,
@@ -281,10 +303,13 @@ def _pyspy(path: str, count: int, size: int) -> int:
             print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
             return 1
         print(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "")
-        for name, rows in fold_raw(out.read_text()).items():
-            print(f"== {name}")
-            for frame, share in rows:
-                print(f"  {share:6.1%}  {frame}")
+        raw = out.read_text()
+        for inclusive in (False, True):
+            print("own time" if not inclusive else "including callees")
+            for name, rows in sorted(fold_raw(raw, top=14, inclusive=inclusive).items()):
+                print(f"== {name}")
+                for frame, share in rows:
+                    print(f"  {share:6.1%}  {frame}")
     return 0
 
 

@@ -53,11 +53,16 @@ def test_roles_come_from_the_command_line() -> None:
 def test_py_spy_raw_output_folds_into_own_time_by_role() -> None:
     raw = "\n".join(
         [
-            "process 10:\"python -m bench.hops run direct\";run (a.py:1);send (sdk/x.py:5) 30",
-            "process 10:\"python -m bench.hops run direct\";run (a.py:1);recv (sdk/y.py:9) 10",
-            "process 11:\"python -m bench.worker --system fabric\";serve (b.py:2) 5",
+            'process 10:"python -m bench.hops run direct";run (a.py:1);send (sdk/x.py:5) 30',
+            'process 10:"python -m bench.hops run direct";run (a.py:1);recv (sdk/y.py:9) 10',
+            'process 10:"python -m bench.hops run direct";import (<frozen a>:1) 99',
+            'process 10:"python -m bench.hops run direct";'
+            'process 11:"python -m bench.worker --system fabric";Runner.run (r.py:2) 5',
+            'process 10:"python -m bench.hops run direct";process 12:"python -m x" 7',
         ]
     )
     folded = fold_raw(raw)
     assert folded["client"] == [("send (x.py:5)", 0.75), ("recv (y.py:9)", 0.25)]
-    assert folded["responder"] == [("serve (b.py:2)", 1.0)]
+    assert folded["responder"] == [("Runner.run (r.py:2)", 1.0)]  # start-up is left out
+    inclusive = fold_raw(raw, inclusive=True)
+    assert inclusive["client"][0] == ("run (a.py:1)", 1.0)
