@@ -2,7 +2,8 @@
 
 ``python -m bench.hops run PATH --count N [--size B]`` starts what the path needs (nodes and a
 worker agent, as ``fabric bench`` starts them), sends N messages and prints one line of JSON:
-the processes by role and the mean time per message. The paths:
+the mean wall time per message and each process's CPU time per message (user + system, from
+``/proc``, which depends far less on the machine's load than the latency does). The paths:
 
 - ``node``: request/reply through the node (the requester connects with ``direct=False``);
 - ``direct``: request/reply straight to the responder's own socket (the SDK default);
@@ -15,7 +16,11 @@ twice it) and prints system calls *per message* for each process role: the diffe
 two runs divided by the extra messages, so start-up and shutdown cancel out and the numbers do
 not depend on the machine's load. ``python -m bench.hops pyspy PATH`` records the run with
 ``py-spy --subprocesses`` and prints each role's top functions by own time and the share of
-samples spent in them. docs/bench.md ("Where each microsecond goes") has a run of both.
+samples spent in them (on a loaded machine, a process waiting for a CPU is sampled as busy, so
+these shares lean towards wherever it wakes up). ``python -m bench.hops cprofile PATH`` runs
+every process under cProfile twice, like ``strace``, and prints the Python function calls per
+message of each role: a count no load changes, with cProfile's own time per function.
+docs/bench.md ("Where each microsecond goes") has a run of each.
 """
 
 from __future__ import annotations
@@ -36,12 +41,54 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PATHS", "fold_raw", "main", "per_message", "role_of"]
+from bench._procs import PROFILE_DIR_ENV
+
+__all__ = ["PATHS", "calls_per_message", "fold_raw", "main", "per_message", "role_of"]
 
 PATHS: tuple[str, ...] = ("node", "direct", "twonode", "publish", "floor-unix", "floor-tcp")
 _OP_TIMEOUT_S = 30.0
 #: A whole counted loop is bounded in time as well as in count; past this it fails.
 _RUN_LIMIT_S = 600.0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, all its threads (0 if unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _CpuMeter:
+    """CPU time each process of a run spends between ``start`` and ``stop``: unlike the
+    latency, it hardly depends on how loaded the machine is."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._start: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._start = {role: _cpu_seconds(pid) for role, pid in self._pids.items()}
+
+    def stop(self) -> None:
+        self.used = {
+            role: _cpu_seconds(pid) - self._start[role] for role, pid in self._pids.items()
+        }
+
+    def per_message_us(self, count: int) -> dict[str, float]:
+        return {role: round(used / count * 1e6, 1) for role, used in self.used.items()}
+
+
+def _pids(system: Any, children: Sequence[Any]) -> dict[str, int]:
+    pids = {"client": os.getpid()}
+    nodes = getattr(system, "_nodes", None) or [getattr(system, "_node", None)]
+    for i, node in enumerate(n for n in nodes if n is not None):
+        pids[f"node{i}"] = node.proc.pid
+    for i, child in enumerate(children):
+        pids[f"responder{i}" if i else "responder"] = child.proc.pid
+    return pids
 
 
 async def _run_fabric(path: str, count: int, size: int, workdir: Path) -> dict[str, Any]:
@@ -65,7 +112,9 @@ async def _run_fabric(path: str, count: int, size: int, workdir: Path) -> dict[s
                 if len(replies) >= 1 or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.05)
+            meter = _CpuMeter(_pids(system, children))
             if path == "publish":
+                meter.start()
                 start = time.perf_counter()
                 for _ in range(count):
                     await agent.publish("bench.tp", payload)
@@ -74,20 +123,27 @@ async def _run_fabric(path: str, count: int, size: int, workdir: Path) -> dict[s
                     "bench.tp.end", str(count).encode(), timeout=_OP_TIMEOUT_S
                 )
                 seconds = time.perf_counter() - start
+                meter.stop()
                 delivered = int(bytes(reply.data))
             else:
                 for _ in range(50):  # warm the directory and the links, not counted twice
                     await agent.request("bench.echo", payload, timeout=_OP_TIMEOUT_S)
+                meter.start()
                 start = time.perf_counter()
                 for _ in range(count):
                     await agent.request("bench.echo", payload, timeout=_OP_TIMEOUT_S)
                 seconds = time.perf_counter() - start
+                meter.stop()
                 delivered = count
     finally:
         await asyncio.gather(*(c.stop() for c in children), return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(system.stop_env(), 15)
-    return {"delivered": delivered, "seconds": seconds}
+    return {
+        "delivered": delivered,
+        "seconds": seconds,
+        "cpu_us_per_message": meter.per_message_us(count),
+    }
 
 
 async def _run_floor(path: str, count: int, size: int, workdir: Path) -> dict[str, Any]:
@@ -95,6 +151,8 @@ async def _run_floor(path: str, count: int, size: int, workdir: Path) -> dict[st
 
     system = FloorTcpSystem() if path == "floor-tcp" else FloorUnixSystem()
     env = await system.start_env(workdir)
+    assert system._echo is not None
+    meter = _CpuMeter({"client": os.getpid(), "echo": system._echo.proc.pid})
     try:
         client = await system.open_client(env, [], [])
         payload = b"x" * size
@@ -102,16 +160,23 @@ async def _run_floor(path: str, count: int, size: int, workdir: Path) -> dict[st
         def loop() -> float:
             for _ in range(50):
                 client.request(payload)
+            meter.start()
             start = time.perf_counter()
             for _ in range(count):
                 client.request(payload)
-            return time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            meter.stop()
+            return seconds
 
         seconds = await asyncio.to_thread(loop)
         await client.aclose()
     finally:
         await system.stop_env()
-    return {"delivered": count, "seconds": seconds}
+    return {
+        "delivered": count,
+        "seconds": seconds,
+        "cpu_us_per_message": meter.per_message_us(count),
+    }
 
 
 def _run(path: str, count: int, size: int) -> int:
@@ -126,7 +191,15 @@ def _run(path: str, count: int, size: int) -> int:
         async with asyncio.timeout(_RUN_LIMIT_S):
             return await go()
 
-    result = uvloop.run(bounded())
+    folder = os.environ.get(PROFILE_DIR_ENV)
+    if folder:
+        import cProfile
+
+        with cProfile.Profile() as profile:
+            result = uvloop.run(bounded())
+        profile.dump_stats(os.path.join(folder, "client.prof"))
+    else:
+        result = uvloop.run(bounded())
     result |= {
         "path": path,
         "count": count,
@@ -235,6 +308,86 @@ def _strace(path: str, count: int, size: int) -> int:
     return 0
 
 
+# --- cProfile -------------------------------------------------------------------------------
+
+#: (file, line, function) -> (primitive calls, calls, own seconds, cumulative seconds, callers)
+Stats = dict[tuple[str, int, str], tuple[Any, ...]]
+
+
+def _prof_role(filename: str) -> str:
+    stem = filename.removesuffix(".prof")
+    if stem.startswith("fabric-node"):
+        return "node" + stem.removeprefix("fabric-node").replace("-", "")
+    if "worker" in stem:
+        return "responder"
+    if "echo" in stem:
+        return "echo"
+    return stem
+
+
+def calls_per_message(small: Stats, large: Stats, extra: int, *, top: int = 12) -> dict[str, Any]:
+    """Python function calls per message from two cProfile runs of one process (``extra``
+    more messages in ``large``): the total, and the functions called most, each with its calls
+    and its own time per message. Call counts do not depend on the machine's load; the times
+    do (and cProfile roughly doubles them)."""
+    rows = []
+    for key, value in large.items():
+        before = small.get(key)
+        calls = (value[1] - (before[1] if before else 0)) / extra
+        own_us = (value[2] - (before[2] if before else 0)) / extra * 1e6
+        if calls > 0:
+            filename, line, function = key
+            where = f"{function} ({Path(filename).name}:{line})" if line else function
+            rows.append((where, calls, own_us))
+    rows.sort(key=lambda r: -r[2])
+    return {
+        "calls": round(sum(r[1] for r in rows), 1),
+        "own_us": round(sum(r[2] for r in rows), 1),
+        "top": [(w, round(c, 2), round(t, 2)) for w, c, t in rows[:top]],
+    }
+
+
+def _load_stats(folder: Path) -> dict[str, Stats]:
+    import pstats
+
+    found: dict[str, Stats] = {}
+    for prof in sorted(folder.glob("*.prof")):
+        found[_prof_role(prof.name)] = pstats.Stats(str(prof)).stats  # type: ignore[attr-defined]
+    return found
+
+
+def _cprofile(path: str, count: int, size: int) -> int:
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="fabric-hops-cprofile-") as tmp:
+        for n in (count, 2 * count):
+            folder = Path(tmp) / str(n)
+            folder.mkdir()
+            argv = [sys.executable, "-m", "bench.hops", "run", path, "--count", str(n)]
+            argv += ["--size", str(size)]
+            done = subprocess.run(
+                argv,
+                env={**os.environ, PROFILE_DIR_ENV: str(folder)},
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+            if done.returncode != 0:
+                print(done.stdout[-2000:], done.stderr[-4000:], file=sys.stderr)
+                return 1
+            runs.append(_load_stats(folder))
+    table = {
+        role: calls_per_message(runs[0].get(role, {}), runs[1][role], count)
+        for role in sorted(runs[1])
+    }
+    print(json.dumps({"path": path, "size": size, "python_per_message": table}, indent=1))
+    for role, row in table.items():
+        print(f"== {role}: {row['calls']} calls, {row['own_us']} µs own time per message")
+        for where, calls, own_us in row["top"]:
+            print(f"  {own_us:7.2f} µs  {calls:5.2f} calls  {where}")
+    return 0
+
+
 # --- py-spy ---------------------------------------------------------------------------------
 
 
@@ -278,7 +431,9 @@ def fold_raw(
             counter[stack_frames[-1]] += int(n)
     out: dict[str, list[tuple[str, float]]] = {}
     for name, counter in own.items():
-        out[name] = [(f, c / totals[name]) for f, c in counter.most_common(top)]
+        # Frames on every sample (the interpreter's entry, the loop's run) say nothing.
+        shares = [(f, c / totals[name]) for f, c in counter.most_common()]
+        out[name] = [(f, share) for f, share in shares if share < 0.99 or not inclusive][:top]
     return out
 
 
@@ -316,7 +471,7 @@ def _pyspy(path: str, count: int, size: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``run``, ``strace`` or ``pyspy`` one path; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m bench.hops")
-    parser.add_argument("action", choices=("run", "strace", "pyspy"))
+    parser.add_argument("action", choices=("run", "strace", "cprofile", "pyspy"))
     parser.add_argument("path", choices=PATHS)
     parser.add_argument("--count", type=int, default=0, help="messages (default per action)")
     parser.add_argument("--size", type=int, default=64)
@@ -326,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args.path, count if args.count else 2000, args.size)
     if args.action == "strace":
         return _strace(args.path, count if args.count else 500, args.size)
+    if args.action == "cprofile":
+        return _cprofile(args.path, count if args.count else 2000, args.size)
     return _pyspy(args.path, count if args.count else 5000, args.size)
 
 

@@ -65,4 +65,4 @@ def test_py_spy_raw_output_folds_into_own_time_by_role() -> None:
     assert folded["client"] == [("send (x.py:5)", 0.75), ("recv (y.py:9)", 0.25)]
     assert folded["responder"] == [("Runner.run (r.py:2)", 1.0)]  # start-up is left out
     inclusive = fold_raw(raw, inclusive=True)
-    assert inclusive["client"][0] == ("run (a.py:1)", 1.0)
+    assert inclusive["client"] == [("send (x.py:5)", 0.75), ("recv (y.py:9)", 0.25)]
