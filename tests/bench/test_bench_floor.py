@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.hops import fold_raw, per_message, role_of
+from bench.hops import calls_per_message, fold_raw, per_message, role_of
 from bench.systems._floor import FloorTcpSystem, FloorUnixSystem
 
 
@@ -66,3 +66,19 @@ def test_py_spy_raw_output_folds_into_own_time_by_role() -> None:
     assert folded["responder"] == [("Runner.run (r.py:2)", 1.0)]  # start-up is left out
     inclusive = fold_raw(raw, inclusive=True)
     assert inclusive["client"] == [("send (x.py:5)", 0.75), ("recv (y.py:9)", 0.25)]
+
+
+def test_python_calls_per_message_are_the_difference_of_two_profiles() -> None:
+    small = {
+        ("sdk/_stream.py", 120, "send"): (100, 100, 0.001, 0.002, {}),
+        ("fabric/cli.py", 1, "main"): (1, 1, 0.5, 0.9, {}),
+    }
+    large = {
+        ("sdk/_stream.py", 120, "send"): (300, 300, 0.003, 0.006, {}),
+        ("fabric/cli.py", 1, "main"): (1, 1, 0.5, 0.9, {}),
+        ("~", 0, "<built-in method builtins.len>"): (400, 400, 0.0004, 0.0004, {}),
+    }
+    row = calls_per_message(small, large, 200)
+    assert row["calls"] == 3.0  # 1 send + 2 len per message; start-up calls cancel out
+    assert row["top"][0] == ("send (_stream.py:120)", 1.0, 10.0)
+    assert row["top"][1] == ("<built-in method builtins.len>", 2.0, 2.0)
