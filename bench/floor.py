@@ -81,9 +81,12 @@ class FloorConnection:
         """
         header = _HEADER.pack(len(payload))
         sent = self._sock.sendmsg([header, payload])
-        if sent < len(header) + len(payload):  # a short write (big payloads): finish it
-            with memoryview(header + payload) as rest:
-                self._sock.sendall(rest[sent:])
+        if sent < len(header) + len(payload):  # a short write (big payloads): finish it,
+            if sent < len(header):  # without joining header and payload (a copy)
+                self._sock.sendall(header[sent:])
+                sent = len(header)
+            with memoryview(payload) as view:
+                self._sock.sendall(view[sent - len(header) :])
         self._buf, n = _read_message(self._sock, self._buf)
         return n - _HEADER.size
 
