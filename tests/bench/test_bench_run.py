@@ -128,6 +128,10 @@ def test_quick_rr_run_writes_valid_json(system: str, tmp_path: Path) -> None:
         assert 0 < summary["p50_min_us"] <= summary["p50_us"] <= summary["p50_max_us"]
         assert summary["p50_us"] <= summary["p99_us"] <= summary["max_us"]
     assert document["machine"]["cores"] >= 1
+    # A shared machine's numbers are read next to its load.
+    assert document["machine"]["load_average_start"] >= 0
+    assert document["machine"]["load_average_end"] >= 0
+    assert "load average" in done.stdout
     assert document["machine"]["packages"]
     assert "rr/64B" in done.stdout  # the table was printed
 
