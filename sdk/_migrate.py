@@ -28,6 +28,7 @@ from fabric.errors import FabricError, MigrationFailed
 from fabric.wire import Header, Kind
 
 from ._connection import Connection, parse_urls
+from ._handover import carry_state
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -136,26 +137,10 @@ async def _hand_over_state(
     moved = moved_bytes = 0
     for key, lease in list(agent.state._leases.items()):
         if not same_store:
-            try:
-                # On one host the value comes in the old node's shared memory and goes out in
-                # the new one's: one copy between the two pools, none through a socket.
-                reply, value, release = await old.call_keep(
-                    "$state.get", {"key": key}, timeout=budget()
-                )
-            except FabricError as exc:
-                if exc.code != "not_found":
-                    raise
-            else:
-                try:
-                    found = reply.headers or {}
-                    fence = max(int(found.get("fence", "0")), lease.token)
-                    headers = {"key": key, "version": found["version"], "fence": str(fence)}
-                    await new.call("$state.restore", headers, value, timeout=budget())
-                    moved += 1
-                    moved_bytes += len(value)
-                finally:
-                    if release is not None:
-                        release()
+            carried = await carry_state(old, new, key, lease.token, budget)
+            if carried is not None:
+                moved += 1
+                moved_bytes += carried
         ttl = max(1.0, lease.remaining)
         await agent.state._acquire_on(new, key, ttl)
     return moved, moved_bytes

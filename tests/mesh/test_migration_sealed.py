@@ -1,0 +1,121 @@
+"""A migrating agent's state on one host moves as a sealed memfd (no copy through frames or
+pool slots, nobody can change it); to a node that cannot map it, it travels in frames."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import mmap
+import os
+
+import pytest
+
+from fabric.errors import BadDescriptor
+from fabric.shm import create_segment
+from sdk import Fenced, connect
+
+from .conftest import MeshNodes, cloud_toml, free_port, node_status
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.faults]
+
+MiB = 1024 * 1024
+
+
+async def _pair(m: MeshNodes, extra: dict[str, str] | None = None) -> None:
+    m.cluster = {n: f"tcp://127.0.0.1:{free_port()}" for n in ("c1", "c2")}
+    extra = extra or {}
+    await asyncio.gather(
+        *(m.start(n, cloud_toml(n, m.cluster, extra.get(n, ""))) for n in ("c1", "c2"))
+    )
+    await m.wait_links({"c1": {"c2"}, "c2": {"c1"}})
+
+
+async def test_64_mib_state_moves_as_a_sealed_memfd_not_through_frames(mesh_nodes):
+    m = mesh_nodes
+    await _pair(m)
+    state = os.urandom(64 * MiB)
+    async with connect("heavy", m.url("c1")) as agent:
+        await agent.subscribe("agents.heavy.inbox")
+        lease = await agent.state.acquire("context", ttl=60)
+        version = await agent.state.put("context", state)
+        before = await node_status(m.url("c2"))
+        report = await agent.migrate(m.url("c2"), timeout=120)
+        after = await node_status(m.url("c2"))
+        old = await node_status(m.url("c1"))
+        assert report.node == "c2"
+        assert (report.keys_moved, report.bytes_moved) == (1, len(state))
+        # The value reached c2 as one fd on its pool socket, not as a $state.restore frame
+        # nor through a pool slot: c2 served exactly one state call over frames (acquire).
+        assert after["handover"]["restored"] == before["handover"]["restored"] + 1
+        assert after["handover"]["restored_bytes"] == before["handover"]["restored_bytes"] + len(
+            state
+        )
+        assert after["pool"]["fds_received"] == before["pool"]["fds_received"] + 1
+        assert after["stats"]["state_operations"] == before["stats"]["state_operations"] + 1
+        assert after["pool"]["allocated"] == before["pool"]["allocated"]
+        assert old["handover"]["taken"] == 1
+        value, now_version = await agent.state.get("context")
+        assert bytes(value) == state
+        assert now_version == version
+        with pytest.raises(Fenced):
+            await agent.state.put("context", b"zombie", token=lease.token)
+        # And back: c1 adopts the same memfd (c2 kept it, no new copy).
+        report = await agent.migrate(m.url("c1"), timeout=120)
+        assert report.bytes_moved == len(state)
+        assert (await node_status(m.url("c1")))["handover"]["restored"] == 1
+        value, _ = await agent.state.get("context")
+        assert bytes(value) == state
+
+
+async def test_the_receiver_cannot_change_a_handed_over_value(mesh_nodes):
+    m = mesh_nodes
+    await _pair(m)
+    state = bytes(range(256)) * 4096  # 1 MiB
+    async with connect("holder", m.url("c1")) as agent:
+        await agent.state.acquire("context", ttl=60)
+        await agent.state.put("context", state)
+        shared = agent._conn.shared
+        got = await shared.request({"op": "state-take", "key": "context"}, [], 30)
+        assert got is not None
+        answer, fds = got
+        assert answer["size"] == len(state) and len(fds) == 1
+        fd = fds[0]
+        try:
+            with pytest.raises(OSError) as raised:
+                os.pwrite(fd, b"changed", 0)
+            assert raised.value.errno == errno.EPERM
+            with pytest.raises(OSError):
+                os.ftruncate(fd, 10)
+            with pytest.raises((OSError, PermissionError)):
+                mmap.mmap(fd, len(state), flags=mmap.MAP_SHARED, prot=mmap.PROT_WRITE)
+            assert os.pread(fd, 16, 0) == state[:16]
+        finally:
+            os.close(fd)
+        # A memfd that could still be written is refused by the new node, state untouched.
+        writable = create_segment("hostile", len(state))
+        try:
+            request = {"op": "state-restore", "key": "context", "size": len(state),
+                       "version": 99, "fence": 0}
+            with pytest.raises(BadDescriptor):
+                await shared.request(request, [writable], 30)
+        finally:
+            os.close(writable)
+        value, version = await agent.state.get("context")
+        assert bytes(value) == state and version == 1
+
+
+async def test_state_travels_in_frames_to_a_node_that_cannot_map_it(mesh_nodes):
+    m = mesh_nodes
+    await _pair(m, {"c2": "shm = false\n"})
+    state = os.urandom(8 * MiB)
+    async with connect("traveller", m.url("c1")) as agent:
+        lease = await agent.state.acquire("context", ttl=60)
+        version = await agent.state.put("context", state)
+        report = await agent.migrate(m.url("c2"), timeout=120)
+        assert (report.keys_moved, report.bytes_moved) == (1, len(state))
+        status = await node_status(m.url("c2"))
+        assert status["handover"] is None
+        value, now_version = await agent.state.get("context")
+        assert bytes(value) == state and now_version == version
+        with pytest.raises(Fenced):
+            await agent.state.put("context", b"zombie", token=lease.token)
