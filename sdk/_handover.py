@@ -77,7 +77,7 @@ async def hand_over_sealed(
         return None
     answer, fds = taken
     try:
-        if answer.get("inline") or len(fds) != 1:
+        if answer.get("inline") or not fds:
             return None
         size = int(answer["size"])
         request = {

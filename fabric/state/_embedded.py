@@ -125,14 +125,19 @@ class EmbeddedBackend:
             raise BackendUnavailable("the embedded state backend is closed")
         return self._clock()
 
-    async def _save(self, keys: list[str], *, value: bool, lease: bool) -> None:
+    async def _save(
+        self, keys: list[str], *, value: bool, lease: bool, link_fd: int | None = None
+    ) -> None:
         """Commit the current rows of ``keys`` (their value, their lease) before returning.
+        ``link_fd``: another store's file of the first key's value, to link (and close).
 
         Raises:
             BackendUnavailable: the commit failed; the store refuses every call after it.
         """
         file = self._file
         if file is None or not keys:
+            if link_fd is not None:
+                os.close(link_fd)
             return
         now = self._clock()
         futures = []
@@ -140,7 +145,8 @@ class EmbeddedBackend:
             for key in keys:
                 if value:
                     data, version = self.store.snapshot(key)
-                    futures.append(file.submit(ValueRow(key, version, data)))
+                    fd, link_fd = (link_fd, None) if data is not None else (None, link_fd)
+                    futures.append(file.submit(ValueRow(key, version, data, fd)))
                 if lease:
                     fence, owner, deadline = self.store.leases.snapshot(key)
                     row = LeaseRow(key, fence, owner, wall_deadline(deadline, now))
@@ -148,6 +154,9 @@ class EmbeddedBackend:
         except BackendUnavailable:
             self._closed = True
             raise
+        finally:
+            if link_fd is not None:
+                os.close(link_fd)
         done = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         for key in keys:
             self._pending[key] = done
@@ -188,7 +197,8 @@ class EmbeddedBackend:
     async def export_sealed(self, key: str) -> tuple[int, int, int, int]:
         """``key``'s value as a sealed memfd, for a migration on this host: ``(fd, size,
         version, fence)``, the fd a duplicate for the caller to close. A value not yet in a
-        memfd is copied into one once (in a thread) and kept there from then on.
+        memfd is copied into one once (in a thread) and kept there from then on. The value
+        is committed (``durable_fd`` can then give its file).
 
         Raises:
             NotFound: the key holds no value. ValueError: the value is empty.
@@ -217,11 +227,27 @@ class EmbeddedBackend:
             self._sealed_values[key] = sealed
         return os.dup(sealed.fd), sealed.mapping.size(), version, self.store.leases.fence(key)
 
+    def durable_fd(self, key: str, version: int) -> int | None:
+        """A read-only fd of the file that keeps ``key`` at ``version`` durable, for the new
+        node to link instead of writing the bytes again; None when there is none (memory
+        mode, a small value kept in its row, a newer version meanwhile)."""
+        return None if self._file is None else self._file.open_value(key, version)
+
     async def adopt_sealed(
-        self, key: str, mapping: SealedMapping, fd: int, *, version: int, fence: int
+        self,
+        key: str,
+        mapping: SealedMapping,
+        fd: int,
+        *,
+        version: int,
+        fence: int,
+        durable_fd: int | None = None,
     ) -> None:
         """``restore``, the value being a sealed memfd handed over on this host: the store
-        keeps a view of ``mapping``, no copy. Takes ownership of ``mapping`` and ``fd``.
+        keeps a view of ``mapping``, no copy. ``durable_fd``, the old node's file of this
+        value, is linked into this store's directory instead of writing the bytes (when it
+        checks out, ``_valuefiles.py``). Takes ownership of ``mapping``, ``fd`` and
+        ``durable_fd``.
 
         Raises:
             As ``restore``.
@@ -233,12 +259,14 @@ class EmbeddedBackend:
             )
         except BaseException:
             sealed.close()
+            if durable_fd is not None:
+                os.close(durable_fd)
             raise
         old = self._sealed_values.pop(key, None)
         if old is not None:
             old.close()
         self._sealed_values[key] = sealed
-        await self._save([key], value=True, lease=True)
+        await self._save([key], value=True, lease=True, link_fd=durable_fd)
 
     def _unseal_stale(self, key: str) -> None:
         sealed = self._sealed_values.get(key)

@@ -3,12 +3,15 @@
 Two requests on the node's pool socket (``fabric/shm/_service.py``), made by the migrating
 agent, which proves its session with the pool secret of its WELCOME:
 
-- ``state-take`` ``{key}`` at the old node: answered ``{size, version, fence}`` with one fd,
-  the value's sealed memfd (``EmbeddedBackend.export_sealed``); ``{inline: true}`` and no fd
-  for a value below the pool threshold, which the agent carries in frames as before;
-- ``state-restore`` ``{key, size, version, fence}`` with that fd at the new node: the node
-  verifies every seal and the size, maps it read-only and keeps a view of the mapping as the
-  key's value (``EmbeddedBackend.adopt_sealed``); answered ``{version}``.
+- ``state-take`` ``{key}`` at the old node: answered ``{size, version, fence, durable}`` with
+  the value's sealed memfd (``EmbeddedBackend.export_sealed``) and, when ``durable``, a
+  read-only fd of the file that keeps it durable; ``{inline: true}`` and no fd for a value
+  below the pool threshold, which the agent carries in frames as before;
+- ``state-restore`` ``{key, size, version, fence}`` with those fds at the new node: the node
+  verifies every seal and the size, maps the memfd read-only and keeps a view of the mapping
+  as the key's value (``EmbeddedBackend.adopt_sealed``); it makes the value durable by
+  hard-linking the old node's file (checked first) rather than writing it again, and answers
+  ``{version}`` once that is committed.
 
 The value's bytes are never copied: both nodes and the agent hold the same pages, and
 ``F_SEAL_WRITE`` makes them immutable for all three. Keys are scoped by the agent's name as
@@ -83,22 +86,26 @@ class StateHandover:
             await asyncio.get_running_loop().sock_sendall(conn, msgpack.packb({"inline": True}))
             return 0
         fd, size, version, fence = await self.backend.export_sealed(key)
+        fds = [fd]
+        durable = self.backend.durable_fd(key, version)
+        if durable is not None:
+            fds.append(durable)
         try:
-            answer = {"size": size, "version": version, "fence": fence}
-            await send_fds_async(conn, msgpack.packb(answer), [fd])
+            answer = {"size": size, "version": version, "fence": fence, "durable": len(fds) > 1}
+            await send_fds_async(conn, msgpack.packb(answer), fds)
         finally:
-            os.close(fd)
+            _close(fds)
         self.stats.taken += 1
         self.stats.taken_bytes += size
-        return 1
+        return len(fds)
 
     async def restore(
         self, conn: socket.socket, session_id: int, request: dict[Any, Any], fds: list[int]
     ) -> int:
         try:
             key = self._key(session_id, request)
-            if len(fds) != 1:
-                raise RemoteProtocolError("state-restore needs exactly one memfd attached")
+            if len(fds) not in (1, 2):
+                raise RemoteProtocolError("state-restore needs a memfd (and its file) attached")
             size, version, fence = (int(request[k]) for k in ("size", "version", "fence"))
         except (KeyError, TypeError, ValueError) as exc:
             _close(fds)
@@ -106,13 +113,15 @@ class StateHandover:
         except BaseException:
             _close(fds)
             raise
-        fd = fds[0]
+        fd, durable = fds[0], (fds[1] if len(fds) > 1 else None)
         try:
             mapping = SealedMapping(fd, size)  # BadDescriptor unless sealed and of this size
         except BaseException:
-            os.close(fd)
+            _close(fds)
             raise
-        await self.backend.adopt_sealed(key, mapping, fd, version=version, fence=fence)
+        await self.backend.adopt_sealed(
+            key, mapping, fd, version=version, fence=fence, durable_fd=durable
+        )
         await asyncio.get_running_loop().sock_sendall(conn, msgpack.packb({"version": version}))
         self.stats.restored += 1
         self.stats.restored_bytes += size

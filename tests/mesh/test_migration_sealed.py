@@ -7,6 +7,7 @@ import asyncio
 import errno
 import mmap
 import os
+import signal
 
 import pytest
 
@@ -50,7 +51,8 @@ async def test_64_mib_state_moves_as_a_sealed_memfd_not_through_frames(mesh_node
         assert after["handover"]["restored_bytes"] == before["handover"]["restored_bytes"] + len(
             state
         )
-        assert after["pool"]["fds_received"] == before["pool"]["fds_received"] + 1
+        # Two fds: the memfd, and the old node's durable file of the value (linked, below).
+        assert after["pool"]["fds_received"] == before["pool"]["fds_received"] + 2
         assert after["stats"]["state_operations"] == before["stats"]["state_operations"] + 1
         assert after["pool"]["allocated"] == before["pool"]["allocated"]
         assert old["handover"]["taken"] == 1
@@ -59,12 +61,37 @@ async def test_64_mib_state_moves_as_a_sealed_memfd_not_through_frames(mesh_node
         assert now_version == version
         with pytest.raises(Fenced):
             await agent.state.put("context", b"zombie", token=lease.token)
+        # Durable on c2 as on c1, by the same file: c2 linked it instead of writing 64 MiB.
+        (old_file,) = (m.tmp / "c1.sock.state.values").iterdir()
+        (new_file,) = (m.tmp / "c2.sock.state.values").iterdir()
+        assert os.stat(old_file).st_ino == os.stat(new_file).st_ino
+        assert os.stat(new_file).st_nlink == 2
         # And back: c1 adopts the same memfd (c2 kept it, no new copy).
         report = await agent.migrate(m.url("c1"), timeout=120)
         assert report.bytes_moved == len(state)
         assert (await node_status(m.url("c1")))["handover"]["restored"] == 1
         value, _ = await agent.state.get("context")
         assert bytes(value) == state
+
+
+async def test_a_handed_over_state_survives_kill_9_of_the_new_node(mesh_nodes):
+    m = mesh_nodes
+    await _pair(m)
+    state = os.urandom(16 * MiB)
+    async with connect("survivor", m.url("c1"), reconnect=False) as agent:
+        await agent.state.acquire("context", ttl=60)
+        version = await agent.state.put("context", state)
+        await agent.migrate(m.url("c2"), timeout=120)
+        token = agent.state.lease("context").token  # type: ignore[union-attr]
+        m.nodes["c2"].kill(signal.SIGKILL)
+        await m.nodes["c2"].process.wait()
+    await m.restart("c2")
+    async with connect("survivor", m.url("c2")) as again:
+        value, now_version = await again.state.get("context")
+        assert bytes(value) == state and now_version == version
+        # The fencing floor c2 committed with it: a new lease is above the migrated one.
+        lease = await again.state.acquire("context", ttl=60)
+        assert lease.token > token
 
 
 async def test_the_receiver_cannot_change_a_handed_over_value(mesh_nodes):
@@ -78,9 +105,14 @@ async def test_the_receiver_cannot_change_a_handed_over_value(mesh_nodes):
         got = await shared.request({"op": "state-take", "key": "context"}, [], 30)
         assert got is not None
         answer, fds = got
-        assert answer["size"] == len(state) and len(fds) == 1
-        fd = fds[0]
+        # The memfd, and (the node being durable) a read-only fd of its file of the value.
+        assert answer["size"] == len(state) and answer["durable"] and len(fds) == 2
+        fd, durable = fds
         try:
+            with pytest.raises(OSError) as raised:
+                os.pwrite(durable, b"changed", 0)
+            assert raised.value.errno == errno.EBADF
+            assert os.pread(durable, 16, 0) == state[:16]
             with pytest.raises(OSError) as raised:
                 os.pwrite(fd, b"changed", 0)
             assert raised.value.errno == errno.EPERM
@@ -91,6 +123,7 @@ async def test_the_receiver_cannot_change_a_handed_over_value(mesh_nodes):
             assert os.pread(fd, 16, 0) == state[:16]
         finally:
             os.close(fd)
+            os.close(durable)
         # A memfd that could still be written is refused by the new node, state untouched.
         writable = create_segment("hostile", len(state))
         try:
