@@ -3,12 +3,17 @@
 On one host it moves as a sealed memfd: the old node answers ``state-take`` on its pool
 socket with the value's memfd, the agent hands that fd to the new node with
 ``state-restore``. The bytes are never copied, never cross a socket, and nobody can change
-them (``F_SEAL_WRITE``). Otherwise (another host, a small value) it travels as before:
-``$state.get`` at the old node, ``$state.restore`` at the new one. See docs/migration.md.
+them (``F_SEAL_WRITE``). Otherwise (another host, a small value) it travels in frames, in
+pieces of ``PIECE`` bytes (``$state.read`` at the old node, ``$state.restore_piece`` at the
+new one), the next piece read while the last is written: the agent never holds more than
+two pieces, and no frame carries the whole value. Nodes that predate pieces get the whole
+value (``$state.get`` / ``$state.restore``). See docs/migration.md.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 
@@ -16,7 +21,14 @@ from fabric.errors import FabricError, MigrationFailed
 
 from ._connection import Connection
 
-__all__ = ["carry_state", "hand_over_sealed"]
+__all__ = ["PIECE", "carry_state", "hand_over_sealed"]
+
+#: Bytes per piece of a value carried in frames.
+PIECE = 1024 * 1024
+
+
+class _NoPieces(Exception):
+    """A node that predates ``$state.read`` / ``$state.restore_piece``."""
 
 
 async def carry_state(
@@ -39,6 +51,10 @@ async def carry_state(
         raise MigrationFailed(f"the state hand-over of {key!r} failed: {exc}") from None
     if sealed is not None:
         return sealed
+    try:
+        return await carry_in_pieces(old, new, key, fence_floor, budget)
+    except _NoPieces:
+        pass
     try:
         # The value comes in the old node's shared memory (or frames) and goes out in the
         # new one's.
@@ -96,3 +112,74 @@ async def hand_over_sealed(
     finally:
         for fd in fds:
             os.close(fd)
+
+
+async def carry_in_pieces(
+    old: Connection, new: Connection, key: str, fence_floor: int, budget: Callable[[], float]
+) -> int | None:
+    """Carry ``key`` in pieces (see the module); the bytes carried, None when it holds no value.
+
+    Raises:
+        _NoPieces: a node does not know pieces (nothing was written at the new node).
+        MigrationFailed: the value changed while it was being read.
+        FabricError: what either node refused with.
+    """
+    loop = asyncio.get_running_loop()
+
+    async def read(offset: int) -> tuple[dict[str, str], memoryview, Callable[[], None] | None]:
+        request = {"key": key, "offset": str(offset), "length": str(PIECE)}
+        try:
+            reply, data, release = await old.call_keep("$state.read", request, timeout=budget())
+        except FabricError as exc:
+            if exc.code == "not_found":
+                raise
+            if offset == 0 and exc.code == "remote_protocol_error" and "unknown" in str(exc):
+                raise _NoPieces from None
+            raise
+        return reply.headers or {}, data, release
+
+    try:
+        found, data, release = await read(0)
+    except FabricError as exc:
+        if exc.code == "not_found":
+            return None
+        raise
+    size, version = int(found["size"]), found["version"]
+    fence = str(max(int(found.get("fence", "0")), fence_floor))
+    offset = 0
+    ahead: asyncio.Future[tuple[dict[str, str], memoryview, Callable[[], None] | None]] | None
+    ahead = None
+    try:
+        while True:
+            end = offset + len(data)
+            if end < size:
+                ahead = loop.create_task(read(end))
+            headers = {"key": key, "size": str(size), "offset": str(offset),
+                       "version": version, "fence": fence}
+            try:
+                await new.call("$state.restore_piece", headers, data, timeout=budget())
+            except FabricError as exc:
+                if offset == 0 and exc.code == "remote_protocol_error" and "unknown" in str(exc):
+                    raise _NoPieces from None
+                raise
+            finally:
+                if release is not None:
+                    release()
+                release = None
+            if end >= size:
+                return size
+            assert ahead is not None
+            found, data, release = await ahead
+            ahead = None
+            if found["version"] != version or int(found["size"]) != size or not len(data):
+                raise MigrationFailed(f"the state of {key!r} changed while it was carried")
+            offset = end
+    finally:
+        if release is not None:
+            release()
+        if ahead is not None:
+            ahead.cancel()
+            with contextlib.suppress(BaseException):
+                _, _, late = await ahead
+                if late is not None:
+                    late()  # read before it could be cancelled: its slot goes back

@@ -16,6 +16,7 @@ from ..errors import RemoteProtocolError, StateError
 from ..shm import BlobHost
 from ._backend import StateBackend
 from ._embedded import EmbeddedBackend
+from ._pieces import PIECE_OPS, StatePieces
 from ._types import Lease
 
 __all__ = ["STATE_PREFIX", "StateService"]
@@ -49,6 +50,8 @@ class StateService:
 
     def __init__(self, backend: StateBackend) -> None:
         self.backend = backend
+        #: ``read`` / ``restore_piece``: state carried between hosts in pieces.
+        self.pieces = StatePieces(backend)
 
     def blob_host(self) -> BlobHost | None:
         """What the shared-memory pool should serve blobs from: the embedded backend, whose
@@ -81,6 +84,8 @@ class StateService:
             s = await b.stats()
             return {k: str(getattr(s, k)) for k in s.__dataclass_fields__}, b""
         key = self.scoped(agent, _str(headers, "key"))
+        if op in PIECE_OPS:
+            return await self.pieces.call(op, key, holder, headers, payload)
         if op == "put":
             version = await b.put(
                 key,
@@ -128,6 +133,7 @@ class StateService:
     async def session_closed(self, holder: str) -> None:
         """A session ended: its blob holds go. Leases stay until their TTL, so a link that
         blips does not cost the agent its lease."""
+        self.pieces.session_closed(holder)
         await self.backend.drop_holder(holder)
 
     async def aclose(self) -> None:

@@ -14,6 +14,7 @@ import pytest
 from fabric.errors import BadDescriptor
 from fabric.shm import create_segment
 from sdk import Fenced, connect
+from sdk._handover import PIECE
 
 from .conftest import MeshNodes, cloud_toml, free_port, node_status
 
@@ -137,17 +138,23 @@ async def test_the_receiver_cannot_change_a_handed_over_value(mesh_nodes):
         assert bytes(value) == state and version == 1
 
 
-async def test_state_travels_in_frames_to_a_node_that_cannot_map_it(mesh_nodes):
+async def test_state_travels_in_pieces_to_a_node_that_cannot_map_it(mesh_nodes):
     m = mesh_nodes
     await _pair(m, {"c2": "shm = false\n"})
-    state = os.urandom(8 * MiB)
+    state = os.urandom(8 * MiB + 12345)
     async with connect("traveller", m.url("c1")) as agent:
         lease = await agent.state.acquire("context", ttl=60)
         version = await agent.state.put("context", state)
+        before = await node_status(m.url("c2"))
         report = await agent.migrate(m.url("c2"), timeout=120)
         assert (report.keys_moved, report.bytes_moved) == (1, len(state))
         status = await node_status(m.url("c2"))
         assert status["handover"] is None
+        # Nine pieces of at most 1 MiB (one restore_piece call each), then the acquire.
+        pieces = -(-len(state) // PIECE)
+        assert pieces == 9
+        ops = status["stats"]["state_operations"] - before["stats"]["state_operations"]
+        assert ops == pieces + 1
         value, now_version = await agent.state.get("context")
         assert bytes(value) == state and now_version == version
         with pytest.raises(Fenced):
