@@ -33,8 +33,10 @@ from typing_extensions import Buffer
 
 __all__ = ["FILE_BYTES", "ValueFiles"]
 
-#: Values at least this large get a file of their own; smaller ones stay in their row.
-FILE_BYTES = 1024 * 1024
+#: Values at least this large get a file of their own; smaller ones stay in their row
+#: (below it, the two extra fsyncs of a file, its own and its directory's, cost more than
+#: writing the bytes into the row).
+FILE_BYTES = 4 * 1024 * 1024
 _CHUNK = 16 * 1024 * 1024
 _SUFFIX = ".values"
 

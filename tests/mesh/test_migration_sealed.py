@@ -98,7 +98,7 @@ async def test_a_handed_over_state_survives_kill_9_of_the_new_node(mesh_nodes):
 async def test_the_receiver_cannot_change_a_handed_over_value(mesh_nodes):
     m = mesh_nodes
     await _pair(m)
-    state = bytes(range(256)) * 4096  # 1 MiB
+    state = bytes(range(256)) * 4096 * 4  # 4 MiB: a value the node keeps in a file
     async with connect("holder", m.url("c1")) as agent:
         await agent.state.acquire("context", ttl=60)
         await agent.state.put("context", state)

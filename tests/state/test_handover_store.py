@@ -105,7 +105,7 @@ async def test_a_file_from_before_value_files_still_opens(tmp_path: Path) -> Non
 async def test_a_migrated_value_is_linked_into_the_new_store(tmp_path: Path) -> None:
     old = EmbeddedBackend(path=tmp_path / "a" / "s.db")
     new = EmbeddedBackend(path=tmp_path / "b" / "s.db")
-    value = os.urandom(2 * MiB)
+    value = os.urandom(FILE_BYTES)
     await old.put("k", value)
     fd, size, version, fence = await old.export_sealed("k")
     stored, _ = await old.get("k")
