@@ -159,3 +159,17 @@ async def test_state_travels_in_pieces_to_a_node_that_cannot_map_it(mesh_nodes):
         assert bytes(value) == state and now_version == version
         with pytest.raises(Fenced):
             await agent.state.put("context", b"zombie", token=lease.token)
+
+
+async def test_small_and_empty_values_still_move_between_stores(mesh_nodes):
+    m = mesh_nodes
+    await _pair(m, {"c2": "shm = false\n"})
+    async with connect("light", m.url("c1")) as agent:
+        for key, value in (("empty", b""), ("small", b"a few bytes"), ("piece", b"p" * PIECE)):
+            await agent.state.acquire(key, ttl=60)
+            await agent.state.put(key, value)
+        report = await agent.migrate(m.url("c2"), timeout=60)
+        assert report.keys_moved == 3
+        for key, value in (("empty", b""), ("small", b"a few bytes"), ("piece", b"p" * PIECE)):
+            got, version = await agent.state.get(key)
+            assert bytes(got) == value and version == 1
