@@ -88,7 +88,12 @@ async def hand_over_sealed(
     """
     if not (old.shared.blobs and new.shared.blobs):
         return None
-    taken = await old.shared.request({"op": "state-take", "key": key}, [], timeout)
+    try:
+        taken = await old.shared.request({"op": "state-take", "key": key}, [], timeout)
+    except FabricError as exc:
+        if _predates_handover(exc):
+            return None
+        raise
     if taken is None:
         return None
     answer, fds = taken
@@ -103,7 +108,12 @@ async def hand_over_sealed(
             "version": int(answer["version"]),
             "fence": max(int(answer["fence"]), fence_floor),
         }
-        restored = await new.shared.request(request, fds, timeout)
+        try:
+            restored = await new.shared.request(request, fds, timeout)
+        except FabricError as exc:
+            if _predates_handover(exc):
+                return None
+            raise
         if restored is None:
             return None
         for fd in restored[1]:
@@ -112,6 +122,11 @@ async def hand_over_sealed(
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _predates_handover(exc: FabricError) -> bool:
+    """A node of an earlier release refuses the hand-over ops: carry the value in frames."""
+    return exc.code == "remote_protocol_error" and "unknown pool request" in str(exc)
 
 
 async def carry_in_pieces(
