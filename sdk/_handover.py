@@ -18,6 +18,18 @@ import os
 from collections.abc import Callable
 
 from fabric.errors import FabricError, MigrationFailed
+from fabric.protocol import (
+    STATE_GET,
+    STATE_READ,
+    STATE_RESTORE,
+    STATE_RESTORE_PIECE,
+    KeyRequest,
+    PieceRequest,
+    PoolOp,
+    ReadAnswer,
+    ReadRequest,
+    RestoreRequest,
+)
 
 from ._connection import Connection
 
@@ -58,16 +70,18 @@ async def carry_state(
     try:
         # The value comes in the old node's shared memory (or frames) and goes out in the
         # new one's.
-        reply, value, release = await old.call_keep("$state.get", {"key": key}, timeout=budget())
+        ask = STATE_GET.encode_request(KeyRequest(key))
+        reply, value, release = await old.call_keep(STATE_GET.subject, ask, timeout=budget())
     except FabricError as exc:
         if exc.code == "not_found":
             return None
         raise
     try:
-        found = reply.headers or {}
-        fence = max(int(found.get("fence", "0")), fence_floor)
-        headers = {"key": key, "version": found["version"], "fence": str(fence)}
-        await new.call("$state.restore", headers, value, timeout=budget())
+        found = STATE_GET.decode_answer(reply.headers)
+        adopt = RestoreRequest(key, found.version, max(found.fence or 0, fence_floor))
+        await new.call(
+            STATE_RESTORE.subject, STATE_RESTORE.encode_request(adopt), value, timeout=budget()
+        )
         return len(value)
     finally:
         if release is not None:
@@ -89,7 +103,7 @@ async def hand_over_sealed(
     if not (old.shared.blobs and new.shared.blobs):
         return None
     try:
-        taken = await old.shared.request({"op": "state-take", "key": key}, [], timeout)
+        taken = await old.shared.request({"op": PoolOp.STATE_TAKE, "key": key}, [], timeout)
     except FabricError as exc:
         if _predates_handover(exc):
             return None
@@ -102,7 +116,7 @@ async def hand_over_sealed(
             return None
         size = int(answer["size"])
         request = {
-            "op": "state-restore",
+            "op": PoolOp.STATE_RESTORE,
             "key": key,
             "size": size,
             "version": int(answer["version"]),
@@ -141,17 +155,22 @@ async def carry_in_pieces(
     """
     loop = asyncio.get_running_loop()
 
-    async def read(offset: int) -> tuple[dict[str, str], memoryview, Callable[[], None] | None]:
-        request = {"key": key, "offset": str(offset), "length": str(PIECE)}
+    async def read(offset: int) -> tuple[ReadAnswer, memoryview, Callable[[], None] | None]:
+        ask = STATE_READ.encode_request(ReadRequest(key, offset, PIECE))
         try:
-            reply, data, release = await old.call_keep("$state.read", request, timeout=budget())
+            reply, data, release = await old.call_keep(STATE_READ.subject, ask, timeout=budget())
         except FabricError as exc:
             if exc.code == "not_found":
                 raise
             if offset == 0 and exc.code == "remote_protocol_error" and "unknown" in str(exc):
                 raise _NoPieces from None
             raise
-        return reply.headers or {}, data, release
+        try:
+            return STATE_READ.decode_answer(reply.headers), data, release
+        except BaseException:
+            if release is not None:
+                release()
+            raise
 
     try:
         found, data, release = await read(0)
@@ -159,28 +178,32 @@ async def carry_in_pieces(
         if exc.code == "not_found":
             return None
         raise
-    size, version = int(found["size"]), found["version"]
-    fence = str(max(int(found.get("fence", "0")), fence_floor))
+    size, version = found.size, found.version
+    fence = max(found.fence or 0, fence_floor)
     if len(data) >= size:  # one piece is the whole value (an empty one included)
         try:
-            headers = {"key": key, "version": version, "fence": fence}
-            await new.call("$state.restore", headers, data, timeout=budget())
+            adopt = STATE_RESTORE.encode_request(RestoreRequest(key, version, fence))
+            await new.call(STATE_RESTORE.subject, adopt, data, timeout=budget())
             return size
         finally:
             if release is not None:
                 release()
     offset = 0
-    ahead: asyncio.Future[tuple[dict[str, str], memoryview, Callable[[], None] | None]] | None
+    ahead: asyncio.Future[tuple[ReadAnswer, memoryview, Callable[[], None] | None]] | None
     ahead = None
     try:
         while True:
             end = offset + len(data)
             if end < size:
                 ahead = loop.create_task(read(end))
-            headers = {"key": key, "size": str(size), "offset": str(offset),
-                       "version": version, "fence": fence}
+            piece = PieceRequest(key, size, offset, version, fence)
             try:
-                await new.call("$state.restore_piece", headers, data, timeout=budget())
+                await new.call(
+                    STATE_RESTORE_PIECE.subject,
+                    STATE_RESTORE_PIECE.encode_request(piece),
+                    data,
+                    timeout=budget(),
+                )
             except FabricError as exc:
                 if offset == 0 and exc.code == "remote_protocol_error" and "unknown" in str(exc):
                     raise _NoPieces from None
@@ -194,7 +217,7 @@ async def carry_in_pieces(
             assert ahead is not None
             found, data, release = await ahead
             ahead = None
-            if found["version"] != version or int(found["size"]) != size or not len(data):
+            if found.version != version or found.size != size or not len(data):
                 raise MigrationFailed(f"the state of {key!r} changed while it was carried")
             offset = end
     finally:

@@ -1,6 +1,7 @@
 """A migrating agent's state handed from node to node on one host as sealed memfds.
 
-Two requests on the node's pool socket (``fabric/shm/_service.py``), made by the migrating
+Two requests on the node's pool socket (``PoolOp.STATE_TAKE`` / ``PoolOp.STATE_RESTORE``,
+served by ``fabric/shm/_service.py`` through its op table), made by the migrating
 agent, which proves its session with the pool secret of its WELCOME:
 
 - ``state-take`` ``{key}`` at the old node: answered ``{size, version, fence, durable}`` with
@@ -31,6 +32,7 @@ from typing import Any
 import msgpack
 
 from ..errors import RemoteProtocolError
+from ..protocol import PoolOp
 from ..shm import PoolHandler, SealedMapping, send_fds_async
 from ._embedded import EmbeddedBackend
 from ._service import StateService
@@ -65,7 +67,7 @@ class StateHandover:
         self.stats = HandoverStats()
 
     def handlers(self) -> dict[str, PoolHandler]:
-        return {"state-take": self.take, "state-restore": self.restore}
+        return {PoolOp.STATE_TAKE: self.take, PoolOp.STATE_RESTORE: self.restore}
 
     def _key(self, session_id: int, request: dict[Any, Any]) -> str:
         agent = self._agent_of(session_id)

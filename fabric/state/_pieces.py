@@ -1,6 +1,7 @@
 """A migrating agent's state carried between hosts in pieces, never whole in one frame.
 
-Two ``$state.*`` operations (``StateService`` hands them here):
+Two ``$state.*`` calls (``STATE_READ`` and ``STATE_RESTORE_PIECE`` in fabric/protocol/;
+``StateService`` hands them here):
 
 - ``read`` ``{key, offset, length}``: answered ``{size, version, fence}`` and the bytes
   ``[offset, offset + length)`` of the value, a slice of the stored bytes (no copy);
@@ -25,15 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BackendUnavailable, PayloadTooLarge, RemoteProtocolError, StateError
+from ..protocol import PieceAnswer, PieceRequest, ReadAnswer, ReadRequest
 from ..shm import BLOB_SEALS, SealedMapping
 from ._backend import StateBackend
 from ._embedded import EmbeddedBackend
 
-__all__ = ["PIECE_OPS", "StatePieces"]
-
-PIECE_OPS = frozenset({"read", "restore_piece"})
-
-Reply = tuple[dict[str, str], Any]
+__all__ = ["StatePieces"]
 
 
 @dataclass(slots=True)
@@ -54,52 +52,43 @@ class _Assembly:
             self.fd = -1
 
 
-def _ints(headers: dict[str, str], *names: str) -> list[int]:
-    try:
-        return [int(headers[n]) for n in names]
-    except (KeyError, ValueError):
-        raise RemoteProtocolError(f"a state piece needs integer headers {names}") from None
-
-
 class StatePieces:
-    """``read`` and ``restore_piece`` for one node's store."""
+    """``$state.read`` and ``$state.restore_piece`` for one node's store (keys already
+    scoped by ``StateService``)."""
 
     def __init__(self, backend: StateBackend) -> None:
         self.backend = backend
         self._assemblies: dict[str, _Assembly] = {}
 
-    async def call(
-        self, op: str, key: str, holder: str, headers: dict[str, str], payload: Any
-    ) -> Reply:
-        """Raises:
-        RemoteProtocolError: malformed or out-of-order piece. StateError: the backend
-            cannot adopt keys, or what it refused with.
-        """
-        if op == "read":
-            return await self._read(key, headers)
-        return await self._restore_piece(key, holder, headers, payload)
+    async def read(self, key: str, r: ReadRequest) -> tuple[ReadAnswer, memoryview]:
+        """The piece ``r`` asks for, a slice of the stored bytes.
 
-    async def _read(self, key: str, headers: dict[str, str]) -> Reply:
-        offset, length = _ints(headers, "offset", "length")
-        if offset < 0 or length <= 0:
+        Raises:
+            RemoteProtocolError: a negative offset or an empty piece. NotFound: no value.
+        """
+        if r.offset < 0 or r.length <= 0:
             raise RemoteProtocolError("a state read needs offset >= 0 and length > 0")
         stored, version = await self.backend.get(key)
         value = memoryview(stored)
         fence = getattr(self.backend, "fence", None)
-        reply = {"size": str(value.nbytes), "version": str(version)}
-        if fence is not None:
-            reply["fence"] = str(fence(key))
-        return reply, value[offset : offset + length]
+        answer = ReadAnswer(value.nbytes, version, None if fence is None else fence(key))
+        return answer, value[r.offset : r.offset + r.length]
 
-    async def _restore_piece(
-        self, key: str, holder: str, headers: dict[str, str], payload: Any
-    ) -> Reply:
+    async def restore_piece(
+        self, key: str, holder: str, r: PieceRequest, payload: Any
+    ) -> PieceAnswer:
+        """Write one piece into the value being assembled; adopt it after the last.
+
+        Raises:
+            RemoteProtocolError: malformed or out-of-order piece. StateError: the backend
+                cannot adopt keys, or what it refused with.
+        """
         backend = self.backend
         if not isinstance(backend, EmbeddedBackend):
             raise StateError("this node's state backend cannot adopt keys", key=key)
-        size, offset, version, fence = _ints(headers, "size", "offset", "version", "fence")
+        size, offset, version, fence = r.size, r.offset, r.version, r.fence
         piece = memoryview(payload).cast("B")
-        if size <= 0 or version < 1 or offset + piece.nbytes > size:
+        if size <= 0 or version < 1 or offset < 0 or offset + piece.nbytes > size:
             raise RemoteProtocolError("a state piece lies outside its value")
         # Everything up to the write is synchronous, so pieces are taken in the order their
         # frames arrived.
@@ -128,7 +117,7 @@ class StatePieces:
             raise BackendUnavailable(f"cannot hold the state of {key!r}: {exc}") from exc
         assembly.received += piece.nbytes
         if assembly.received < size:
-            return {"received": str(assembly.received)}, b""
+            return PieceAnswer(received=assembly.received)
         del self._assemblies[key]
         try:
             fcntl.fcntl(assembly.fd, fcntl.F_ADD_SEALS, BLOB_SEALS)
@@ -137,7 +126,7 @@ class StatePieces:
             assembly.close()
             raise
         await backend.adopt_sealed(key, mapping, assembly.fd, version=version, fence=fence)
-        return {"version": str(version)}, b""
+        return PieceAnswer(version=version)
 
     def _drop(self, key: str) -> None:
         assembly = self._assemblies.pop(key, None)

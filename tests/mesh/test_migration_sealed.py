@@ -12,6 +12,7 @@ import signal
 import pytest
 
 from fabric.errors import BadDescriptor
+from fabric.protocol import PoolOp
 from fabric.shm import create_segment
 from sdk import Fenced, connect
 from sdk._handover import PIECE
@@ -103,7 +104,7 @@ async def test_the_receiver_cannot_change_a_handed_over_value(mesh_nodes):
         await agent.state.acquire("context", ttl=60)
         await agent.state.put("context", state)
         shared = agent._conn.shared
-        got = await shared.request({"op": "state-take", "key": "context"}, [], 30)
+        got = await shared.request({"op": PoolOp.STATE_TAKE, "key": "context"}, [], 30)
         assert got is not None
         answer, fds = got
         # The memfd, and (the node being durable) a read-only fd of its file of the value.
@@ -128,7 +129,7 @@ async def test_the_receiver_cannot_change_a_handed_over_value(mesh_nodes):
         # A memfd that could still be written is refused by the new node, state untouched.
         writable = create_segment("hostile", len(state))
         try:
-            request = {"op": "state-restore", "key": "context", "size": len(state),
+            request = {"op": PoolOp.STATE_RESTORE, "key": "context", "size": len(state),
                        "version": 99, "fence": 0}
             with pytest.raises(BadDescriptor):
                 await shared.request(request, [writable], 30)

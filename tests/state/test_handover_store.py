@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from fabric.errors import PayloadTooLarge, RemoteProtocolError
+from fabric.protocol import STATE_READ, STATE_RESTORE_PIECE, PieceRequest, ReadAnswer, ReadRequest
 from fabric.shm import SealedMapping
-from fabric.state import EmbeddedBackend
-from fabric.state._pieces import StatePieces
+from fabric.state import EmbeddedBackend, StateService
 from fabric.state._valuefiles import FILE_BYTES
 
 pytestmark = pytest.mark.timeout(60)
@@ -22,44 +22,61 @@ pytestmark = pytest.mark.timeout(60)
 MiB = 1024 * 1024
 
 
-def _piece(size: int, offset: int, version: int = 3, fence: int = 7) -> dict[str, str]:
-    return {"size": str(size), "offset": str(offset), "version": str(version), "fence": str(fence)}
+KEY = StateService.scoped("a", "k")
+
+
+async def _put_piece(
+    service: StateService, holder: str, size: int, offset: int, data: bytes
+) -> dict[str, str]:
+    """One ``$state.restore_piece`` through the service's dispatch, as the node runs it."""
+    request = STATE_RESTORE_PIECE.encode_request(PieceRequest("k", size, offset, 3, 7))
+    assert request is not None
+    headers, _ = await service.call(STATE_RESTORE_PIECE.op, "a", holder, request, data)
+    return headers
 
 
 async def test_pieces_assemble_into_a_sealed_value_kept_without_a_copy() -> None:
     backend = EmbeddedBackend()
-    pieces = StatePieces(backend)
+    service = StateService(backend)
     value = os.urandom(2 * MiB + 5)
     cuts = [0, MiB, 2 * MiB, len(value)]
-    for start, end in itertools.pairwise(cuts):
-        await pieces.call("restore_piece", "k", "s1", _piece(len(value), start), value[start:end])
-    stored, version = await backend.get("k")
+    answers = [
+        await _put_piece(service, "s1", len(value), start, value[start:end])
+        for start, end in itertools.pairwise(cuts)
+    ]
+    assert answers == [{"received": str(MiB)}, {"received": str(2 * MiB)}, {"version": "3"}]
+    stored, version = await backend.get(KEY)
     assert bytes(stored) == value and version == 3
     assert isinstance(stored.obj, SealedMapping) and stored.readonly
-    assert backend.fence("k") == 7
+    assert backend.fence(KEY) == 7
     # read gives slices of the stored bytes with the value's size and version
-    headers, data = await pieces.call("read", "k", "s1", {"offset": str(MiB), "length": "10"}, b"")
+    ask = STATE_READ.encode_request(ReadRequest("k", MiB, 10))
+    assert ask is not None
+    headers, data = await service.call(STATE_READ.op, "a", "s1", ask, b"")
     assert bytes(data) == value[MiB : MiB + 10]
-    assert headers["size"] == str(len(value)) and headers["version"] == "3"
+    assert STATE_READ.decode_answer(headers) == ReadAnswer(len(value), 3, 7)
     await backend.aclose()
 
 
 async def test_out_of_order_and_orphaned_pieces_are_refused() -> None:
     backend = EmbeddedBackend(max_value_bytes=4 * MiB)
-    pieces = StatePieces(backend)
+    service = StateService(backend)
     with pytest.raises(RemoteProtocolError):
-        await pieces.call("restore_piece", "k", "s1", _piece(100, 50), b"x" * 50)
-    await pieces.call("restore_piece", "k", "s1", _piece(100, 0), b"x" * 50)
+        await _put_piece(service, "s1", 100, 50, b"x" * 50)
+    await _put_piece(service, "s1", 100, 0, b"x" * 50)
     with pytest.raises(RemoteProtocolError):  # another session cannot continue it
-        await pieces.call("restore_piece", "k", "s2", _piece(100, 50), b"y" * 50)
-    await pieces.call("restore_piece", "k", "s1", _piece(100, 0), b"x" * 50)
-    pieces.session_closed("s1")  # the sender went away: its half value is dropped
+        await _put_piece(service, "s2", 100, 50, b"y" * 50)
+    await _put_piece(service, "s1", 100, 0, b"x" * 50)
+    await service.session_closed("s1")  # the sender went away: its half value is dropped
     with pytest.raises(RemoteProtocolError):
-        await pieces.call("restore_piece", "k", "s1", _piece(100, 50), b"x" * 50)
+        await _put_piece(service, "s1", 100, 50, b"x" * 50)
     with pytest.raises(PayloadTooLarge):
-        await pieces.call("restore_piece", "k", "s1", _piece(8 * MiB, 0), b"x")
+        await _put_piece(service, "s1", 8 * MiB, 0, b"x")
     with pytest.raises(RemoteProtocolError):  # past the end of its value
-        await pieces.call("restore_piece", "k", "s1", _piece(10, 0), b"x" * 11)
+        await _put_piece(service, "s1", 10, 0, b"x" * 11)
+    with pytest.raises(RemoteProtocolError, match="needs header 'fence'"):
+        await service.call(STATE_RESTORE_PIECE.op, "a", "s1", {"key": "k", "size": "1",
+                                                              "offset": "0", "version": "1"}, b"x")
     await backend.aclose()
 
 
