@@ -77,7 +77,7 @@ from .routing import INBOX_PREFIX, InterestTable
 from .session import Session, SessionState
 from .shm import PoolService, SharedDelivery
 from .socket_claim import SocketClaim, claim_socket
-from .state import StateService, make_state_backend
+from .state import StateHandover, StateService, handover_for, make_state_backend
 from .subjects import validate_subject
 from .telemetry import NodeTracer
 from .transports import Link, StreamLink, ZmqRouterListener
@@ -178,6 +178,8 @@ class Node:
         self.state: StateService | None = None
         #: The shared-memory pool (``$pool.*`` calls, SHM publishes); None when disabled.
         self.pool: PoolService | None = None
+        #: Migrating agents' state as sealed memfds over the pool socket (docs/migration.md).
+        self.handover: StateHandover | None = None
         #: Peer links and forwarding (fabric/mesh); None when no cluster or hub is configured.
         self.mesh: Mesh | None = None
         #: Agent credentials and subject permissions; None when no auth file is configured.
@@ -233,11 +235,13 @@ class Node:
         self._sweeper = loop.create_task(self._sweep())
         self.state = StateService(make_state_backend(self.settings))
         if self.settings.shm:
+            self.handover = handover_for(self.state, self._agent_of, self.settings.pool.threshold)
             self.pool = PoolService(
                 self.settings.pool,
                 self.settings.name,
                 self._pool_attached,
                 blobs=self.state.blob_host(),
+                handlers=self.handover.handlers() if self.handover is not None else None,
             )
             await self.pool.start(path.with_name(path.name + ".pool"))
         self.mesh = await start_mesh(self)
@@ -330,6 +334,12 @@ class Node:
         if s.state_backend == "redis":
             return f"redis:{s.state_url}#{s.state_namespace}"
         return f"embedded:{s.name}:{os.getpid()}"
+
+    def _agent_of(self, session_id: int) -> str | None:
+        for session in self._links:
+            if session.id == session_id:
+                return session.name
+        return None
 
     def _pool_attached(self, session_id: int) -> bool:
         for session in self._links:
@@ -866,6 +876,7 @@ class Node:
             "endpoints": self.endpoints,
             "stats": {k: getattr(self.stats, k) for k in NodeStats.__slots__},  # type: ignore[attr-defined]
             "pool": self.pool.stats() if self.pool is not None else None,
+            "handover": None if self.handover is None else dataclasses.asdict(self.handover.stats),
             "mesh": self.mesh.status() if self.mesh is not None else None,
             "latency": None if self.monitoring is None else self.monitoring.metrics.summary(),
             "sessions": [

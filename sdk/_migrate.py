@@ -29,16 +29,13 @@ from fabric.protocol import (
     AGENT_HOLD,
     AGENT_RELEASE,
     NODE_BARRIER,
-    STATE_GET,
-    STATE_RESTORE,
     Header,
-    KeyRequest,
     Kind,
-    RestoreRequest,
     WelcomeKey,
 )
 
 from ._connection import Connection, parse_urls
+from ._handover import carry_state
 
 if TYPE_CHECKING:
     from ._agent import Agent
@@ -147,32 +144,10 @@ async def _hand_over_state(
     moved = moved_bytes = 0
     for key, lease in list(agent.state._leases.items()):
         if not same_store:
-            try:
-                # On one host the value comes in the old node's shared memory and goes out in
-                # the new one's: one copy between the two pools, none through a socket.
-                ask = STATE_GET.encode_request(KeyRequest(key))
-                reply, value, release = await old.call_keep(
-                    STATE_GET.subject, ask, timeout=budget()
-                )
-            except FabricError as exc:
-                if exc.code != "not_found":
-                    raise
-            else:
-                try:
-                    found = STATE_GET.decode_answer(reply.headers)
-                    fence = max(found.fence or 0, lease.token)
-                    adopt = RestoreRequest(key, found.version, fence)
-                    await new.call(
-                        STATE_RESTORE.subject,
-                        STATE_RESTORE.encode_request(adopt),
-                        value,
-                        timeout=budget(),
-                    )
-                    moved += 1
-                    moved_bytes += len(value)
-                finally:
-                    if release is not None:
-                        release()
+            carried = await carry_state(old, new, key, lease.token, budget)
+            if carried is not None:
+                moved += 1
+                moved_bytes += carried
         ttl = max(1.0, lease.remaining)
         await agent.state._acquire_on(new, key, ttl)
     return moved, moved_bytes

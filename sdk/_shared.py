@@ -210,6 +210,15 @@ class SharedPool:
         state backend)."""
         return self._info is not None
 
+    async def request(
+        self, request: dict[str, Any], fds: list[int], timeout: float
+    ) -> tuple[dict[str, Any], list[int]] | None:
+        """One request on the node's pool socket (``pool_request``); None when the node has
+        no blob pool (another host, or Redis state)."""
+        if self._info is None:
+            return None
+        return await pool_request(self._info, self._session, request, fds, timeout)
+
     async def blob_put(self, data: Buffer, timeout: float) -> str | None:
         """Share ``data`` as a sealed memfd; its ref, or None when the node has no blob pool
         or ``data`` is below the threshold (send it as bytes then).

@@ -54,9 +54,11 @@ __all__ = [
     "STATE_GET",
     "STATE_OPEN_BLOB",
     "STATE_PUT",
+    "STATE_READ",
     "STATE_RELEASE",
     "STATE_RENEW",
     "STATE_RESTORE",
+    "STATE_RESTORE_PIECE",
     "STATE_SHARE",
     "STATE_STATS",
     "AcquireAnswer",
@@ -70,6 +72,10 @@ __all__ = [
     "KeyRequest",
     "NodeStatus",
     "OpenBlobAnswer",
+    "PieceAnswer",
+    "PieceRequest",
+    "ReadAnswer",
+    "ReadRequest",
     "ReleaseAnswer",
     "ReleaseRequest",
     "RenewAnswer",
@@ -243,6 +249,47 @@ class RestoreRequest(HeaderMessage):
     key: str
     version: int
     fence: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest(HeaderMessage):
+    """A piece of a value, for carrying it between hosts without one frame holding it all."""
+
+    key: str
+    #: First byte wanted.
+    offset: int
+    #: Bytes wanted at most (fewer at the value's end).
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAnswer(HeaderMessage):
+    #: The whole value's size (the payload holds only the piece asked for).
+    size: int
+    version: int
+    #: The key's fencing floor, from backends that keep one.
+    fence: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PieceRequest(HeaderMessage):
+    """One piece of a value being adopted; the pieces of one value come in order."""
+
+    key: str
+    #: The whole value's size.
+    size: int
+    #: Where this piece starts (0 starts the value over).
+    offset: int
+    version: int
+    fence: int
+
+
+@dataclass(frozen=True, slots=True)
+class PieceAnswer(HeaderMessage):
+    """``received`` after an earlier piece, ``version`` once the last one made the key."""
+
+    received: int | None = None
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,6 +522,22 @@ STATE_RESTORE = _state(
     "adopt a key at a version and fencing floor (migration between stores)",
     "the value",
 )
+STATE_READ = _state(
+    "read",
+    ReadRequest,
+    ReadAnswer,
+    (NotFound,),
+    "read a piece of a value (migration between hosts)",
+    answer_payload="bytes `[offset, offset + length)` of the value",
+)
+STATE_RESTORE_PIECE = _state(
+    "restore_piece",
+    PieceRequest,
+    PieceAnswer,
+    (StateError, PayloadTooLarge),
+    "adopt a key piece by piece, in order (migration between hosts)",
+    "the piece",
+)
 STATE_DELETE = _state(
     "delete", WriteRequest, Empty, (NotFound, Conflict, Fenced, LeaseExpired), "remove a key"
 )
@@ -505,6 +568,8 @@ CONTROL_CALLS: dict[str, ControlCall[Any, Any]] = {
         STATE_PUT,
         STATE_GET,
         STATE_RESTORE,
+        STATE_READ,
+        STATE_RESTORE_PIECE,
         STATE_DELETE,
         STATE_ACQUIRE,
         STATE_RENEW,

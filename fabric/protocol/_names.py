@@ -83,3 +83,10 @@ class PoolOp:
     BLOB_PUT = "blob-put"
     #: ``ref``: the blob's fd, or ``{inline: true}`` for one to fetch as bytes.
     BLOB_GET = "blob-get"
+    #: ``key``: a migrating agent's value as its sealed memfd (and, when durable, a read-only
+    #: fd of its file), answered ``{size, version, fence, durable}``; ``{inline: true}`` and
+    #: no fd below the pool threshold (docs/migration.md).
+    STATE_TAKE = "state-take"
+    #: ``key, size, version, fence``, those fds attached: the new node adopts the value
+    #: without a copy and answers ``{version}``.
+    STATE_RESTORE = "state-restore"

@@ -14,7 +14,9 @@ connection is one request, ``msgpack({op, session, secret, ...})``:
   taken from the agent) and answers ``{ref, size}``; a blob already stored is kept and the new
   fd dropped;
 - ``op="blob-get"``, ``ref``: answer ``{ref, size}`` with the blob's fd, or ``{inline: true}``
-  (no fd, no hold taken) for a small blob the agent should fetch as bytes instead.
+  (no fd, no hold taken) for a small blob the agent should fetch as bytes instead;
+- any op in ``handlers`` (the state tier's ``PoolOp.STATE_TAKE`` / ``PoolOp.STATE_RESTORE``,
+  see docs/migration.md): the handler gets the request and its fds and answers on the socket.
 
 A refusal is ``{error: code, message}`` (codes of ``fabric/errors.py``).
 """
@@ -28,7 +30,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,7 +47,7 @@ from ._pool import SlotPool
 from ._region import SharedRegion
 from ._settings import PoolSettings
 
-__all__ = ["BlobHost", "PoolService", "SharedDelivery"]
+__all__ = ["BlobHost", "PoolHandler", "PoolService", "SharedDelivery"]
 
 log = logging.getLogger("fabric.shm")
 
@@ -54,6 +56,11 @@ _MAX_REQUEST = 4096
 #: on a loaded host), which gets a budget of its own.
 _REQUEST_TIMEOUT = 5.0
 _BLOB_TIMEOUT = 120.0
+
+#: Serves one extra pool-socket op: ``(conn, session_id, request, fds)``; it owns the fds
+#: (closes them whatever happens), writes its answer on ``conn`` and returns how many fds it
+#: sent; raising a ``FabricError`` answers ``{error, message}``.
+PoolHandler = Callable[[socket.socket, int, dict[Any, Any], list[int]], Awaitable[int]]
 
 
 class BlobHost(Protocol):
@@ -130,10 +137,15 @@ class PoolService:
         attached: Callable[[int], bool],
         *,
         blobs: BlobHost | None = None,
+        handlers: Mapping[str, PoolHandler] | None = None,
     ) -> None:
         self.settings = settings
         #: Serves ``blob-put``/``blob-get``; None when the state backend keeps blobs elsewhere.
         self.blobs = blobs
+        self.handlers = dict(handlers or {})
+        #: File descriptors received with requests and sent with answers (all ops).
+        self.fds_received = 0
+        self.fds_sent = 0
         self.layout = PoolLayout.from_settings(settings)
         self._node_name = node_name
         self._attached = attached
@@ -198,17 +210,23 @@ class PoolService:
                 async with asyncio.timeout(_REQUEST_TIMEOUT):
                     # recvmsg, not recv: a blob-put carries an fd, and a plain recv would make
                     # the kernel close it silently.
-                    raw, fds = await recv_fds_async(conn, _MAX_REQUEST, maxfds=1)
+                    raw, fds = await recv_fds_async(conn, _MAX_REQUEST, maxfds=2)
+                self.fds_received += len(fds)
                 request = msgpack.unpackb(raw, raw=False)
                 if not isinstance(request, dict):
                     raise RemoteProtocolError("a pool request is a msgpack map")
                 session_id = self._authenticate(request)
                 op = request.get("op", PoolOp.LAYOUT)
                 serve = _POOL_OPS.get(op) if isinstance(op, str) else None
-                if serve is None or (op != PoolOp.LAYOUT and self.blobs is None):
+                if serve is not None and (op == PoolOp.LAYOUT or self.blobs is not None):
+                    received, fds = fds, []
+                    await serve(self, conn, session_id, request, received)
+                elif isinstance(op, str) and op in self.handlers:
+                    handler, received, fds = self.handlers[op], fds, []
+                    async with asyncio.timeout(_BLOB_TIMEOUT):
+                        self.fds_sent += await handler(conn, session_id, request, received)
+                else:
                     raise RemoteProtocolError(f"unknown pool request {str(op)[:100]!r}")
-                received, fds = fds, []
-                await serve(self, conn, session_id, request, received)
             except (TimeoutError, OSError, ValueError, KeyError, TypeError, FabricError) as exc:
                 # A state error (an unknown or already freed blob) is the agent's ordinary
                 # answer, not something the operator must hear about.
@@ -248,6 +266,7 @@ class PoolService:
         _close_all(fds)
         async with asyncio.timeout(_REQUEST_TIMEOUT):
             await send_fds_async(conn, msgpack.packb(self.layout.to_wire()), self._fds)
+        self.fds_sent += len(self._fds)
         self._attached(session_id)
 
     async def _serve_blob_put(
@@ -299,6 +318,7 @@ class PoolService:
                     return
                 try:
                     await send_fds_async(conn, msgpack.packb({"ref": ref, "size": size}), [dup])
+                    self.fds_sent += 1
                 except OSError:
                     # The agent never got it, so it will never drop it.
                     await self.blobs.drop_blob(ref, holder)
@@ -411,6 +431,8 @@ class PoolService:
             "reclaimed": s.reclaimed,
             "refused": s.refused,
             "too_large": s.too_large,
+            "fds_received": self.fds_received,
+            "fds_sent": self.fds_sent,
         }
 
     async def aclose(self) -> None:

@@ -23,9 +23,11 @@ from ..protocol import (
     STATE_OPEN_BLOB,
     STATE_PREFIX,
     STATE_PUT,
+    STATE_READ,
     STATE_RELEASE,
     STATE_RENEW,
     STATE_RESTORE,
+    STATE_RESTORE_PIECE,
     STATE_SHARE,
     STATE_STATS,
     AcquireAnswer,
@@ -36,6 +38,10 @@ from ..protocol import (
     GetAnswer,
     KeyRequest,
     OpenBlobAnswer,
+    PieceAnswer,
+    PieceRequest,
+    ReadAnswer,
+    ReadRequest,
     ReleaseAnswer,
     ReleaseRequest,
     RenewAnswer,
@@ -49,6 +55,7 @@ from ..protocol import (
 from ..shm import BlobHost
 from ._backend import StateBackend
 from ._embedded import EmbeddedBackend
+from ._pieces import StatePieces
 from ._types import Lease
 
 __all__ = ["STATE_PREFIX", "StateService"]
@@ -75,6 +82,8 @@ class StateService:
 
     def __init__(self, backend: StateBackend) -> None:
         self.backend = backend
+        #: ``read`` / ``restore_piece``: state carried between hosts in pieces.
+        self.pieces = StatePieces(backend)
 
     def blob_host(self) -> BlobHost | None:
         """What the shared-memory pool should serve blobs from: the embedded backend, whose
@@ -142,6 +151,15 @@ class StateService:
         await restore(key, payload, version=r.version, fence=r.fence)
         return VersionAnswer(r.version), b""
 
+    async def _read(self, c: _Call, r: ReadRequest, _: Any) -> tuple[ReadAnswer, Any]:
+        return await self.pieces.read(self.scoped(c.agent, r.key), r)
+
+    async def _restore_piece(
+        self, c: _Call, r: PieceRequest, payload: Any
+    ) -> tuple[PieceAnswer, bytes]:
+        key = self.scoped(c.agent, r.key)
+        return await self.pieces.restore_piece(key, c.holder, r, payload), b""
+
     async def _delete(self, c: _Call, r: WriteRequest, _: Any) -> tuple[Empty, bytes]:
         key = self.scoped(c.agent, r.key)
         await self.backend.delete(key, expect=r.expect, token=r.token)
@@ -163,6 +181,7 @@ class StateService:
     async def session_closed(self, holder: str) -> None:
         """A session ended: its blob holds go. Leases stay until their TTL, so a link that
         blips does not cost the agent its lease."""
+        self.pieces.session_closed(holder)
         await self.backend.drop_holder(holder)
 
     async def aclose(self) -> None:
@@ -178,6 +197,8 @@ _HANDLERS: dict[ControlCall[Any, Any], _Handler] = {
     STATE_PUT: StateService._put,
     STATE_GET: StateService._get,
     STATE_RESTORE: StateService._restore,
+    STATE_READ: StateService._read,
+    STATE_RESTORE_PIECE: StateService._restore_piece,
     STATE_DELETE: StateService._delete,
     STATE_ACQUIRE: StateService._acquire,
     STATE_RENEW: StateService._renew,

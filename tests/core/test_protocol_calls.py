@@ -110,7 +110,8 @@ def test_every_answer_round_trips_through_the_wire(call: ControlCall[Any, Any], 
 @settings(max_examples=80, deadline=None)
 @given(headers=st.none() | st.dictionaries(st.sampled_from(
     ["key", "size", "ref", "token", "expect", "version", "fence", "ttl_ms", "subject",
-     "traceparent", "expires_ms", "released", "x"]), _text | _ints.map(str), max_size=6))
+     "traceparent", "expires_ms", "released", "offset", "length", "received", "x"]),
+    _text | _ints.map(str), max_size=6))
 def test_untrusted_headers_decode_or_raise_remote_protocol_error(
     call: ControlCall[Any, Any], headers: dict[str, str] | None
 ) -> None:
