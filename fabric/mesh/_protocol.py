@@ -23,9 +23,9 @@ from typing import Any
 import msgpack
 
 from ..errors import RemoteProtocolError
+from ..router._interest import InterestKey, Labels
+from ..router._strategy import Role
 from ..subjects import validate_pattern
-from ._interest import InterestKey, Labels
-from ._strategy import Role
 
 __all__ = [
     "HELLO",
