@@ -668,6 +668,8 @@ class Node:
                     self._reject(bound, _all_behind(action.header.subject), action.header)
             elif isinstance(action, Invalidate):
                 self._interest_changed()
+        if self.router.timers_moved():
+            self._arm()  # a tally opened or a request held: wake up at its deadline
 
     def _answer(self, answer: Answer) -> None:
         bound = self._links.get(answer.session)
