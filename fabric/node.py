@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import msgpack
@@ -52,6 +52,7 @@ from .router import (
     Count,
     Forward,
     Invalidate,
+    Payload,
     PeerOrigin,
     Replay,
     Router,
@@ -545,7 +546,7 @@ class Node:
         self,
         bound: _SessionLink | PeerOrigin,
         header: Header,
-        payload: memoryview,
+        payload: Payload,
         replay: bool = False,
     ) -> None:
         subject = header.subject
@@ -573,7 +574,7 @@ class Node:
         if header.flags & Flags.SHM:
             if isinstance(bound, PeerOrigin):
                 raise RemoteProtocolError("a forwarded message carries no shared-memory slot")
-            shared = self._share(bound, header, payload, targets)
+            shared = self._share(bound, header, memoryview(payload), targets)
         reached = 0
         missed: list[_SessionLink] = []
         dropped_before = stats.dropped_slow
@@ -941,7 +942,7 @@ class Node:
             "node": self.settings.name,
             "site": self.settings.site,
             "endpoints": self.endpoints,
-            "stats": {k: getattr(self.stats, k) for k in NodeStats.__slots__},  # type: ignore[attr-defined]
+            "stats": asdict(self.stats),
             "pool": self.pool.stats() if self.pool is not None else None,
             "mesh": self.mesh.status() if self.mesh is not None else None,
             "latency": None if self.monitoring is None else self.monitoring.metrics.summary(),

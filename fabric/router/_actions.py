@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..routing import Subscription
 from ..wire import Header, Status
@@ -24,6 +23,7 @@ __all__ = [
     "Forward",
     "Invalidate",
     "Origin",
+    "Payload",
     "PeerOrigin",
     "Replay",
     "Routing",
@@ -42,6 +42,8 @@ class PeerOrigin:
 
 #: A local session (opaque to the router) or a peer.
 Origin = Hashable
+#: Payload bytes as they came (a view of a receive buffer), or a copy.
+Payload = bytes | memoryview
 
 
 @dataclass(slots=True)
@@ -83,7 +85,7 @@ class Forward:
 
     peer: str
     header: Header
-    payload: Any
+    payload: Payload
     #: The tally the peer's count answers (0: not counted).
     corr: int = 0
 
@@ -105,7 +107,7 @@ class Replay:
 
     session: Hashable
     header: Header
-    payload: Any
+    payload: Payload
 
 
 @dataclass(slots=True)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from ..routing import INBOX_PREFIX, InterestTable, Subscription
 from ..wire import Flags, Header, Kind, Status
@@ -39,6 +38,7 @@ from ._actions import (
     Forward,
     Invalidate,
     Origin,
+    Payload,
     PeerOrigin,
     Replay,
     Routing,
@@ -75,7 +75,7 @@ class _LocalUpstream:
     flags: int
     #: The request itself, to hold if it reached nobody anywhere (None for a replay).
     header: Header | None
-    payload: Any
+    payload: Payload
 
 
 @dataclass(slots=True)
@@ -90,7 +90,7 @@ class _PeerUpstream:
 class _Held:
     session: Hashable
     header: Header
-    payload: Any
+    payload: Payload
     #: Never held past this (half the request's own timeout, or the settle grace).
     until: float
 
@@ -286,7 +286,7 @@ class Router:
         self,
         origin: Origin,
         header: Header,
-        payload: Any,
+        payload: Payload,
         routing: Routing,
         reached: int,
         now: float,
@@ -334,7 +334,7 @@ class Router:
         self,
         origin: Origin,
         header: Header,
-        payload: Any,
+        payload: Payload,
         routing: Routing,
         reached: int,
         now: float,
@@ -359,7 +359,7 @@ class Router:
 
     @staticmethod
     def _copies(
-        header: Header, payload: Any, routing: Routing, corr: int, counted: bool
+        header: Header, payload: Payload, routing: Routing, corr: int, counted: bool
     ) -> list[Action]:
         out_flags = 0
         if counted:
@@ -425,7 +425,7 @@ class Router:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _hold(self, session: Hashable, header: Header, payload: Any, now: float) -> bool:
+    def _hold(self, session: Hashable, header: Header, payload: Payload, now: float) -> bool:
         if header.flags & _NOT_HELD or len(self._held) >= MAX_HELD:
             return False
         until = self.settle.until(header.subject, now)
