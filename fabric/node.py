@@ -624,6 +624,8 @@ class Node:
             # A gather learns who was reached, so it can name who did not answer.
             node = self.settings.name
             names = [f"{t.session.name}@{node}" for t, _ in targets if t not in missed]
+        if not (header.flags or routing.peers):
+            return  # a plain publish delivered here: the router has nothing left to decide
         actions = router.routed(
             origin,
             header,
@@ -637,8 +639,8 @@ class Node:
         )
         if actions:
             self.run(actions)
-        if router.timers_moved():
-            self._arm()
+        elif router.timers_moved():
+            self._arm()  # a request held (``run`` arms otherwise)
 
     # -- carrying out what the router decided ---------------------------------------------
 

@@ -242,15 +242,15 @@ class Router:
         """Local targets and peer copies for one message (rules 1-3). Picking a queue member
         moves that group's round-robin cursor: call once per message."""
         subject = header.subject
-        peer = origin if isinstance(origin, PeerOrigin) else None
-        prefer = decode_prefer(header.headers)
+        prefer = decode_prefer(header.headers) if header.headers else {}
         rank = None
         if prefer:
             labels = self._session_labels
             rank = lambda s: float(mismatch(prefer, labels(s.session)))  # noqa: E731
         local = self.local.route(subject, rank)
         if not self._kinds:
-            return Routing(local.targets)
+            return Routing(local.targets)  # the hot path of a node without peers
+        peer = origin if isinstance(origin, PeerOrigin) else None
         inbox = subject.startswith(INBOX_PREFIX)
         remote = self.remote.trie.match(subject, cache=not inbox)
         if inbox and remote:
@@ -299,8 +299,10 @@ class Router:
         who, for a gather; ``all_behind``: every miss was a slow consumer). Returns the peer
         copies to send and the STATUS to answer (rule 4), or holds the request (rule 5).
         ``payload`` is what peers get; ``replay`` marks a held request routed again."""
-        peer = origin if isinstance(origin, PeerOrigin) else None
         flags = header.flags
+        if not flags and not routing.peers:
+            return []  # a plain publish that stays here: nothing to answer, nobody to copy to
+        peer = origin if isinstance(origin, PeerOrigin) else None
         # Two ways to count: a gather (COUNT) needs every peer's total; a request only needs
         # to learn that nobody anywhere was reached, so peers speak up only when they reached
         # none (NO_RESPONDERS), which keeps a frame per request off the wire.
