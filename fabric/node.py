@@ -629,7 +629,8 @@ class Node:
         actions = router.routed(
             origin,
             header,
-            payload if shared is None else shared.body_for(None)[0],
+            # Peers get bytes, never a slot of this host's pool (copied only if they get it).
+            payload if shared is None or not routing.peers else shared.body_for(None)[0],
             routing,
             reached,
             self.clock(),
