@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from fabric.router import PeerKind
@@ -111,3 +112,21 @@ async def test_an_unsubscribe_withdraws_interest_from_peers() -> None:
     await fab.pump()
     assert not fab.nodes["c1"].router.remote_interest("jobs.x")
     sub.take(Kind.MSG)
+
+
+async def test_remote_interest_invalidates_the_directory_and_makes_it_route() -> None:
+    fab = await cluster("c1", "c2")
+    asker = fab.agent("c1", "asker")
+    await fab.pump()
+    asker.control("$node.resolve", {"subject": "svc.x"})
+    await fab.pump()
+    (answer,) = asker.take(Kind.CONTROL)
+    assert msgpack.unpackb(answer.payload) == {"direct": True, "targets": []}
+    fab.agent("c2", "worker").sub("svc.x")
+    await fab.pump()
+    notices = [f.header.subject for f in asker.take(Kind.CONTROL)]
+    assert notices and set(notices) == {"$dir.invalidate"}
+    asker.control("$node.resolve", {"subject": "svc.x"})
+    await fab.pump()
+    (answer,) = asker.take(Kind.CONTROL)
+    assert msgpack.unpackb(answer.payload) == {"direct": False}
