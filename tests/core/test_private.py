@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from fabric.auth import Authorizer, Permissions, Rules
 from fabric.errors import PayloadTooLarge, RemoteProtocolError
 from fabric.framing import FrameDecoder, PendingBudget
-from fabric.router._tally import TallyBook
+from fabric.mesh._tally import TallyBook
 from fabric.private import (
     ReplyGrants,
     control_subject,

@@ -3,7 +3,7 @@ interest still in flight, and until when. Pure, with a fixed clock."""
 
 from __future__ import annotations
 
-from fabric.router._settle import SettleBook
+from fabric.mesh._settle import SettleBook
 
 
 def test_nothing_in_flight_means_answer_at_once() -> None:
@@ -61,7 +61,7 @@ def test_the_latest_reason_wins_and_lost_peers_are_bounded() -> None:
 def test_a_tally_remembers_that_a_peer_was_lost_not_that_it_said_none() -> None:
     # A request is held (and routed again) only when every peer said "none"; one counted as
     # none because it died may have delivered it.
-    from fabric.router._tally import TallyBook
+    from fabric.mesh._tally import TallyBook
 
     book: TallyBook[str] = TallyBook()
     c = book.open("req", 1, 0, {"a", "b"}, deadline=10.0)
