@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Coroutine, Hashable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,7 +34,6 @@ from .errors import (
     SlowConsumer,
     Timeout,
 )
-from .framing import PendingBudget
 from .mesh import Mesh, start_mesh
 from .metrics import HOP_SAMPLE_MASK, Monitoring, start_monitoring, transport_of
 from .private import (
@@ -44,6 +44,34 @@ from .private import (
     encode_names,
     inbox_root,
     owns_inbox_pattern,
+)
+from .protocol import (
+    AGENT_HOLD,
+    AGENT_RELEASE,
+    DIR_INVALIDATE,
+    MAX_HEADER_BYTES,
+    NODE_BARRIER,
+    NODE_RESOLVE,
+    NODE_STATS,
+    POOL_ALLOC,
+    POOL_RELEASE,
+    STATE_CALLS,
+    STATE_PREFIX,
+    AllocRequest,
+    ControlCall,
+    DirectTarget,
+    Flags,
+    Header,
+    Kind,
+    NodeStatus,
+    PendingBudget,
+    ResolveAnswer,
+    Status,
+    WelcomeKey,
+    control_call,
+    decode_header,
+    encode_header,
+    encode_msg,
 )
 from .router import (
     Action,
@@ -62,20 +90,10 @@ from .routing import INBOX_PREFIX
 from .session import Session, SessionState
 from .shm import PoolService, SharedDelivery
 from .socket_claim import SocketClaim, claim_socket
-from .state import STATE_PREFIX, StateService, make_state_backend
+from .state import StateService, make_state_backend
 from .subjects import validate_subject
 from .telemetry import NodeTracer
 from .transports import Link, StreamLink, ZmqRouterListener
-from .wire import (
-    MAX_HEADER_BYTES,
-    Flags,
-    Header,
-    Kind,
-    Status,
-    decode_header,
-    encode_header,
-    encode_msg,
-)
 
 __all__ = ["Node", "NodeStats"]
 
@@ -522,19 +540,19 @@ class Node:
         if isinstance(direct, str) and isinstance(bound.link, StreamLink):
             bound.session.direct = direct
         welcome = {
-            "node": self.settings.name,
-            "site": self.settings.site,
-            "session": bound.session.id,
-            "max_payload": self.settings.max_payload,
-            "heartbeat": self.settings.heartbeat_interval,
-            "state": self._state_identity(),
+            WelcomeKey.NODE: self.settings.name,
+            WelcomeKey.SITE: self.settings.site,
+            WelcomeKey.SESSION: bound.session.id,
+            WelcomeKey.MAX_PAYLOAD: self.settings.max_payload,
+            WelcomeKey.HEARTBEAT: self.settings.heartbeat_interval,
+            WelcomeKey.STATE: self._state_identity(),
             # Where this agent's inboxes must live (fabric/private.py); clients that do not
             # derive it themselves (the browser SDK) take it from here.
-            "inbox": bound.session.inbox,
+            WelcomeKey.INBOX: bound.session.inbox,
         }
         if self.pool is not None and isinstance(bound.link, StreamLink):
             # Only agents on this host (the Unix socket) can map the pool.
-            welcome["pool"] = self.pool.welcome(bound.session.id)
+            welcome[WelcomeKey.POOL] = self.pool.welcome(bound.session.id)
         self._send(bound, Header(Kind.WELCOME, msg_id=header.msg_id), msgpack.packb(welcome))
 
     def publish_from_peer(self, origin: PeerOrigin, header: Header, payload: memoryview) -> None:
@@ -712,41 +730,56 @@ class Node:
         self.tick()
 
     def _control(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
-        """Control-plane calls: ``$node.*`` answered here, ``$state.*`` by the state service."""
-        subject = header.subject
-        if subject == "$node.stats":
-            reply = Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id)
-            self._send(bound, reply, msgpack.packb(self.status()))
-        elif subject in ("$agent.hold", "$agent.release", "$node.barrier"):
-            task = asyncio.ensure_future(self._migration_step(bound, header))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif subject == "$node.resolve":
-            reply = Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id)
-            answer = self._resolve(bound, header)
-            self.stats.directory_lookups += 1
-            if self._tracer is not None:
-                answer["span"] = self._tracer.directory(
-                    (header.headers or {}).get("subject", ""),
-                    (header.headers or {}).get("traceparent", ""),
-                    bool(answer.get("direct")),
-                    len(answer.get("targets", ())),
-                )
-            self._send(bound, reply, msgpack.packb(answer))
-        elif subject == "$pool.release" and self.pool is not None:
-            refused = self.pool.release(bound.session, payload)
-            if refused:
-                raise BadDescriptor(f"{refused} released slots were not held by this agent")
-        elif subject == "$pool.alloc" and self.pool is not None:
-            task = asyncio.ensure_future(self._allocate(bound, header))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif subject.startswith(STATE_PREFIX) and self.state is not None:
-            task = asyncio.ensure_future(self._state_call(bound, header, payload))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        else:
-            raise RemoteProtocolError(f"unknown control subject {subject!r}")
+        """Control-plane calls, dispatched by their definition (fabric/protocol/_calls.py):
+        ``$node.*``, ``$agent.*`` and ``$pool.*`` answered here, ``$state.*`` by the state
+        service. An unknown subject is ``RemoteProtocolError`` (ERR); the session goes on."""
+        call = control_call(header.subject)
+        handler = _CONTROL_HANDLERS.get(call)
+        if handler is None:
+            raise RemoteProtocolError(f"{call.subject} is not a call an agent makes")
+        handler(self, bound, header, payload)
+
+    def _spawn_control(self, step: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(step)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _ctl_stats(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
+        _, body = NODE_STATS.encode_answer(NodeStatus(self.status()))
+        self._send(bound, Header(Kind.CONTROL, subject=header.subject, msg_id=header.msg_id), body)
+
+    def _ctl_migration(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
+        self._spawn_control(self._migration_step(bound, header))
+
+    def _ctl_resolve(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
+        reply = Header(Kind.CONTROL, subject=header.subject, msg_id=header.msg_id)
+        ask = NODE_RESOLVE.decode_request(header.headers)
+        answer = self._resolve(bound, ask.subject)
+        self.stats.directory_lookups += 1
+        if self._tracer is not None:
+            span = self._tracer.directory(
+                ask.subject, ask.traceparent, answer.direct, len(answer.targets)
+            )
+            answer = dataclasses.replace(answer, span=span)
+        self._send(bound, reply, NODE_RESOLVE.encode_answer(answer)[1])
+
+    def _ctl_pool_release(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
+        if self.pool is None:
+            raise RemoteProtocolError("this node serves no shared-memory pool")
+        refused = self.pool.release(bound.session, payload)
+        if refused:
+            raise BadDescriptor(f"{refused} released slots were not held by this agent")
+
+    def _ctl_pool_alloc(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
+        if self.pool is None:
+            raise RemoteProtocolError("this node serves no shared-memory pool")
+        ask = POOL_ALLOC.decode_request(header.headers)
+        self._spawn_control(self._allocate(bound, header, ask))
+
+    def _ctl_state(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
+        if self.state is None:
+            raise RemoteProtocolError("this node serves no state tier")
+        self._spawn_control(self._state_call(bound, header, payload))
 
     def _hold(
         self, bound: _SessionLink, header: bytes, payload: memoryview | bytes, sid: int
@@ -770,11 +803,11 @@ class Node:
         session = bound.session
         subject = header.subject
         try:
-            if subject == "$agent.hold":
+            if subject == AGENT_HOLD.subject:
                 if session.held is None:
                     session.held = []
                     session.held_bytes = 0
-            elif subject == "$agent.release":
+            elif subject == AGENT_RELEASE.subject:
                 held, session.held = session.held or [], None
                 session.held_bytes = 0
                 for frame_header, payload in held:
@@ -788,14 +821,13 @@ class Node:
             return
         self._send(bound, Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id))
 
-    def _resolve(self, bound: _SessionLink, header: Header) -> dict[str, Any]:
+    def _resolve(self, bound: _SessionLink, subject: str) -> ResolveAnswer:
         """The directory: which local agents serve a subject, at which direct sockets.
 
         The answer is usable only while interest does not change: the asker is told
         ``$dir.invalidate`` when it does. ``direct`` is False whenever a responder is not
         reachable directly (remote agents, other nodes): then requests go through the node.
         """
-        subject = (header.headers or {}).get("subject", "")
         validate_subject(subject)
         if self.auth is not None:
             self.auth.check_publish(bound.session.name, subject)
@@ -806,32 +838,30 @@ class Node:
             if target is None:
                 continue
             if not target.session.direct:
-                return {"direct": False}
+                return ResolveAnswer(direct=False)
             group = f"{sub.pattern} {sub.queue}" if sub.queue else ""
             # The name lets the requester say who answered (``Msg.sender``) on a direct reply.
-            targets.append((target.session.direct, sub.sid, group, target.session.name))
+            targets.append(
+                DirectTarget(target.session.direct, sub.sid, group, target.session.name)
+            )
         if self.router.remote_interest(subject):
-            return {"direct": False}
-        return {"direct": True, "targets": targets}
+            return ResolveAnswer(direct=False)
+        return ResolveAnswer(direct=True, targets=tuple(targets))
 
     def _interest_changed(self) -> None:
         """Tell every agent that cached the directory to forget it."""
         if not self._resolvers:
             return
-        invalidate = Header(Kind.CONTROL, subject="$dir.invalidate")
+        invalidate = Header(Kind.CONTROL, subject=DIR_INVALIDATE.subject)
         for bound in list(self._resolvers):
             if bound.link.closed:
                 self._resolvers.discard(bound)
             else:
                 self._send(bound, invalidate)
 
-    async def _allocate(self, bound: _SessionLink, header: Header) -> None:
+    async def _allocate(self, bound: _SessionLink, header: Header, ask: AllocRequest) -> None:
         assert self.pool is not None
-        try:
-            size = int((header.headers or {}).get("size", ""))
-        except ValueError:
-            self._reject(bound, RemoteProtocolError("$pool.alloc needs a size header"), header)
-            return
+        size = ask.size
         budget = header.timeout_ms / 1000 if header.timeout_ms else None
         try:
             desc = await self.pool.allocate(bound.session, size, budget)
@@ -981,3 +1011,18 @@ def _decode_map(payload: memoryview) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RemoteProtocolError("control payload must be a map")
     return value
+
+
+#: Who answers each control call an agent makes (the state service answers ``$state.*``).
+_CONTROL_HANDLERS: dict[
+    ControlCall[Any, Any], Callable[[Node, _SessionLink, Header, memoryview], None]
+] = {
+    NODE_STATS: Node._ctl_stats,
+    NODE_RESOLVE: Node._ctl_resolve,
+    NODE_BARRIER: Node._ctl_migration,
+    AGENT_HOLD: Node._ctl_migration,
+    AGENT_RELEASE: Node._ctl_migration,
+    POOL_ALLOC: Node._ctl_pool_alloc,
+    POOL_RELEASE: Node._ctl_pool_release,
+    **{call: Node._ctl_state for call in STATE_CALLS.values()},
+}

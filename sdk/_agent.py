@@ -30,7 +30,8 @@ from fabric.errors import (
     error_from_wire,
 )
 from fabric.paths import default_url
-from fabric.private import SENDER_HEADER, control_subject, decode_names, inbox_root, parse_sender
+from fabric.private import control_subject, decode_names, inbox_root, parse_sender
+from fabric.protocol import DIR_INVALIDATE, NODE_BARRIER, NODE_STATS, PREFER_HEADER, SENDER_HEADER
 from fabric.subjects import validate_pattern, validate_subject
 from fabric.transports import Link, StreamLink
 from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_header
@@ -752,7 +753,7 @@ class Agent:
         if self._registering:
             # Each registration ends with its own round trip (and learns of a refusal).
             await asyncio.wait(set(self._registering), timeout=timeout)
-        await self._conn.call("$node.barrier", timeout=timeout)
+        await self._conn.call(NODE_BARRIER.subject, timeout=timeout)
         if self._refusals:
             first, self._refusals = self._refusals[0], []
             raise first
@@ -764,8 +765,8 @@ class Agent:
             Timeout, ConnectionLost.
         """
         await self._ensure_connected()
-        _, payload = await self._conn.call("$node.stats")
-        return dict(msgpack.unpackb(payload, raw=False))
+        _, payload = await self._conn.call(NODE_STATS.subject)
+        return NODE_STATS.decode_answer(None, payload).status
 
     def _to_control(self, control: str, status: int, seq: int, via: Link | None) -> None:
         """Stream control (credit, cancel) to a responder: on the direct link the stream
@@ -1009,7 +1010,7 @@ class Agent:
                 log.warning("node reported: %s", error)
         elif (
             kind is Kind.CONTROL
-            and header.subject == "$dir.invalidate"
+            and header.subject == DIR_INVALIDATE.subject
             and self._direct is not None
         ):
             self._direct.invalidate()
@@ -1069,10 +1070,6 @@ class Agent:
     async def _on_restored(self) -> None:
         for header in self._subscription_frames():
             self._conn.send(header)
-
-
-#: User header that carries ``prefer=`` labels to the nodes (fabric.mesh reads it).
-PREFER_HEADER = "fabric-prefer"
 
 
 def with_prefer(

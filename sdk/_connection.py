@@ -20,8 +20,16 @@ import msgpack
 from typing_extensions import Buffer
 
 from fabric.errors import ConnectionLost, FabricError, RemoteProtocolError, error_from_wire
+from fabric.protocol import (
+    POOL_ALLOC,
+    Flags,
+    Header,
+    Kind,
+    WelcomeKey,
+    decode_header,
+    encode_header,
+)
 from fabric.transports import Link, open_unix_link, open_zmq_link
-from fabric.wire import Flags, Header, Kind, decode_header, encode_header
 
 from ._shared import SharedPool
 
@@ -106,7 +114,7 @@ class Connection:
     @property
     def node(self) -> str:
         """Name of the node currently connected to ("" when none)."""
-        return str(self.welcome.get("node", ""))
+        return str(self.welcome.get(WelcomeKey.NODE, ""))
 
     @property
     def reconnects(self) -> int:
@@ -214,7 +222,7 @@ class Connection:
         from fabric.errors import Timeout
 
         flags = 0
-        if len(payload) >= self.shared.threshold and subject != "$pool.alloc":  # type: ignore[arg-type]
+        if len(payload) >= self.shared.threshold and subject != POOL_ALLOC.subject:  # type: ignore[arg-type]
             payload, flags = await self.shared.put(payload, time.monotonic() + timeout, subject)  # type: ignore[arg-type]
         msg_id = self.next_id()
         fut: asyncio.Future[tuple[Header, memoryview]] = (
@@ -382,11 +390,11 @@ class Connection:
                 raise  # refused (e.g. NotAuthorized): retrying will not help
             raise ConnectionLost(f"no handshake from {url}") from None
         self.welcome = welcome
-        self.max_payload = int(welcome.get("max_payload", _DEFAULT_MAX_PAYLOAD))
-        pool = welcome.get("pool")
+        self.max_payload = int(welcome.get(WelcomeKey.MAX_PAYLOAD, _DEFAULT_MAX_PAYLOAD))
+        pool = welcome.get(WelcomeKey.POOL)
         if isinstance(pool, dict) and url.startswith("unix://"):
-            await self.shared.attach(self, pool, int(welcome.get("session", 0)))
-        self._heartbeat = float(welcome.get("heartbeat", 2.0))
+            await self.shared.attach(self, pool, int(welcome.get(WelcomeKey.SESSION, 0)))
+        self._heartbeat = float(welcome.get(WelcomeKey.HEARTBEAT, 2.0))
         self._last_rx = time.monotonic()
         self.state = ConnectionState.CONNECTED
 

@@ -25,7 +25,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fabric.errors import FabricError, MigrationFailed
-from fabric.wire import Header, Kind
+from fabric.protocol import (
+    AGENT_HOLD,
+    AGENT_RELEASE,
+    NODE_BARRIER,
+    STATE_GET,
+    STATE_RESTORE,
+    Header,
+    KeyRequest,
+    Kind,
+    RestoreRequest,
+    WelcomeKey,
+)
 
 from ._connection import Connection, parse_urls
 
@@ -79,7 +90,7 @@ async def migrate(agent: Agent, to: str, *, timeout: float = 30.0) -> MigrationR
         agent._on_frame(header, payload, conn=new)
 
     try:
-        await old.call("$agent.hold", timeout=left())
+        await old.call(AGENT_HOLD.subject, timeout=left())
     except FabricError as exc:
         raise MigrationFailed(f"the old node would not hold deliveries: {exc}") from None
     old._on_frame = from_old
@@ -89,25 +100,25 @@ async def migrate(agent: Agent, to: str, *, timeout: float = 30.0) -> MigrationR
     detached = False
     try:
         await new.open()
-        await new.call("$agent.hold", timeout=left())
+        await new.call(AGENT_HOLD.subject, timeout=left())
         for header in agent._subscription_frames():
             new.send(header)
-        await new.call("$node.barrier", timeout=left())
+        await new.call(NODE_BARRIER.subject, timeout=left())
         moved, moved_bytes = await _hand_over_state(agent, old, new, left)
         for header in agent._subscription_frames():
             old.send(Header(Kind.UNSUB, subject=header.subject, sid=header.sid))
         detached = True
-        await old.call("$node.barrier", timeout=left())
-        await old.call("$agent.release", timeout=left())
-        await new.call("$node.barrier", timeout=left())
+        await old.call(NODE_BARRIER.subject, timeout=left())
+        await old.call(AGENT_RELEASE.subject, timeout=left())
+        await new.call(NODE_BARRIER.subject, timeout=left())
         agent._switch_connection(new)
-        await new.call("$agent.release", timeout=left())
+        await new.call(AGENT_RELEASE.subject, timeout=left())
     except (FabricError, TimeoutError) as exc:
         await new.aclose()
         if not detached:
             old._on_frame = agent._on_frame
             try:
-                await old.call("$agent.release", timeout=5.0)
+                await old.call(AGENT_RELEASE.subject, timeout=5.0)
             except FabricError:
                 pass  # the old link is gone too: its reconnect restores the subscriptions
         raise MigrationFailed(f"migration to {to} failed: {exc}") from None
@@ -132,25 +143,31 @@ async def _hand_over_state(
 ) -> tuple[int, int]:
     """Take every lease the agent holds over on the new node; carry the keys' values when
     the new node serves a different store. Returns (keys moved, bytes moved)."""
-    same_store = old.welcome.get("state") == new.welcome.get("state")
+    same_store = old.welcome.get(WelcomeKey.STATE) == new.welcome.get(WelcomeKey.STATE)
     moved = moved_bytes = 0
     for key, lease in list(agent.state._leases.items()):
         if not same_store:
             try:
                 # On one host the value comes in the old node's shared memory and goes out in
                 # the new one's: one copy between the two pools, none through a socket.
+                ask = STATE_GET.encode_request(KeyRequest(key))
                 reply, value, release = await old.call_keep(
-                    "$state.get", {"key": key}, timeout=budget()
+                    STATE_GET.subject, ask, timeout=budget()
                 )
             except FabricError as exc:
                 if exc.code != "not_found":
                     raise
             else:
                 try:
-                    found = reply.headers or {}
-                    fence = max(int(found.get("fence", "0")), lease.token)
-                    headers = {"key": key, "version": found["version"], "fence": str(fence)}
-                    await new.call("$state.restore", headers, value, timeout=budget())
+                    found = STATE_GET.decode_answer(reply.headers)
+                    fence = max(found.fence or 0, lease.token)
+                    adopt = RestoreRequest(key, found.version, fence)
+                    await new.call(
+                        STATE_RESTORE.subject,
+                        STATE_RESTORE.encode_request(adopt),
+                        value,
+                        timeout=budget(),
+                    )
                     moved += 1
                     moved_bytes += len(value)
                 finally:

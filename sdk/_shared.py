@@ -29,6 +29,7 @@ from fabric.errors import (
     RemoteProtocolError,
     error_from_wire,
 )
+from fabric.protocol import POOL_ALLOC, POOL_RELEASE, AllocRequest, Flags, PoolOp
 from fabric.shm import (
     Descriptor,
     PoolLayout,
@@ -40,7 +41,6 @@ from fabric.shm import (
     recv_fds_async,
     send_fds_async,
 )
-from fabric.wire import Flags
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -110,7 +110,7 @@ async def attach_pool(info: dict[str, Any], session: int, timeout: float = 5.0) 
         RemoteProtocolError: the node refused or sent unsealed or mis-sized segments.
         OSError: the pool socket cannot be reached.
     """
-    answer, fds = await pool_request(info, session, {"op": "pool"}, [], timeout)
+    answer, fds = await pool_request(info, session, {"op": PoolOp.LAYOUT}, [], timeout)
     try:
         layout = PoolLayout.from_wire(answer)
     except BaseException:
@@ -192,7 +192,8 @@ class SharedPool:
             )
         wait = 30.0 if deadline is None else max(0.001, deadline - time.monotonic())
         try:
-            _, raw = await conn.call("$pool.alloc", {"size": str(size)}, timeout=wait)
+            ask = POOL_ALLOC.encode_request(AllocRequest(size))
+            _, raw = await conn.call(POOL_ALLOC.subject, ask, timeout=wait)
         except PoolExhausted:
             if self.when_full == "copy":
                 return payload, 0
@@ -226,7 +227,7 @@ class SharedPool:
             fd = create_blob("fabric-blob", data)
         try:
             answer, fds = await pool_request(
-                info, self._session, {"op": "blob-put", "size": size}, [fd], timeout
+                info, self._session, {"op": PoolOp.BLOB_PUT, "size": size}, [fd], timeout
             )
         finally:
             os.close(fd)  # the node holds its own fd now
@@ -245,7 +246,7 @@ class SharedPool:
         if info is None:
             return None
         answer, fds = await pool_request(
-            info, self._session, {"op": "blob-get", "ref": ref}, [], timeout
+            info, self._session, {"op": PoolOp.BLOB_GET, "ref": ref}, [], timeout
         )
         if answer.get("inline") or not fds:
             _close(fds)
@@ -291,7 +292,7 @@ class SharedPool:
 
         try:
             self._conn.send(
-                Header(Kind.CONTROL, subject="$pool.release"), encode_release_batch(batch)
+                Header(Kind.CONTROL, subject=POOL_RELEASE.subject), encode_release_batch(batch)
             )
         except FabricError:
             pass  # link down: the node reclaims the session's slots itself

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..protocol import PREFER_HEADER
 from ..routing import Subscription
 from ._interest import Labels, RemoteEntry
 
@@ -28,9 +29,6 @@ __all__ = [
 ]
 
 GroupKey = tuple[str, str]
-
-#: User header carrying the requester's label preferences: ``k=v,k2=v2``.
-PREFER_HEADER = "fabric-prefer"
 
 
 @dataclass(slots=True)
