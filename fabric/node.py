@@ -11,28 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import msgpack
 from typing_extensions import Buffer
 
+from . import _node_control
 from .auth import Authorizer
 from .config import NodeSettings
 from .errors import (
-    BadDescriptor,
     FabricError,
     InvalidSubject,
     NotAuthorized,
     PayloadTooLarge,
     RemoteProtocolError,
     SlowConsumer,
-    Timeout,
 )
 from .mesh import Mesh, start_mesh
 from .metrics import HOP_SAMPLE_MASK, Monitoring, start_monitoring, transport_of
@@ -46,29 +44,14 @@ from .private import (
     owns_inbox_pattern,
 )
 from .protocol import (
-    AGENT_HOLD,
-    AGENT_RELEASE,
     DIR_INVALIDATE,
     MAX_HEADER_BYTES,
-    NODE_BARRIER,
-    NODE_RESOLVE,
-    NODE_STATS,
-    POOL_ALLOC,
-    POOL_RELEASE,
-    STATE_CALLS,
-    STATE_PREFIX,
-    AllocRequest,
-    ControlCall,
-    DirectTarget,
     Flags,
     Header,
     Kind,
-    NodeStatus,
     PendingBudget,
-    ResolveAnswer,
     Status,
     WelcomeKey,
-    control_call,
     decode_header,
     encode_header,
     encode_msg,
@@ -730,56 +713,9 @@ class Node:
         self.tick()
 
     def _control(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
-        """Control-plane calls, dispatched by their definition (fabric/protocol/_calls.py):
-        ``$node.*``, ``$agent.*`` and ``$pool.*`` answered here, ``$state.*`` by the state
-        service. An unknown subject is ``RemoteProtocolError`` (ERR); the session goes on."""
-        call = control_call(header.subject)
-        handler = _CONTROL_HANDLERS.get(call)
-        if handler is None:
-            raise RemoteProtocolError(f"{call.subject} is not a call an agent makes")
-        handler(self, bound, header, payload)
-
-    def _spawn_control(self, step: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(step)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _ctl_stats(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
-        _, body = NODE_STATS.encode_answer(NodeStatus(self.status()))
-        self._send(bound, Header(Kind.CONTROL, subject=header.subject, msg_id=header.msg_id), body)
-
-    def _ctl_migration(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
-        self._spawn_control(self._migration_step(bound, header))
-
-    def _ctl_resolve(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
-        reply = Header(Kind.CONTROL, subject=header.subject, msg_id=header.msg_id)
-        ask = NODE_RESOLVE.decode_request(header.headers)
-        answer = self._resolve(bound, ask.subject)
-        self.stats.directory_lookups += 1
-        if self._tracer is not None:
-            span = self._tracer.directory(
-                ask.subject, ask.traceparent, answer.direct, len(answer.targets)
-            )
-            answer = dataclasses.replace(answer, span=span)
-        self._send(bound, reply, NODE_RESOLVE.encode_answer(answer)[1])
-
-    def _ctl_pool_release(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
-        if self.pool is None:
-            raise RemoteProtocolError("this node serves no shared-memory pool")
-        refused = self.pool.release(bound.session, payload)
-        if refused:
-            raise BadDescriptor(f"{refused} released slots were not held by this agent")
-
-    def _ctl_pool_alloc(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
-        if self.pool is None:
-            raise RemoteProtocolError("this node serves no shared-memory pool")
-        ask = POOL_ALLOC.decode_request(header.headers)
-        self._spawn_control(self._allocate(bound, header, ask))
-
-    def _ctl_state(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
-        if self.state is None:
-            raise RemoteProtocolError("this node serves no state tier")
-        self._spawn_control(self._state_call(bound, header, payload))
+        """Control-plane calls: answered in fabric/_node_control.py (``$state.*`` through the
+        state service)."""
+        _node_control.dispatch(self, bound, header, payload)
 
     def _hold(
         self, bound: _SessionLink, header: bytes, payload: memoryview | bytes, sid: int
@@ -796,58 +732,6 @@ class Node:
         session.held_bytes += size
         return True
 
-    async def _migration_step(self, bound: _SessionLink, header: Header) -> None:
-        """``$agent.hold``: queue this session's deliveries. ``$agent.release``: send what was
-        held, in order, then answer (so the answer trails every held frame on the link).
-        ``$node.barrier``: answer once every peer processed what this node sent it so far."""
-        session = bound.session
-        subject = header.subject
-        try:
-            if subject == AGENT_HOLD.subject:
-                if session.held is None:
-                    session.held = []
-                    session.held_bytes = 0
-            elif subject == AGENT_RELEASE.subject:
-                held, session.held = session.held or [], None
-                session.held_bytes = 0
-                for frame_header, payload in held:
-                    self._send_encoded(bound, frame_header, payload)
-                self.stats.migrations += 1
-            elif self.mesh is not None:
-                budget = header.timeout_ms / 1000 if header.timeout_ms else 10.0
-                await self.mesh.barrier(budget)
-        except FabricError as exc:
-            self._reject(bound, exc, header)
-            return
-        self._send(bound, Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id))
-
-    def _resolve(self, bound: _SessionLink, subject: str) -> ResolveAnswer:
-        """The directory: which local agents serve a subject, at which direct sockets.
-
-        The answer is usable only while interest does not change: the asker is told
-        ``$dir.invalidate`` when it does. ``direct`` is False whenever a responder is not
-        reachable directly (remote agents, other nodes): then requests go through the node.
-        """
-        validate_subject(subject)
-        if self.auth is not None:
-            self.auth.check_publish(bound.session.name, subject)
-        self._resolvers.add(bound)
-        targets = []
-        for sub in self.interest.matching(subject):
-            target = self._links.get(sub.session)
-            if target is None:
-                continue
-            if not target.session.direct:
-                return ResolveAnswer(direct=False)
-            group = f"{sub.pattern} {sub.queue}" if sub.queue else ""
-            # The name lets the requester say who answered (``Msg.sender``) on a direct reply.
-            targets.append(
-                DirectTarget(target.session.direct, sub.sid, group, target.session.name)
-            )
-        if self.router.remote_interest(subject):
-            return ResolveAnswer(direct=False)
-        return ResolveAnswer(direct=True, targets=tuple(targets))
-
     def _interest_changed(self) -> None:
         """Tell every agent that cached the directory to forget it."""
         if not self._resolvers:
@@ -858,59 +742,6 @@ class Node:
                 self._resolvers.discard(bound)
             else:
                 self._send(bound, invalidate)
-
-    async def _allocate(self, bound: _SessionLink, header: Header, ask: AllocRequest) -> None:
-        assert self.pool is not None
-        size = ask.size
-        budget = header.timeout_ms / 1000 if header.timeout_ms else None
-        try:
-            desc = await self.pool.allocate(bound.session, size, budget)
-        except FabricError as exc:
-            self._reject(bound, exc, header)
-            return
-        reply = Header(Kind.CONTROL, subject=header.subject, msg_id=header.msg_id)
-        self._send(bound, reply, desc.encode())
-
-    async def _state_call(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
-        assert self.state is not None
-        budget = header.timeout_ms / 1000 if header.timeout_ms else 30.0
-        op = header.subject[len(STATE_PREFIX) :]
-        release = None
-        self.stats.state_operations += 1
-        try:
-            if header.flags & Flags.SHM:
-                # A large value written into the agent's slot: read in place, no socket copy.
-                if self.pool is None:
-                    raise RemoteProtocolError("this node serves no shared-memory pool")
-                payload, release = self.pool.take(bound.session, payload)
-            async with asyncio.timeout(budget):
-                headers, data = await self.state.call(
-                    op, bound.session.name, str(bound.session.id), header.headers or {}, payload
-                )
-        except TimeoutError:
-            self.stats.timeouts += 1
-            self.stats.state_errors += 1
-            self._reject(bound, Timeout(f"state {op} took longer than {budget:.3f}s"), header)
-            return
-        except FabricError as exc:
-            self.stats.state_errors += 1
-            self._reject(bound, exc, header)
-            return
-        finally:
-            if release is not None:
-                release()
-        flags = 0
-        pool = self.pool
-        if pool is not None and bound.session.shm and len(data) >= pool.settings.threshold:
-            try:
-                data, flags = await pool.give(bound.session, data, budget), Flags.SHM
-            except FabricError:
-                pass  # no slot free: the value goes inline
-        reply = Header(
-            Kind.CONTROL, subject=header.subject, msg_id=header.msg_id, headers=headers,
-            flags=flags,
-        )
-        self._send(bound, reply, data)
 
     def _send(self, bound: _SessionLink, header: Header, payload: Buffer = b"") -> bool:
         """Send to one session; False when it is gone or too far behind (slow consumer)."""
@@ -1012,17 +843,3 @@ def _decode_map(payload: memoryview) -> dict[str, Any]:
         raise RemoteProtocolError("control payload must be a map")
     return value
 
-
-#: Who answers each control call an agent makes (the state service answers ``$state.*``).
-_CONTROL_HANDLERS: dict[
-    ControlCall[Any, Any], Callable[[Node, _SessionLink, Header, memoryview], None]
-] = {
-    NODE_STATS: Node._ctl_stats,
-    NODE_RESOLVE: Node._ctl_resolve,
-    NODE_BARRIER: Node._ctl_migration,
-    AGENT_HOLD: Node._ctl_migration,
-    AGENT_RELEASE: Node._ctl_migration,
-    POOL_ALLOC: Node._ctl_pool_alloc,
-    POOL_RELEASE: Node._ctl_pool_release,
-    **{call: Node._ctl_state for call in STATE_CALLS.values()},
-}
