@@ -24,9 +24,9 @@ import msgpack
 
 from ..errors import RemoteProtocolError
 from ..protocol import MESH_HELLO, MESH_INTEREST, MESH_REFUSE, MESH_WELCOME
+from ..router._interest import InterestKey, Labels
+from ..router._strategy import Role
 from ..subjects import validate_pattern
-from ._interest import InterestKey, Labels
-from ._strategy import Role
 
 __all__ = [
     "HELLO",
