@@ -363,9 +363,9 @@ class Node:
         return f"embedded:{s.name}:{os.getpid()}"
 
     def _agent_of(self, session_id: int) -> str | None:
-        for session in self._links:
-            if session.id == session_id:
-                return session.name
+        for bound in self._links.values():
+            if bound.session.id == session_id:
+                return bound.session.name
         return None
 
     def _pool_attached(self, session_id: int) -> bool:
