@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import cast
 
@@ -54,6 +55,7 @@ class StreamLink(asyncio.Protocol, Link):
         #: close() was called; connection_lost (and link_lost) follows from the loop.
         self._closing = False
         self._flush_scheduled = False
+        self._vectored = False
         self._loop = asyncio.get_event_loop()
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -61,9 +63,14 @@ class StreamLink(asyncio.Protocol, Link):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        # uvloop (and asyncio from 3.12) write a list with one writev; 3.11's asyncio joins
+        # it, which would copy a large payload, so there two writes are cheaper.
+        self._vectored = type(transport).__module__.startswith("uvloop") or (
+            sys.version_info >= (3, 12)
+        )
         peer = transport.get_extra_info("peername")
         if peer:
-            self._peer = f"unix:{peer}"
+            self._peer = f"{self.transport}:{peer}"
 
     def data_received(self, data: bytes) -> None:
         decoder = self._decoder
@@ -138,8 +145,15 @@ class StreamLink(asyncio.Protocol, Link):
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
         else:
-            self._flush()
-            transport.write(payload)  # type: ignore[arg-type]  # large: by reference
+            # Large: what is queued and this payload leave together, the payload by
+            # reference (one writev; the transport keeps what the kernel did not take).
+            self._pending = []
+            self._pending_bytes = 0
+            if self._vectored:
+                transport.writelines([b"".join(pending), payload])  # type: ignore[list-item]
+            else:
+                transport.write(b"".join(pending))
+                transport.write(payload)  # type: ignore[arg-type]
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -177,9 +191,11 @@ class StreamLink(asyncio.Protocol, Link):
         return True
 
     def buffered(self) -> int:
+        """Bytes sent and not yet taken by the kernel: the transport's buffer and the frames
+        of this loop iteration that are still to be written."""
         if self._transport is None:
-            return 0
-        return self._transport.get_write_buffer_size()
+            return self._pending_bytes
+        return self._transport.get_write_buffer_size() + self._pending_bytes
 
     async def drain(self) -> None:
         if self._closed:
