@@ -115,6 +115,16 @@ class StreamLink(asyncio.Protocol, Link):
         """Raise (or lower) the largest frame accepted from now on (after a handshake)."""
         self._decoder.set_max_payload(max_payload)
 
+    def pause_reading(self) -> None:
+        """Stop delivering frames until ``resume_reading``: the kernel's buffers fill and the
+        sender meets backpressure (what a stopped process does)."""
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.resume_reading()
+
     def pause_writing(self) -> None:
         self._paused = True
 

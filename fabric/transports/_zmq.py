@@ -116,6 +116,7 @@ class _Driver:
         self._loop = asyncio.get_running_loop()
         self._fd: int = sock.getsockopt(zmq.FD)  # type: ignore[assignment]
         self.closed = False
+        self.paused = False
         self._pending = False
         #: Outboxes that hold something (a dict as an ordered set: fair, oldest first).
         self._backlogged: dict[_Outbox, None] = {}
@@ -124,6 +125,15 @@ class _Driver:
         self._loop.call_soon(self._ready)  # input may already be waiting
 
     # -- reading ------------------------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        """Stop taking messages in: ZeroMQ's receive pipe fills to its high-water mark, then
+        TCP pushes back on the sender (what a stopped process does)."""
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+        self._kick()
 
     def _ready(self) -> None:
         self._pending = False
@@ -135,7 +145,7 @@ class _Driver:
             if self._backlogged and events & zmq.POLLOUT:
                 self._pump()
             for _ in range(_BATCH):
-                if not events & zmq.POLLIN:
+                if not events & zmq.POLLIN or self.paused:
                     return
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 if len(frames) == self._parts:
@@ -273,6 +283,13 @@ class ZmqDealerLink(Link):
             exc = ConnectionLost(f"zmq send to {self._endpoint} failed: {err}")
             self._lose(exc)
             raise exc from None
+
+    def pause_reading(self) -> None:
+        """Stop delivering frames until ``resume_reading`` (the sender meets backpressure)."""
+        self._driver.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._driver.resume_reading()
 
     def _drained(self) -> None:
         if self._outbox.size <= _DRAIN_LOW:
@@ -477,6 +494,13 @@ class ZmqRouterListener:
             self._driver.send(peer.outbox, (peer.identity, header, payload))
         except zmq.ZMQError:
             pass  # the socket is closing with its owner; the owner's close follows
+
+    def pause_reading(self) -> None:
+        """Stop delivering frames from every identity until ``resume_reading``."""
+        self._driver.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._driver.resume_reading()
 
     def forget(self, peer: ZmqPeerLink) -> None:
         if self._peers.get(peer.identity) is peer:
