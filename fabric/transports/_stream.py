@@ -16,13 +16,11 @@ from typing import cast
 from typing_extensions import Buffer
 
 from ..errors import ConnectionLost, FabricError, RemoteProtocolError
-from ..framing import FrameDecoder, PendingBudget, frame_prefix
+from ..framing import FrameDecoder, PendingBudget
 from ._base import Link, LinkHandler, settle
+from ._batch import FrameBatch
 
 __all__ = ["StreamLink", "open_unix_link"]
-
-# Small frames go out as one write (one syscall); large payloads are written by reference.
-_COALESCE_LIMIT = 64 * 1024
 
 
 class StreamLink(asyncio.Protocol, Link):
@@ -50,8 +48,7 @@ class StreamLink(asyncio.Protocol, Link):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._peer = "unix"
         self._poll_sock: socket.socket | None = None
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self._batch = FrameBatch()
         #: close() was called; connection_lost (and link_lost) follows from the loop.
         self._closing = False
         self._flush_scheduled = False
@@ -138,39 +135,30 @@ class StreamLink(asyncio.Protocol, Link):
         transport = self._transport
         if self._closed or self._closing or transport is None:
             raise ConnectionLost("link to peer is closed")
-        size = len(payload)  # type: ignore[arg-type]  # payloads are byte-format buffers
-        pending = self._pending
-        pending.append(frame_prefix(len(header), size))
-        pending.append(header)
-        if size <= _COALESCE_LIMIT:
-            # Small frames sent in one loop iteration leave in one write (one syscall): a
-            # burst of publishes or a fan-out costs one wake-up of the reader, not one each.
-            pending.append(payload if type(payload) is bytes else bytes(payload))  # type: ignore[arg-type]
-            self._pending_bytes += size + len(header) + 8
-            if self._pending_bytes >= _COALESCE_LIMIT:
-                # A sender that never yields to the loop still writes (and so meets the
-                # transport's backpressure) instead of growing this list without bound.
-                self._flush()
-            elif not self._flush_scheduled:
+        now = self._batch.add(header, payload)
+        if now is None:
+            # Frames sent in one loop iteration leave in one write (fabric/transports/_batch.py).
+            if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
+            return
+        joined = self._batch.take()
+        if not len(now):  # type: ignore[arg-type]
+            transport.write(joined)
+        elif self._vectored:
+            # A large payload leaves with what was gathered, by reference, in one writev (the
+            # transport keeps what the kernel did not take).
+            transport.writelines([joined, now])  # type: ignore[list-item]
         else:
-            # Large: what is queued and this payload leave together, the payload by
-            # reference (one writev; the transport keeps what the kernel did not take).
-            self._pending = []
-            self._pending_bytes = 0
-            if self._vectored:
-                transport.writelines([b"".join(pending), payload])  # type: ignore[list-item]
-            else:
-                transport.write(b"".join(pending))
-                transport.write(payload)  # type: ignore[arg-type]
+            transport.write(joined)
+            transport.write(now)  # type: ignore[arg-type]
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._pending and self._transport is not None and not self._closed:
-            self._transport.write(b"".join(self._pending))
-        self._pending.clear()
-        self._pending_bytes = 0
+        if self._batch:
+            data = self._batch.take()  # taken even when closed: nothing is held for nobody
+            if self._transport is not None and not self._closed:
+                self._transport.write(data)
 
     def flush_now(self) -> None:
         """Write what is queued at once, instead of at the end of this loop iteration (before
@@ -204,8 +192,8 @@ class StreamLink(asyncio.Protocol, Link):
         """Bytes sent and not yet taken by the kernel: the transport's buffer and the frames
         of this loop iteration that are still to be written."""
         if self._transport is None:
-            return self._pending_bytes
-        return self._transport.get_write_buffer_size() + self._pending_bytes
+            return self._batch.size
+        return self._transport.get_write_buffer_size() + self._batch.size
 
     async def drain(self) -> None:
         if self._closed:
