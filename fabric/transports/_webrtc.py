@@ -237,11 +237,15 @@ class WebRtcLink(Link):
             await waiter
 
     def close(self) -> None:
+        if not self._closed and self._writer.pending:
+            # Frames of this loop iteration still wait for their pump: hand them over first.
+            with contextlib.suppress(ConnectionLost):
+                self._pump()
         self._lose(None)
 
     async def aclose(self) -> None:
         """Close, and wait until the peer connection has released its sockets."""
-        self._lose(None)
+        self.close()
         if self._closing is not None:
             await asyncio.shield(self._closing)
 

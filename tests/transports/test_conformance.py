@@ -104,6 +104,16 @@ async def test_the_peer_sees_a_close(pair: LinkPair) -> None:
     assert pair.b.got.lost_calls == 1
 
 
+async def test_frames_sent_just_before_close_still_arrive(pair: LinkPair) -> None:
+    if not pair.close_flushes:
+        pytest.skip(f"{pair.name} drops what it holds on close unless asked to linger")
+    for i in range(50):
+        pair.a.link.send(numbered(i), b"z" * (i * 101))
+    pair.a.link.close()
+    got = await pair.b.got.wait_for(50)
+    assert [h for h, _ in got] == [numbered(i) for i in range(50)]
+
+
 def _fill(link: Link, target: int, size: int = 4096) -> int:
     """Send numbered frames until ``buffered()`` exceeds ``target``; returns how many."""
     payload = b"p" * size
