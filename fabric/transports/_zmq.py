@@ -55,8 +55,10 @@ log = logging.getLogger("fabric.transports")
 #: Messages ZeroMQ queues per peer before refusing more (then our outbox takes them).
 HWM = 1_000
 #: Seconds between attempts to hand an outbox to ZeroMQ again, besides the socket's own
-#: events (a ROUTER has no per-peer "writable" event).
+#: events (which wake the driver when a pipe takes messages again); doubled up to
+#: ``_RETRY_MAX_S`` while nothing moves, so a dialer waiting for its peer does not spin.
 _RETRY_S = 0.002
+_RETRY_MAX_S = 0.05
 #: A dialer's ``drain()`` returns once its outbox is under this.
 _DRAIN_LOW = 1024 * 1024
 #: Payloads at least this large are handed to ZeroMQ by reference, smaller ones copied.
@@ -121,6 +123,7 @@ class _Driver:
         #: Outboxes that hold something (a dict as an ordered set: fair, oldest first).
         self._backlogged: dict[_Outbox, None] = {}
         self._retry: asyncio.TimerHandle | None = None
+        self._retry_s = _RETRY_S
         self._loop.add_reader(self._fd, self._ready)
         self._loop.call_soon(self._ready)  # input may already be waiting
 
@@ -201,6 +204,7 @@ class _Driver:
         outbox.push(frames)
         self._backlogged[outbox] = None
         if self._retry is None:
+            self._retry_s = _RETRY_S
             self._retry = self._loop.call_later(_RETRY_S, self._retry_pump)
 
     def discard(self, outbox: _Outbox) -> None:
@@ -213,15 +217,18 @@ class _Driver:
         if self.closed:
             return
         try:
-            self._pump()
+            moved = self._pump()
         except zmq.ZMQError:
             return
         if self._backlogged and self._retry is None:
-            self._retry = self._loop.call_later(_RETRY_S, self._retry_pump)
+            self._retry_s = _RETRY_S if moved else min(2 * self._retry_s, _RETRY_MAX_S)
+            self._retry = self._loop.call_later(self._retry_s, self._retry_pump)
         self._kick()  # pumping touched the socket: input may be waiting behind a lost edge
 
-    def _pump(self) -> None:
-        """Hand every outbox's messages to ZeroMQ while it takes them, in order."""
+    def _pump(self) -> bool:
+        """Hand every outbox's messages to ZeroMQ while it takes them, in order; returns
+        whether any message moved."""
+        any_moved = False
         for outbox in list(self._backlogged):
             frames = outbox.frames
             moved = False
@@ -232,8 +239,11 @@ class _Driver:
                 moved = True
             if not frames:
                 self._backlogged.pop(outbox, None)
-            if moved and outbox.on_drained is not None:
-                outbox.on_drained()
+            if moved:
+                any_moved = True
+                if outbox.on_drained is not None:
+                    outbox.on_drained()
+        return any_moved
 
     def close(self, linger_ms: int = 0) -> None:
         if self.closed:
