@@ -23,9 +23,10 @@ from typing_extensions import Buffer
 from ..errors import ConfigError, ConnectionLost, FabricError, RemoteProtocolError, Timeout
 from ..private import decode_names, encode_names
 from ..router import PeerKind, PeerOrigin, Role
+from ..transports import Link, StreamLink, ZmqDealerLink, ZmqPeerLink
 from ..wire import MAX_HEADER_BYTES, Flags, Header, Kind, Status, decode_header, encode_header
 from ._host import MeshHost
-from ._links import CurveKeys, PeerDialer, PeerListener
+from ._links import CurveKeys, PeerListener, dial_peer
 from ._peer import LinkState, PeerLinkState
 from ._protocol import (
     HELLO,
@@ -38,7 +39,7 @@ from ._protocol import (
     encode_announce,
     encode_info,
 )
-from ._tcp import TcpEnd, dial_tcp, listen_tcp
+from ._tcp import dial_tcp, listen_tcp
 
 if TYPE_CHECKING:
     from ..config import NodeSettings
@@ -69,10 +70,10 @@ def parse_peer_url(text: str) -> tuple[str, bytes | None]:
 
 @dataclass(eq=False, slots=True)
 class _End:
-    """One transport end of a peer link (a dialer, or one identity on the listener)."""
+    """One transport end of a peer link (a dialer, or one identity on the listener): a
+    ``Link`` and the mesh's view of it."""
 
-    send: Callable[[bytes, Buffer], bool]
-    close_transport: Callable[[], None]
+    link: Link
     dialed: bool
     state: PeerLinkState
     peer: str = ""
@@ -89,6 +90,40 @@ class _End:
     draining: bool = False
     #: Called once the peer's handshake is accepted (lifts the pre-handshake frame limit).
     on_up: Callable[[], None] | None = None
+    #: Called when the end is closed (the mesh forgets it).
+    on_close: Callable[[], None] | None = None
+
+    def send(self, header: bytes, payload: Buffer = b"") -> bool:
+        """False when the link is closed or the peer is too far behind (``Link.limit``):
+        memory stays bounded, and the caller counts the refusal."""
+        return self.link.try_send(header, payload)
+
+    def close_transport(self) -> None:
+        if self.on_close is not None:
+            self.on_close()
+        link = self.link
+        if isinstance(link, ZmqDealerLink) and self.refused == "duplicate":
+            # After a duplicate REFUSE, what we sent last on the link (our answer included)
+            # must still go out: the peer drains it. Otherwise drop at once.
+            link.close(linger_ms=_DUPLICATE_LINGER_MS)
+        else:
+            link.close()
+
+
+class _EndHandler:
+    """Frames and the loss of one end's link, into the mesh."""
+
+    __slots__ = ("end", "mesh")
+
+    def __init__(self, mesh: Mesh, end: _End) -> None:
+        self.mesh = mesh
+        self.end = end
+
+    def frame_received(self, header: bytes, payload: memoryview) -> None:
+        self.mesh._frame(self.end, header, payload)
+
+    def link_lost(self, exc: BaseException | None) -> None:
+        self.mesh._close_end(self.end)
 
 
 @dataclass(eq=False, slots=True)
@@ -279,47 +314,31 @@ class Mesh:
 
     # -- dialling -----------------------------------------------------------------------
 
-    def _tcp_end(self, link: Any, dialed: bool) -> _End:
-        box: list[_End] = []
-        tcp = TcpEnd(
-            link,
-            self.settings.slow_consumer_bytes,
-            lambda _t, h, p: self._frame(box[0], h, p),
-            lambda _t: self._close_end(box[0]),
-        )
+    def _end(self, link: Link, dialed: bool) -> _End:
+        """Wrap a new peer link: its frames go to ``_frame``, its loss to ``_close_end``."""
+        link.limit = self.settings.slow_consumer_bytes
+        end = _End(link, dialed, PeerLinkState(last_rx=self.clock()))
+        link.handler = _EndHandler(self, end)
+        return end
 
-        def close() -> None:
-            self._tcp_ends.discard(box[0])
-            tcp.close()
-
-        end = _End(tcp.send, close, dialed, PeerLinkState(last_rx=time.monotonic()))
-        box.append(end)
+    def _tcp_end(self, link: StreamLink, dialed: bool) -> _End:
+        end = self._end(link, dialed)
+        end.on_close = lambda: self._tcp_ends.discard(end)
         self._tcp_ends.add(end)
         return end
 
-    def _accept_tcp(self, link: Any) -> None:
+    def _accept_tcp(self, link: StreamLink) -> None:
         # Until its HELLO is accepted a peer may send only small frames (docs/limits.md).
         link.set_max_payload(_HANDSHAKE_MAX_PAYLOAD)
         end = self._tcp_end(link, dialed=False)
         end.on_up = lambda: link.set_max_payload(self.settings.max_payload)
 
-    def attach(
-        self, send: Callable[[bytes, Buffer], bool], close: Callable[[], None], *, dialed: bool
-    ) -> _End:
-        """A peer link over a transport of the caller's (in memory, in tests): what arrives
-        on it goes to ``receive``, its loss to ``link_lost``. A dialled link says HELLO."""
-        end = _End(send, close, dialed, PeerLinkState(last_rx=self.clock()))
+    def attach(self, link: Link, *, dialed: bool) -> None:
+        """A peer link over a ``Link`` the caller opened (in memory, in tests): its frames and
+        its loss reach the mesh through the link's handler. A dialled link says HELLO."""
+        end = self._end(link, dialed)
         if dialed:
             end.send(encode_header(Header(Kind.CONTROL, subject=HELLO)), encode_info(self.info))
-        return end
-
-    def receive(self, end: _End, header: bytes, payload: memoryview) -> None:
-        """One frame arrived on an attached link."""
-        self._frame(end, header, payload)
-
-    def link_lost(self, end: _End) -> None:
-        """An attached link is gone."""
-        self._close_end(end)
 
     async def _dial_once(self, text: str) -> _End | None:
         """Dial, send HELLO until WELCOME or the handshake time runs out."""
@@ -333,25 +352,11 @@ class Mesh:
                 return None
             end = self._tcp_end(link, dialed=True)
         else:
-            end_box: list[_End] = []
-
-            def on_frame(header: bytes, payload: memoryview) -> None:
-                self._frame(end_box[0], header, payload)
-
             try:
-                dialer = PeerDialer(url, on_frame, self.curve, server_key)
+                end = self._end(dial_peer(url, self.curve, server_key), dialed=True)
             except ConnectionLost as exc:
                 log.error("%s", exc)
                 return None
-
-            def close_dialer() -> None:
-                # After a duplicate REFUSE, what we sent last on the link (our answer
-                # included) must still go out: the peer drains it. Otherwise drop at once.
-                duplicate = end_box[0].refused == "duplicate"
-                dialer.close(linger_ms=_DUPLICATE_LINGER_MS if duplicate else 0)
-
-            end = _End(dialer.send, close_dialer, True, PeerLinkState(last_rx=time.monotonic()))
-            end_box.append(end)
         hello = encode_header(Header(Kind.CONTROL, subject=HELLO))
         payload = encode_info(self.info)
         loop = asyncio.get_running_loop()
@@ -419,21 +424,17 @@ class Mesh:
 
     # -- inbound ------------------------------------------------------------------------
 
-    def _listener_frame(self, identity: bytes, header: bytes, payload: memoryview) -> None:
-        end = self._ends_by_identity.get(identity)
-        if end is None:
-            listener = self._listener
-            assert listener is not None
+    def _listener_frame(self, link: ZmqPeerLink) -> None:
+        """A new identity on the ZeroMQ listener (its first frame follows at once)."""
+        identity = link.identity
+        end = self._end(link, dialed=False)
 
-            def send(h: bytes, p: Buffer = b"") -> bool:
-                return listener.send(identity, h, p)
+        def forget() -> None:
+            if self._ends_by_identity.get(identity) is end:
+                del self._ends_by_identity[identity]
 
-            def forget() -> None:
-                self._ends_by_identity.pop(identity, None)
-
-            end = _End(send, forget, False, PeerLinkState(last_rx=time.monotonic()))
-            self._ends_by_identity[identity] = end
-        self._frame(end, header, payload)
+        end.on_close = forget
+        self._ends_by_identity[identity] = end
 
     def _frame(self, end: _End, raw: bytes, payload: memoryview) -> None:
         if end.state.state is LinkState.CLOSED:

@@ -44,9 +44,11 @@ class MemoryLink(Link):
 
     transport = "memory"
 
-    def __init__(self, fabric: Fabric, name: str) -> None:
+    def __init__(self, fabric: Fabric, name: str, route: tuple[str, str] | None = None) -> None:
         self._fabric = fabric
         self._name = name
+        #: (from node, to node) of a peer link: a test mutes it to lose frames silently.
+        self._route = route
         self.other: MemoryLink | None = None
         self._closed = False
         #: Bytes "not yet taken by the kernel": a test sets it to play a slow consumer.
@@ -55,6 +57,8 @@ class MemoryLink(Link):
     def send(self, header: bytes, payload: Buffer = b"") -> None:
         if self._closed or self.other is None:
             raise ConnectionLost(f"{self._name} is closed")
+        if self._route in self._fabric.muted:
+            return
         other = self.other
         frame = (bytes(header), bytes(payload))
         self._fabric.queue.append(lambda: other._receive(*frame))
@@ -224,31 +228,16 @@ class Fabric:
     def link(self, dialer: str, acceptor: str) -> None:
         """A peer link, ``dialer`` saying HELLO; frames move on ``pump``."""
         a, b = self._mesh(dialer), self._mesh(acceptor)
-        ends: dict[str, Any] = {}
-        alive = [True]
-
-        def to(mesh: Mesh, key: str) -> Callable[[bytes, Buffer], bool]:
-            direction = (dialer, acceptor) if key == "b" else (acceptor, dialer)
-
-            def send(header: bytes, payload: Buffer) -> bool:
-                if not alive[0]:
-                    return False
-                if direction in self.muted:
-                    return True
-                frame = (bytes(header), bytes(payload))
-                self.queue.append(lambda: mesh.receive(ends[key], frame[0], memoryview(frame[1])))
-                return True
-
-            return send
+        ours = MemoryLink(self, f"{acceptor}@{dialer}", (dialer, acceptor))
+        theirs = MemoryLink(self, f"{dialer}@{acceptor}", (acceptor, dialer))
+        ours.other, theirs.other = theirs, ours
+        b.attach(theirs, dialed=False)
+        a.attach(ours, dialed=True)
 
         def cut() -> None:
-            if alive[0]:
-                alive[0] = False
-                a.link_lost(ends["a"])
-                b.link_lost(ends["b"])
+            ours.close()
+            theirs.close()
 
-        ends["b"] = b.attach(to(a, "a"), cut, dialed=False)
-        ends["a"] = a.attach(to(b, "b"), cut, dialed=True)
         self._cuts[frozenset((dialer, acceptor))] = cut
 
     def cut(self, a: str, b: str) -> None:
