@@ -16,11 +16,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import msgpack
-
 from fabric.errors import ConnectionLost, FabricError, NotAuthorized, Timeout
 from fabric.paths import default_url
 from fabric.private import control_subject
+from fabric.protocol import NODE_BARRIER, NODE_STATS
 from fabric.subjects import validate_pattern, validate_subject
 
 from ._core import CONTROL_SID, AgentCore, AgentStats
@@ -409,7 +408,7 @@ class Agent:
         if self._registering:
             # Each registration ends with its own round trip (and learns of a refusal).
             await asyncio.wait(set(self._registering), timeout=timeout)
-        await core.call("$node.barrier", timeout=timeout)
+        await core.call(NODE_BARRIER.subject, timeout=timeout)
         if core.refusals:
             first, core.refusals = core.refusals[0], []
             raise first
@@ -422,8 +421,8 @@ class Agent:
         """
         core = self._core
         await core.ensure_connected()
-        _, payload = await core.call("$node.stats")
-        return dict(msgpack.unpackb(payload, raw=False))
+        _, payload = await core.call(NODE_STATS.subject)
+        return NODE_STATS.decode_answer(None, payload).status
 
 
 @asynccontextmanager

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fabric.protocol import WelcomeKey, WelcomePath
+
 __all__ = ["Capabilities"]
 
 
@@ -27,12 +29,12 @@ class Capabilities:
     @classmethod
     def from_welcome(cls, welcome: dict[str, Any], url: str) -> Capabilities:
         """From the node's WELCOME; ``url`` only decides for a node that does not say."""
-        paths = welcome.get("paths")
-        pool = isinstance(welcome.get("pool"), dict)
+        paths = welcome.get(WelcomeKey.PATHS)
+        pool = isinstance(welcome.get(WelcomeKey.POOL), dict)
         if isinstance(paths, dict):
             return cls(
-                shared_memory=pool and bool(paths.get("shm")),
-                direct=bool(paths.get("direct")),
+                shared_memory=pool and bool(paths.get(WelcomePath.SHM)),
+                direct=bool(paths.get(WelcomePath.DIRECT)),
             )
         same_host = url.startswith("unix://")
         return cls(shared_memory=pool and same_host, direct=same_host)

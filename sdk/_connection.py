@@ -30,8 +30,8 @@ from fabric.errors import (
     Timeout,
     error_from_wire,
 )
+from fabric.protocol import Flags, Header, Kind, WelcomeKey, decode_header, encode_header
 from fabric.transports import Link
-from fabric.wire import Flags, Header, Kind, decode_header, encode_header
 
 from ._capabilities import Capabilities
 from ._dial import DEFAULT_MAX_PAYLOAD, Dialer, dial
@@ -123,7 +123,7 @@ class Connection:
     @property
     def node(self) -> str:
         """Name of the node currently connected to ("" when none)."""
-        return str(self.welcome.get("node", ""))
+        return str(self.welcome.get(WelcomeKey.NODE, ""))
 
     @property
     def reconnects(self) -> int:
@@ -300,7 +300,9 @@ class Connection:
         finally:
             self._controls.pop(msg_id, None)
 
-    async def _pool_call(self, subject: str, headers: dict[str, str], timeout: float) -> memoryview:
+    async def _pool_call(
+        self, subject: str, headers: dict[str, str] | None, timeout: float
+    ) -> memoryview:
         """The pool's control plane: inline both ways (a slot is never paid for with one)."""
         _, data = await self._exchange(subject, headers, b"", timeout)
         return data
@@ -433,18 +435,18 @@ class Connection:
                 raise  # refused (e.g. NotAuthorized): retrying will not help
             raise ConnectionLost(f"no handshake from {url}") from None
         self.welcome = welcome
-        self.max_payload = int(welcome.get("max_payload", DEFAULT_MAX_PAYLOAD))
+        self.max_payload = int(welcome.get(WelcomeKey.MAX_PAYLOAD, DEFAULT_MAX_PAYLOAD))
         self.caps = Capabilities.from_welcome(welcome, url)
-        pool = welcome.get("pool")
+        pool = welcome.get(WelcomeKey.POOL)
         if self.caps.shared_memory and isinstance(pool, dict):
             await self.shared.attach(
                 pool,
-                int(welcome.get("session", 0)),
+                int(welcome.get(WelcomeKey.SESSION, 0)),
                 call=self._pool_call,
                 notify=self.notify,
                 max_payload=self.max_payload,
             )
-        self._heartbeat = float(welcome.get("heartbeat", 2.0))
+        self._heartbeat = float(welcome.get(WelcomeKey.HEARTBEAT, 2.0))
         self._last_rx = time.monotonic()
         self.state = ConnectionState.CONNECTED
 

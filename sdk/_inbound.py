@@ -24,7 +24,8 @@ from fabric.errors import (
     RemoteError,
     error_from_wire,
 )
-from fabric.private import SENDER_HEADER, decode_names, parse_sender
+from fabric.private import decode_names, parse_sender
+from fabric.protocol import DIR_INVALIDATE, SENDER_HEADER
 from fabric.transports import StreamLink
 from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_header
 
@@ -154,7 +155,7 @@ class Inbound:
 
     def notice(self, conn: Connection, header: Header, payload: memoryview) -> None:
         direct = self._core.direct
-        if header.subject == "$dir.invalidate" and direct is not None:
+        if header.subject == DIR_INVALIDATE.subject and direct is not None:
             direct.invalidate()
 
     def lost(self, conn: Connection) -> None:

@@ -25,9 +25,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fabric.errors import FabricError, MigrationFailed
-from fabric.wire import Header, Kind
+from fabric.protocol import (
+    AGENT_HOLD,
+    AGENT_RELEASE,
+    NODE_BARRIER,
+    Header,
+    Kind,
+    WelcomeKey,
+)
 
 from ._dial import parse_urls
+from ._handover import carry_state
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -82,7 +90,7 @@ async def migrate(
         return True
 
     try:
-        await old.call("$agent.hold", timeout=left())
+        await old.call(AGENT_HOLD.subject, timeout=left())
     except FabricError as exc:
         raise MigrationFailed(f"the old node would not hold deliveries: {exc}") from None
     old.admit(from_old)
@@ -91,25 +99,25 @@ async def migrate(
     detached = False
     try:
         await new.open()
-        await new.call("$agent.hold", timeout=left())
+        await new.call(AGENT_HOLD.subject, timeout=left())
         for header in core.subscription_frames():
             new.send(header)
-        await new.call("$node.barrier", timeout=left())
+        await new.call(NODE_BARRIER.subject, timeout=left())
         moved, moved_bytes = await _hand_over_state(leases, old, new, left)
         for header in core.subscription_frames():
             old.send(Header(Kind.UNSUB, subject=header.subject, sid=header.sid))
         detached = True
-        await old.call("$node.barrier", timeout=left())
-        await old.call("$agent.release", timeout=left())
-        await new.call("$node.barrier", timeout=left())
+        await old.call(NODE_BARRIER.subject, timeout=left())
+        await old.call(AGENT_RELEASE.subject, timeout=left())
+        await new.call(NODE_BARRIER.subject, timeout=left())
         core.switch_connection(new)
-        await new.call("$agent.release", timeout=left())
+        await new.call(AGENT_RELEASE.subject, timeout=left())
     except (FabricError, TimeoutError) as exc:
         await new.aclose()
         old.admit(None)
         if not detached:
             try:
-                await old.call("$agent.release", timeout=5.0)
+                await old.call(AGENT_RELEASE.subject, timeout=5.0)
             except FabricError:
                 pass  # the old link is gone too: its reconnect restores the subscriptions
         raise MigrationFailed(f"migration to {to} failed: {exc}") from None
@@ -134,31 +142,15 @@ async def _hand_over_state(
 ) -> tuple[int, int]:
     """Take every lease the agent holds over on the new node; carry the keys' values when
     the new node serves a different store. Returns (keys moved, bytes moved)."""
-    same_store = old.welcome.get("state") == new.welcome.get("state")
+    same_store = old.welcome.get(WelcomeKey.STATE) == new.welcome.get(WelcomeKey.STATE)
     moved = moved_bytes = 0
     for lease in leases.held():
         key = lease.key
         if not same_store:
-            try:
-                # On one host the value comes in the old node's shared memory and goes out in
-                # the new one's: one copy between the two pools, none through a socket.
-                reply, value, release = await old.call_keep(
-                    "$state.get", {"key": key}, timeout=budget()
-                )
-            except FabricError as exc:
-                if exc.code != "not_found":
-                    raise
-            else:
-                try:
-                    found = reply.headers or {}
-                    fence = max(int(found.get("fence", "0")), lease.token)
-                    headers = {"key": key, "version": found["version"], "fence": str(fence)}
-                    await new.call("$state.restore", headers, value, timeout=budget())
-                    moved += 1
-                    moved_bytes += len(value)
-                finally:
-                    if release is not None:
-                        release()
+            carried = await carry_state(old, new, key, lease.token, budget)
+            if carried is not None:
+                moved += 1
+                moved_bytes += carried
         ttl = max(1.0, lease.remaining)
         await leases.acquire_on(new, key, ttl, budget())
     return moved, moved_bytes

@@ -20,7 +20,7 @@ from fabric.errors import (
     NoResponders,
     Timeout,
 )
-from fabric.wire import Status
+from fabric.protocol import INBOX_PREFIX, Status
 
 from ._msg import Msg, Sender
 
@@ -37,7 +37,7 @@ __all__ = [
 def _named(error: FabricError, subject: str) -> FabricError:
     """An error that came back on our inbox names the subject that was called (what the
     caller knows), not the ``_INBOX...`` it travelled on."""
-    if subject and (not error.subject or error.subject.startswith("_INBOX.")):
+    if subject and (not error.subject or error.subject.startswith(INBOX_PREFIX)):
         error.subject = subject
     return error
 

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from fabric.errors import NoResponders, Timeout
-from fabric.wire import Flags
+from fabric.protocol import PREFER_HEADER, Flags
 
 from ._msg import Msg, Sender
 from ._replies import GatherCollector, GatherResult, RequestWaiter
@@ -22,10 +22,6 @@ if TYPE_CHECKING:
     from ._direct import DirectPaths
 
 __all__ = ["PREFER_HEADER", "gather", "request", "with_prefer"]
-
-#: User header that carries ``prefer=`` labels to the nodes (fabric.mesh reads it).
-PREFER_HEADER = "fabric-prefer"
-
 
 def with_prefer(
     headers: dict[str, str] | None, prefer: dict[str, str] | None

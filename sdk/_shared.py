@@ -30,6 +30,7 @@ from fabric.errors import (
     RemoteProtocolError,
     error_from_wire,
 )
+from fabric.protocol import POOL_ALLOC, POOL_RELEASE, AllocRequest, Flags, PoolOp
 from fabric.shm import (
     Descriptor,
     PoolLayout,
@@ -41,14 +42,13 @@ from fabric.shm import (
     recv_fds_async,
     send_fds_async,
 )
-from fabric.wire import Flags
 
 __all__ = ["PoolCall", "PoolNotify", "SharedPool", "attach_pool"]
 
 #: A control call to the node, always inline: ``(subject, headers, timeout)`` → reply
-#: payload (``$pool.alloc`` answers with the descriptor of the slot it leased).
-PoolCall = Callable[[str, dict[str, str], float], Awaitable[memoryview]]
-#: A one-way control notice to the node: ``(subject, payload)`` (``$pool.release``).
+#: payload (``POOL_ALLOC`` answers with the descriptor of the slot it leased).
+PoolCall = Callable[[str, dict[str, str] | None, float], Awaitable[memoryview]]
+#: A one-way control notice to the node: ``(subject, payload)`` (``POOL_RELEASE``).
 PoolNotify = Callable[[str, bytes], None]
 
 log = logging.getLogger("sdk.shm")
@@ -114,7 +114,7 @@ async def attach_pool(info: dict[str, Any], session: int, timeout: float = 5.0) 
         RemoteProtocolError: the node refused or sent unsealed or mis-sized segments.
         OSError: the pool socket cannot be reached.
     """
-    answer, fds = await pool_request(info, session, {"op": "pool"}, [], timeout)
+    answer, fds = await pool_request(info, session, {"op": PoolOp.LAYOUT}, [], timeout)
     try:
         layout = PoolLayout.from_wire(answer)
     except BaseException:
@@ -211,7 +211,8 @@ class SharedPool:
             )
         wait = 30.0 if deadline is None else max(0.001, deadline - time.monotonic())
         try:
-            raw = await call("$pool.alloc", {"size": str(size)}, wait)
+            ask = POOL_ALLOC.encode_request(AllocRequest(size))
+            raw = await call(POOL_ALLOC.subject, ask, wait)
         except PoolExhausted:
             if self.when_full == "copy":
                 return payload, 0
@@ -227,6 +228,15 @@ class SharedPool:
         """Whether the node keeps blobs in sealed memfds we can map (same host, embedded
         state backend)."""
         return self._info is not None
+
+    async def request(
+        self, request: dict[str, Any], fds: list[int], timeout: float
+    ) -> tuple[dict[str, Any], list[int]] | None:
+        """One request on the node's pool socket (``pool_request``); None when the node has
+        no blob pool (another host, or Redis state)."""
+        if self._info is None:
+            return None
+        return await pool_request(self._info, self._session, request, fds, timeout)
 
     async def blob_put(self, data: Buffer, timeout: float) -> str | None:
         """Share ``data`` as a sealed memfd; its ref, or None when the node has no blob pool
@@ -245,7 +255,7 @@ class SharedPool:
             fd = create_blob("fabric-blob", data)
         try:
             answer, fds = await pool_request(
-                info, self._session, {"op": "blob-put", "size": size}, [fd], timeout
+                info, self._session, {"op": PoolOp.BLOB_PUT, "size": size}, [fd], timeout
             )
         finally:
             os.close(fd)  # the node holds its own fd now
@@ -264,7 +274,7 @@ class SharedPool:
         if info is None:
             return None
         answer, fds = await pool_request(
-            info, self._session, {"op": "blob-get", "ref": ref}, [], timeout
+            info, self._session, {"op": PoolOp.BLOB_GET, "ref": ref}, [], timeout
         )
         if answer.get("inline") or not fds:
             _close(fds)
@@ -308,6 +318,6 @@ class SharedPool:
         if not batch or notify is None:
             return
         try:
-            notify("$pool.release", encode_release_batch(batch))
+            notify(POOL_RELEASE.subject, encode_release_batch(batch))
         except FabricError:
             pass  # link down: the node reclaims the session's slots itself
