@@ -52,6 +52,7 @@ from .protocol import (
     PendingBudget,
     Status,
     WelcomeKey,
+    WelcomePath,
     decode_header,
     encode_header,
     encode_msg,
@@ -543,9 +544,16 @@ class Node:
             # derive it themselves (the browser SDK) take it from here.
             WelcomeKey.INBOX: bound.session.inbox,
         }
-        if self.pool is not None and isinstance(bound.link, StreamLink):
+        local = isinstance(bound.link, StreamLink)
+        if self.pool is not None and local:
             # Only agents on this host (the Unix socket) can map the pool.
             welcome[WelcomeKey.POOL] = self.pool.welcome(bound.session.id)
+        # What this session may use, so the SDK need not guess from its URL (older SDKs
+        # ignore the field; docs/protocol.md).
+        welcome[WelcomeKey.PATHS] = {
+            WelcomePath.SHM: WelcomeKey.POOL in welcome,
+            WelcomePath.DIRECT: bool(bound.session.direct),
+        }
         self._send(bound, Header(Kind.WELCOME, msg_id=header.msg_id), msgpack.packb(welcome))
 
     def publish_from_peer(self, origin: PeerOrigin, header: Header, payload: memoryview) -> None:

@@ -17,7 +17,8 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgpack
 from typing_extensions import Buffer
@@ -42,10 +43,13 @@ from fabric.shm import (
     send_fds_async,
 )
 
-if TYPE_CHECKING:
-    from ._connection import Connection
+__all__ = ["PoolCall", "PoolNotify", "SharedPool", "attach_pool"]
 
-__all__ = ["SharedPool", "attach_pool"]
+#: A control call to the node, always inline: ``(subject, headers, timeout)`` → reply
+#: payload (``POOL_ALLOC`` answers with the descriptor of the slot it leased).
+PoolCall = Callable[[str, dict[str, str] | None, float], Awaitable[memoryview]]
+#: A one-way control notice to the node: ``(subject, payload)`` (``POOL_RELEASE``).
+PoolNotify = Callable[[str, bytes], None]
 
 log = logging.getLogger("sdk.shm")
 
@@ -130,21 +134,36 @@ class SharedPool:
         self.when_full = "wait"
         self._batcher = ReleaseBatcher()
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._conn: Connection | None = None
+        #: The connection's control plane, while attached (None: no pool, or detached).
+        self._call: PoolCall | None = None
+        self._notify: PoolNotify | None = None
+        self._max_payload = 0
         #: Messages whose descriptor did not check out (dropped, never read).
         self.bad_descriptors = 0
         self._info: dict[str, Any] | None = None
         self._session = 0
 
-    async def attach(self, conn: Connection, info: dict[str, Any], session: int) -> None:
-        """Map the pool a WELCOME announced; on failure, go on without shared memory."""
+    async def attach(
+        self,
+        info: dict[str, Any],
+        session: int,
+        *,
+        call: PoolCall,
+        notify: PoolNotify,
+        max_payload: int,
+    ) -> None:
+        """Map the pool a WELCOME announced; on failure, go on without shared memory.
+
+        ``call`` and ``notify`` reach the node that leases the slots: slots are allocated
+        with ``call`` (inline, never through the pool itself) and given back with ``notify``.
+        """
         self.detach()
         try:
             self.region = await attach_pool(info, session)
         except (OSError, TimeoutError, FabricError, ValueError, KeyError) as exc:
             log.warning("shared memory unavailable, payloads will be copied: %s", exc)
             return
-        self._conn = conn
+        self._call, self._notify, self._max_payload = call, notify, max_payload
         if info.get("blobs"):
             self._info, self._session = info, session
         self.threshold = int(info.get("threshold", _NO_THRESHOLD))
@@ -161,7 +180,7 @@ class SharedPool:
             self.region.close()  # unmapped once the last view of it is gone
         self.region = None
         self.threshold = _NO_THRESHOLD
-        self._conn = None
+        self._call = self._notify = None
         self._info = None
 
     async def put(
@@ -174,14 +193,14 @@ class SharedPool:
             PoolExhausted: no slot before the deadline (when the node is set to wait).
             PayloadTooLarge: larger than the largest slot.
         """
-        region, conn = self.region, self._conn
-        if region is None or conn is None:
+        region, call, limit = self.region, self._call, self._max_payload
+        if region is None or call is None:
             return payload, 0
         size = len(payload)
-        if size > conn.max_payload:
-            raise PayloadTooLarge(subject=subject, size=size, limit=conn.max_payload)
+        if size > limit:
+            raise PayloadTooLarge(subject=subject, size=size, limit=limit)
         if size > self.largest:
-            if size <= conn.max_payload:
+            if size <= limit:
                 return payload, 0  # fits the link but no slot class: copy it
             raise PayloadTooLarge(
                 subject=subject,
@@ -193,7 +212,7 @@ class SharedPool:
         wait = 30.0 if deadline is None else max(0.001, deadline - time.monotonic())
         try:
             ask = POOL_ALLOC.encode_request(AllocRequest(size))
-            _, raw = await conn.call(POOL_ALLOC.subject, ask, timeout=wait)
+            raw = await call(POOL_ALLOC.subject, ask, wait)
         except PoolExhausted:
             if self.when_full == "copy":
                 return payload, 0
@@ -284,7 +303,7 @@ class SharedPool:
 
     def release(self, desc: Descriptor, region: SharedRegion | None) -> None:
         """Give a slot back (batched; sent within a millisecond)."""
-        if region is not self.region or self._conn is None:
+        if region is not self.region or self._notify is None:
             return  # from an earlier connection: that node reclaimed it already
         loop = asyncio.get_running_loop()
         if self._batcher.add(desc, now=loop.time()):
@@ -295,13 +314,10 @@ class SharedPool:
     def flush(self) -> None:
         self._flush_handle = None
         batch = self._batcher.drain()
-        if not batch or self._conn is None:
+        notify = self._notify
+        if not batch or notify is None:
             return
-        from fabric.wire import Header, Kind
-
         try:
-            self._conn.send(
-                Header(Kind.CONTROL, subject=POOL_RELEASE.subject), encode_release_batch(batch)
-            )
+            notify(POOL_RELEASE.subject, encode_release_batch(batch))
         except FabricError:
             pass  # link down: the node reclaims the session's slots itself

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from typing_extensions import Buffer
 
@@ -49,9 +49,11 @@ from fabric.protocol import (
 from ._payload import Payload, encode_payload
 
 if TYPE_CHECKING:
-    from ._connection import Connection
+    from fabric.protocol import Header
 
-__all__ = ["Lease", "StateClient", "StateStats"]
+    from ._shared import SharedPool
+
+__all__ = ["ControlPlane", "Lease", "LeaseBook", "StateClient", "StateStats"]
 
 log = logging.getLogger("sdk.state")
 
@@ -75,6 +77,60 @@ class Lease:
         return self.expires_at - time.monotonic()
 
 
+class ControlPlane(Protocol):
+    """What the state client needs of a node: control calls and its shared-memory pool
+    (the agent's core, which follows the agent from node to node, or one connection)."""
+
+    @property
+    def shared(self) -> SharedPool: ...
+
+    async def call(
+        self,
+        subject: str,
+        headers: dict[str, str] | None = None,
+        payload: Buffer = b"",
+        timeout: float = 5.0,
+    ) -> tuple[Header, memoryview]: ...
+
+
+class LeaseBook:
+    """The leases this agent holds, by key (what migration takes over to the new node)."""
+
+    __slots__ = ("_leases",)
+
+    def __init__(self) -> None:
+        self._leases: dict[str, Lease] = {}
+
+    def get(self, key: str) -> Lease | None:
+        return self._leases.get(key)
+
+    def held(self) -> list[Lease]:
+        return list(self._leases.values())
+
+    def record(self, lease: Lease) -> Lease:
+        self._leases[lease.key] = lease
+        return lease
+
+    def forget(self, key: str) -> None:
+        self._leases.pop(key, None)
+
+    async def acquire_on(
+        self, node: ControlPlane, key: str, ttl: float, timeout: float
+    ) -> Lease:
+        """Acquire ``key`` at ``node`` and remember the lease (migration takes leases over
+        on the new node before the agent switches to it).
+
+        Raises:
+            LeaseHeld, BackendUnavailable, ConnectionLost, Timeout.
+        """
+        sent = time.monotonic()
+        ask = STATE_ACQUIRE.encode_request(AcquireRequest(key, int(ttl * 1000)))
+        header, _ = await node.call(STATE_ACQUIRE.subject, ask, timeout=timeout)
+        reply = STATE_ACQUIRE.decode_answer(header.headers)
+        # Measured from before the request left: the lease can only end later than we think.
+        return self.record(Lease(key, reply.token, sent + reply.expires_ms / 1000))
+
+
 @dataclass(frozen=True, slots=True)
 class StateStats:
     """The backend's memory accounting."""
@@ -89,23 +145,24 @@ class StateStats:
 class StateClient:
     """The agent's handle on the state tier (``agent.state``)."""
 
-    def __init__(self, conn: Connection, timeout: float) -> None:
-        self._conn = conn
+    def __init__(
+        self, node: ControlPlane, timeout: float, leases: LeaseBook | None = None
+    ) -> None:
+        self._node = node
         self._timeout = timeout
-        self._leases: dict[str, Lease] = {}
+        self._leases = leases if leases is not None else LeaseBook()
 
     async def _call(
         self, call: ControlCall[Req, Ans], request: Req, payload: Buffer = b""
     ) -> tuple[Ans, memoryview]:
-        header, data = await self._conn.call(
+        header, data = await self._node.call(
             call.subject, call.encode_request(request), payload, timeout=self._timeout
         )
         return call.decode_answer(header.headers), data
 
     def _token(self, key: str, token: int | None) -> int | None:
-        if token is None and key in self._leases:
-            return self._leases[key].token
-        return token
+        lease = self._leases.get(key) if token is None else None
+        return lease.token if lease is not None else token
 
     async def put(
         self, key: str, value: Payload, *, expect: int | None = None, token: int | None = None
@@ -146,23 +203,7 @@ class StateClient:
         Raises:
             LeaseHeld: another owner holds it. BackendUnavailable.
         """
-        sent = time.monotonic()
-        reply, _ = await self._call(STATE_ACQUIRE, AcquireRequest(key, int(ttl * 1000)))
-        # Measured from before the request left: the lease can only end later than we think.
-        lease = Lease(key, reply.token, sent + reply.expires_ms / 1000)
-        self._leases[key] = lease
-        return lease
-
-    async def _acquire_on(self, conn: Connection, key: str, ttl: float) -> Lease:
-        """``acquire`` on a given connection (migration takes leases over on the new node
-        before the agent switches to it)."""
-        sent = time.monotonic()
-        ask = STATE_ACQUIRE.encode_request(AcquireRequest(key, int(ttl * 1000)))
-        header, _ = await conn.call(STATE_ACQUIRE.subject, ask, timeout=self._timeout)
-        reply = STATE_ACQUIRE.decode_answer(header.headers)
-        lease = Lease(key, reply.token, sent + reply.expires_ms / 1000)
-        self._leases[key] = lease
-        return lease
+        return await self._leases.acquire_on(self._node, key, ttl, self._timeout)
 
     async def renew(self, lease: Lease, ttl: float) -> Lease:
         """Extend a live lease.
@@ -174,12 +215,11 @@ class StateClient:
         ask = RenewRequest(lease.key, lease.token, int(ttl * 1000))
         reply, _ = await self._call(STATE_RENEW, ask)
         renewed = Lease(lease.key, lease.token, sent + reply.expires_ms / 1000)
-        self._leases[lease.key] = renewed
-        return renewed
+        return self._leases.record(renewed)
 
     async def release(self, lease: Lease) -> bool:
         """Give the lease up; False if it had already ended or been superseded."""
-        self._leases.pop(lease.key, None)
+        self._leases.forget(lease.key)
         reply, _ = await self._call(STATE_RELEASE, ReleaseRequest(lease.key, lease.token))
         return reply.released
 
@@ -207,7 +247,7 @@ class StateClient:
             BackendUnavailable. ConnectionLost. Timeout.
         """
         payload = encode_payload(data)
-        pool = self._conn.shared
+        pool = self._node.shared
         if pool.blobs:
             budget = self._blob_budget(memoryview(payload).nbytes)
             try:
@@ -240,7 +280,7 @@ class StateClient:
             BadDescriptor: the node's memfd is not sealed (never from a sane node).
             BackendUnavailable. ConnectionLost. Timeout.
         """
-        pool = self._conn.shared
+        pool = self._node.shared
         if pool.blobs:
             try:
                 view = await pool.blob_get(ref, self._timeout)

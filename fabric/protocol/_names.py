@@ -21,6 +21,7 @@ __all__ = [
     "SYSTEM_PREFIX",
     "PoolOp",
     "WelcomeKey",
+    "WelcomePath",
     "migrate_subject",
 ]
 
@@ -71,6 +72,18 @@ class WelcomeKey:
     INBOX = "inbox"
     #: Capability: the shared-memory pool (socket, secret, threshold, …).
     POOL = "pool"
+    #: Which host-local data paths this session may use, a map of ``WelcomePath`` keys to
+    #: bools; nodes before it said nothing and the SDK judged by its URL (sdk/_capabilities.py).
+    PATHS = "paths"
+
+
+class WelcomePath:
+    """Keys of the WELCOME's ``paths`` map."""
+
+    #: The agent may map the node's shared-memory pool.
+    SHM = "shm"
+    #: The node took the agent's direct socket (its directory may send local requesters to it).
+    DIRECT = "direct"
 
 
 class PoolOp:

@@ -74,7 +74,7 @@ async def test_bad_control_calls_get_typed_errors_and_the_node_stays_up(node, ag
             # Another agent never noticed, and the SDK gets the typed error for a bad call.
             assert (await client.request("svc.echo", b"fine", timeout=5)).text() == "fine"
             with pytest.raises(RemoteProtocolError, match="needs header 'key'"):
-                await client._conn.call(STATE_GET.subject, {}, timeout=5)
+                await client._core.conn.call(STATE_GET.subject, {}, timeout=5)
             await client.state.put("k", b"v")
             assert bytes((await client.state.get("k"))[0]) == b"v"
     finally:

@@ -103,7 +103,7 @@ async def test_the_receiver_cannot_change_a_handed_over_value(mesh_nodes):
     async with connect("holder", m.url("c1")) as agent:
         await agent.state.acquire("context", ttl=60)
         await agent.state.put("context", state)
-        shared = agent._conn.shared
+        shared = agent._core.conn.shared
         got = await shared.request({"op": PoolOp.STATE_TAKE, "key": "context"}, [], 30)
         assert got is not None
         answer, fds = got
