@@ -22,7 +22,7 @@ from fabric.private import control_subject
 from fabric.protocol import NODE_BARRIER, NODE_STATS
 from fabric.subjects import validate_pattern, validate_subject
 
-from ._core import CONTROL_SID, AgentCore, AgentStats
+from ._core import CONTROL_SID, SEND_HIGH_WATER, AgentCore, AgentStats
 from ._deadline import effective_deadline
 from ._dial import parse_urls
 from ._handlers import Handler, dispatch
@@ -147,9 +147,9 @@ class Agent:
             PayloadTooLarge: larger than the node's limit.
             ConnectionLost: the node is unreachable for longer than the reconnect wait.
         """
-        validate_subject(subject)
-        payload = encode_payload(data)
         core = self._core
+        core.pub_headers.check(subject)
+        payload = encode_payload(data)
         if not core.conn.connected:
             await core.ensure_connected()
         flags = 0
@@ -165,7 +165,9 @@ class Agent:
                 core.send_pub(subject, payload, headers=headers, reply=reply, flags=flags)
             finally:
                 span.end()
-        await core.backpressure()
+        link = core.conn.link
+        if link is not None and link.buffered() > SEND_HIGH_WATER:
+            await link.drain()  # ``AgentCore.backpressure``, inline: this runs per publish
 
     async def subscribe(
         self,

@@ -29,6 +29,7 @@ from ._dial import Dialer, dial
 from ._direct import DirectPaths
 from ._inbound import Inbound
 from ._inbox import Inbox
+from ._pubheader import PubHeaders
 from ._shared import SharedPool
 from ._tracing import AgentTracer
 
@@ -48,7 +49,7 @@ RETIRE_WAIT = 30.0
 #: Refused subscriptions remembered for ``flush()`` to raise.
 _MAX_REFUSALS = 64
 #: Bytes queued on the link before ``publish`` waits for the kernel to take them.
-_SEND_HIGH_WATER = 8 * 1024 * 1024
+SEND_HIGH_WATER = 8 * 1024 * 1024
 #: Subscription id of the agent's own control subject (user subscriptions count from 1).
 CONTROL_SID = 1 << 31
 
@@ -90,6 +91,8 @@ class AgentCore:
         self.owner = owner
         self.default_timeout = default_timeout
         self.stats = AgentStats()
+        #: Checked subjects and their encoded PUB header lead (the per-publish path).
+        self.pub_headers = PubHeaders()
         self.hello = hello
         self.dialer = dialer
         self.inbox = Inbox(name)
@@ -195,7 +198,7 @@ class AgentCore:
     async def backpressure(self) -> None:
         """Wait while the link holds more than its high-water mark of unsent bytes."""
         link = self.conn.link
-        if link is not None and link.buffered() > _SEND_HIGH_WATER:
+        if link is not None and link.buffered() > SEND_HIGH_WATER:
             await link.drain()
 
     # -- send paths ---------------------------------------------------------------------
@@ -226,18 +229,17 @@ class AgentCore:
             raise PayloadTooLarge(subject=subject, size=len(payload), limit=conn.max_payload)
         msg_id = conn.next_id()
         tracer = self.tracer
-        conn.send(
-            Header(
-                Kind.PUB,
-                subject=subject,
-                reply=reply,
-                msg_id=msg_id,
-                timeout_ms=timeout_ms(deadline),
-                traceparent=tracer.current_traceparent() if tracer else "",
-                headers=headers,
-                status=status,
-                seq=seq,
-                flags=flags,
+        conn.send_encoded(
+            self.pub_headers.encode(
+                subject,
+                reply,
+                msg_id,
+                timeout_ms(deadline) if deadline is not None else 0,
+                tracer.current_traceparent() if tracer else "",
+                headers,
+                status,
+                seq,
+                flags,
             ),
             payload,
         )
