@@ -114,6 +114,9 @@ class AgentCore:
         self.refusals: list[FabricError] = []
         #: Links to nodes this agent migrated away from, open until their replies are out.
         self._retiring: set[Connection] = set()
+        # The loop the agent runs on, kept from ``open``: on Python 3.11 every
+        # ``asyncio.get_running_loop()`` (and ``ensure_future``) makes a getpid() syscall.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -123,6 +126,7 @@ class AgentCore:
         Raises:
             ConnectionLost, NotAuthorized (see ``connect``).
         """
+        self._loop = asyncio.get_running_loop()
         if self.direct is not None:
             try:
                 self.hello["direct"] = await self.direct.listen()
@@ -159,10 +163,15 @@ class AgentCore:
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a task of this agent (cancelled by ``aclose``)."""
-        task = asyncio.ensure_future(coro)
+        task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the agent runs on (the running one until ``open``)."""
+        return self._loop or asyncio.get_running_loop()
 
     # -- the node -----------------------------------------------------------------------
 

@@ -71,9 +71,14 @@ class RequestWaiter(ReplyWaiter):
 
     __slots__ = ("future", "subject", "via")
 
-    def __init__(self, subject: str, via: Sequence[object] = ()) -> None:
+    def __init__(
+        self,
+        subject: str,
+        via: Sequence[object] = (),
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.subject = subject
-        self.future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self.future: asyncio.Future[Msg] = (loop or asyncio.get_running_loop()).create_future()
         #: Direct links the request went out on (their loss fails it at once).
         self.via = via
 

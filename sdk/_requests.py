@@ -34,15 +34,12 @@ def with_prefer(
     return out
 
 
-def _loop_time(deadline: float) -> float:
-    """Convert a ``time.monotonic()`` deadline to the running loop's clock."""
-    loop = asyncio.get_running_loop()
-    return loop.time() + (deadline - time.monotonic())
-
-
-def _arm(waiter: RequestWaiter, deadline: float) -> asyncio.TimerHandle:
-    return asyncio.get_running_loop().call_at(
-        _loop_time(deadline),
+def _arm(
+    loop: asyncio.AbstractEventLoop, waiter: RequestWaiter, deadline: float
+) -> asyncio.TimerHandle:
+    """The waiter's timeout: ``deadline`` (``time.monotonic()``) on the loop's clock."""
+    return loop.call_at(
+        loop.time() + (deadline - time.monotonic()),
         waiter.fail,
         Timeout("no reply before the deadline", subject=waiter.subject),
     )
@@ -85,9 +82,10 @@ async def _request_via_node(
     deadline: float,
     shm: int,
 ) -> Msg:
-    waiter = RequestWaiter(subject)
+    loop = core.loop
+    waiter = RequestWaiter(subject, loop=loop)
     n, reply = core.inbox.new(waiter)
-    timer = _arm(waiter, deadline)
+    timer = _arm(loop, waiter, deadline)
     try:
         core.send_pub(
             subject,
@@ -116,9 +114,10 @@ async def _request_direct(
     if found is None:
         return None
     links, sids = found
-    waiter = RequestWaiter(subject, via=links)
+    loop = core.loop
+    waiter = RequestWaiter(subject, via=links, loop=loop)
     n, reply = core.inbox.new(waiter)
-    timer = _arm(waiter, deadline)
+    timer = _arm(loop, waiter, deadline)
     try:
         core.send_direct(links, sids, subject, payload, reply, deadline, headers=headers)
         if direct.spin:
