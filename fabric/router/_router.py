@@ -58,6 +58,8 @@ MAX_HELD = 10_000
 #: Flags a held request may not carry: a gather is counted, not held; a shared-memory
 #: payload's slot is released once delivered, so it cannot wait.
 _NOT_HELD = Flags.COUNT | Flags.SHM
+#: Bound on cached plain routings (hot subjects fill it again after it is cleared).
+_PLAIN_ROUTES = 4096
 
 
 def role_for(role: str, leaf: bool) -> Role:
@@ -118,6 +120,9 @@ class Router:
         self._keys: dict[Hashable, dict[int, InterestKey]] = {}
         self._held: list[_Held] = []
         self._timers_moved = False
+        #: Routings of subjects that match no queue group, for a node without peers: the
+        #: same every time until local interest changes (no round-robin cursor to move).
+        self._plain: dict[str, Routing] = {}
 
     # -- local interest -----------------------------------------------------------------
 
@@ -136,6 +141,7 @@ class Router:
             InvalidSubject: the pattern is malformed.
         """
         self.local.add(session, sid, pattern, queue)
+        self._plain.clear()
         own = self._labels[session] = self._labels_of(labels)
         keys = self._keys.setdefault(session, {})
         old = keys.pop(sid, None)
@@ -148,6 +154,7 @@ class Router:
 
     def unsubscribe(self, session: Hashable, sid: int, now: float) -> list[Action]:
         removed = self.local.remove(session, sid)
+        self._plain.clear()
         keys = self._keys.get(session)
         if keys and sid in keys:
             self.remote.local_remove(keys.pop(sid))
@@ -156,6 +163,7 @@ class Router:
     def drop(self, session: Hashable) -> list[Action]:
         """A local session is gone: its interest and held requests with it."""
         subs = self.local.drop_session(session)
+        self._plain.clear()
         for key in self._keys.pop(session, {}).values():
             self.remote.local_remove(key)
         self._labels.pop(session, None)
@@ -242,14 +250,30 @@ class Router:
         """Local targets and peer copies for one message (rules 1-3). Picking a queue member
         moves that group's round-robin cursor: call once per message."""
         subject = header.subject
-        prefer = decode_prefer(header.headers) if header.headers else {}
+        if header.headers:
+            prefer = decode_prefer(header.headers)
+        else:
+            if not self._kinds:
+                cached = self._plain.get(subject)
+                if cached is not None:
+                    return cached  # the hot path: a repeated subject on a node without peers
+            prefer = {}
         rank = None
         if prefer:
             labels = self._session_labels
             rank = lambda s: float(mismatch(prefer, labels(s.session)))  # noqa: E731
         local = self.local.route(subject, rank)
         if not self._kinds:
-            return Routing(local.targets)  # the hot path of a node without peers
+            routing = Routing(local.targets)
+            if (
+                not prefer
+                and not subject.startswith(INBOX_PREFIX)  # one-off reply subjects
+                and not any(sub.queue for sub in local.targets)
+            ):
+                if len(self._plain) >= _PLAIN_ROUTES:
+                    self._plain.clear()
+                self._plain[subject] = routing
+            return routing
         peer = origin if isinstance(origin, PeerOrigin) else None
         inbox = subject.startswith(INBOX_PREFIX)
         remote = self.remote.trie.match(subject, cache=not inbox)

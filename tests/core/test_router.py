@@ -154,3 +154,39 @@ def test_local_interest_is_announced_with_labels_only_for_queue_members() -> Non
     }
     r.drop("s")
     assert r.take_announcements()["c2"].remove == delta.add
+
+
+def _publish(subject: str) -> Header:
+    return Header(Kind.PUB, subject=subject, msg_id=1)
+
+
+def test_a_repeated_subject_routes_the_same_until_local_interest_changes() -> None:
+    r = Router()
+    r.subscribe("a", 1, "tick.*", "", {}, NOW)
+    first = r.route("p", _publish("tick.x"))
+    assert [t.session for t in first.local] == ["a"]
+    assert r.route("p", _publish("tick.x")) is first  # the cached routing
+    r.subscribe("b", 1, "tick.x", "", {}, NOW)
+    assert {t.session for t in r.route("p", _publish("tick.x")).local} == {"a", "b"}
+    r.unsubscribe("a", 1, NOW)
+    assert [t.session for t in r.route("p", _publish("tick.x")).local] == ["b"]
+    r.drop("b")
+    assert r.route("p", _publish("tick.x")).local == []
+    r.subscribe("c", 1, ">", "", {}, NOW)
+    assert [t.session for t in r.route("p", _publish("tick.x")).local] == ["c"]
+
+
+def test_queue_groups_still_take_turns_on_a_repeated_subject() -> None:
+    r = Router()
+    for s in ("a", "b"):
+        r.subscribe(s, 1, "work", "q", {}, NOW)
+    picked = [r.route("p", _publish("work")).local[0].session for _ in range(4)]
+    assert sorted(picked) == ["a", "a", "b", "b"]
+
+
+def test_a_node_with_peers_does_not_use_plain_routings() -> None:
+    r = Router()
+    r.subscribe("a", 1, "tick.x", "", {}, NOW)
+    r.route("p", _publish("tick.x"))
+    linked(r, "n2", {("tick.x", "", ())})
+    assert set(r.route("p", _publish("tick.x")).peers) == {"n2"}
