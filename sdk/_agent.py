@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -246,7 +247,7 @@ class Agent:
     async def serve(self, subject: str, fn: Handler, *, queue: str | None = None) -> Subscription:
         """``handler`` as a call: subscribe ``fn`` now and return the subscription."""
         core = self._core
-        return await self.subscribe(subject, queue, callback=lambda m: dispatch(core, fn, m))
+        return await self.subscribe(subject, queue, callback=functools.partial(dispatch, core, fn))
 
     # -- request / reply ----------------------------------------------------------------
 
@@ -272,7 +273,7 @@ class Agent:
             ConnectionLost: the link dropped while waiting.
             InvalidSubject, PayloadTooLarge: before anything is sent.
         """
-        validate_subject(subject)
+        self._core.pub_headers.check(subject)  # validate_subject, remembered
         return await request(
             self._core,
             subject,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from fabric.errors import ConnectionLost, FabricError, PayloadTooLarge
 from fabric.transports import Link, StreamLink
-from fabric.wire import Header, Kind, Status, encode_header
+from fabric.wire import Header, Kind, Status, encode_header, encode_msg
 
 from ._connection import Connection
 from ._deadline import timeout_ms
@@ -298,20 +298,16 @@ class AgentCore:
         seq: int = 0,
     ) -> None:
         """One request straight to local responders (one frame per link)."""
-        header = Header(
-            Kind.MSG,
-            subject=subject,
-            reply=reply,
-            msg_id=self.conn.next_id(),
-            timeout_ms=timeout_ms(deadline),
-            traceparent=self.traceparent(),
-            headers=headers,
-            status=status,
-            seq=seq,
-        )
+        msg_id = self.conn.next_id()
+        left = timeout_ms(deadline)
+        traceparent = self.traceparent()
         for link, sid in zip(links, sids, strict=True):
-            header.sid = sid
-            link.send(encode_header(header), payload)
+            link.send(
+                encode_msg(
+                    subject, reply, msg_id, left, traceparent, headers, sid, status, seq, 0
+                ),
+                payload,
+            )
         self.stats.published += 1
 
     def direct_name(self, link: Link) -> str:

@@ -115,7 +115,7 @@ class Inbound:
         if sub.callback is not None:
             sub.delivered += 1
             result = sub.callback(msg)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 core.spawn(_await(result))
         else:
             sub._deliver(msg)

@@ -88,11 +88,15 @@ class RequestWaiter(ReplyWaiter):
     def deliver(self, msg: Msg) -> None:
         if self.future.done():
             return
-        error = msg.error
+        error = msg.error if msg.status == Status.ERROR else None
         if error is not None:
             self.future.set_exception(_named(error, self.subject))
         else:
             self.future.set_result(msg)
+
+    def timed_out(self) -> None:
+        """The deadline passed (the error is made only then, not for every request)."""
+        self.fail(Timeout("no reply before the deadline", subject=self.subject))
 
     def fail(self, exc: FabricError) -> None:
         if not self.future.done():

@@ -11,7 +11,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from fabric.errors import NoResponders, Timeout
+from fabric.errors import NoResponders
 from fabric.protocol import PREFER_HEADER, Flags
 
 from ._msg import Msg, Sender
@@ -38,11 +38,7 @@ def _arm(
     loop: asyncio.AbstractEventLoop, waiter: RequestWaiter, deadline: float
 ) -> asyncio.TimerHandle:
     """The waiter's timeout: ``deadline`` (``time.monotonic()``) on the loop's clock."""
-    return loop.call_at(
-        loop.time() + (deadline - time.monotonic()),
-        waiter.fail,
-        Timeout("no reply before the deadline", subject=waiter.subject),
-    )
+    return loop.call_at(loop.time() + (deadline - time.monotonic()), waiter.timed_out)
 
 
 async def request(

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fabric.errors import InvalidSubject
-from fabric.wire import Header, Kind, decode_header, encode_header
+from fabric.wire import Header, Kind, decode_header, encode_header, encode_msg
 from sdk._pubheader import PubHeaders
 
 _token = st.text(
@@ -90,3 +90,32 @@ def test_the_cache_is_bounded_and_skips_inboxes() -> None:
     cache = PubHeaders()
     cache.check("_INBOX.agent.1")
     assert len(cache) == 0
+
+
+@given(
+    subject=subjects,
+    reply=texts,
+    msg_id=ints,
+    timeout_ms=ints,
+    traceparent=texts,
+    headers=user_headers,
+    sid=ints,
+    status=ints,
+    seq=ints,
+    flags=ints,
+)
+def test_encode_msg_is_encode_header_of_a_msg(
+    subject: str, reply: str, msg_id: int, timeout_ms: int, traceparent: str,
+    headers: dict[str, str] | None, sid: int, status: int, seq: int, flags: int,
+) -> None:
+    # The SDK sends direct requests and replies with ``encode_msg`` (no Header built).
+    fresh = encode_header(
+        Header(
+            Kind.MSG, subject=subject, reply=reply, msg_id=msg_id, timeout_ms=timeout_ms,
+            traceparent=traceparent, headers=headers, sid=sid, status=status, seq=seq,
+            flags=flags,
+        )
+    )
+    assert encode_msg(
+        subject, reply, msg_id, timeout_ms, traceparent, headers, sid, status, seq, flags
+    ) == fresh
