@@ -160,6 +160,7 @@ class GatherCollector(ReplyWaiter):
         *,
         direct: bool = False,
         links: Sequence[object] = (),
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.subject = subject
         self.quorum = quorum
@@ -169,7 +170,7 @@ class GatherCollector(ReplyWaiter):
         #: subscription was gone (a stale directory), not from the whole fabric.
         self.direct = direct
         self.result = GatherResult()
-        self.done = asyncio.get_running_loop().create_future()
+        self.done = (loop or asyncio.get_running_loop()).create_future()
         self._error: FabricError | None = None
 
     def _check(self) -> None:
@@ -185,7 +186,7 @@ class GatherCollector(ReplyWaiter):
         return self.links
 
     def deliver(self, msg: Msg) -> None:
-        error = msg.error
+        error = msg.error if msg.status == Status.ERROR else None
         if error is not None:
             self.result.errors.append(_named(error, self.subject))
         else:

@@ -148,7 +148,11 @@ async def gather(
     if not shm and not prefer:
         direct = await core.direct_targets(subject, until)
     collector = GatherCollector(
-        subject, quorum, direct=direct is not None, links=direct[0] if direct else ()
+        subject,
+        quorum,
+        direct=direct is not None,
+        links=direct[0] if direct else (),
+        loop=core.loop,
     )
     n, reply = core.inbox.new(collector)
     tracer = core.tracer
