@@ -301,13 +301,15 @@ class AgentCore:
         msg_id = self.conn.next_id()
         left = timeout_ms(deadline)
         traceparent = self.traceparent()
+        header = b""
+        header_sid = -1  # agents number subscriptions alike: a gather mostly repeats one sid
         for link, sid in zip(links, sids, strict=True):
-            link.send(
-                encode_msg(
+            if sid != header_sid:
+                header = encode_msg(
                     subject, reply, msg_id, left, traceparent, headers, sid, status, seq, 0
-                ),
-                payload,
-            )
+                )
+                header_sid = sid
+            link.send(header, payload)
         self.stats.published += 1
 
     def direct_name(self, link: Link) -> str:
