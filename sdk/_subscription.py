@@ -97,6 +97,8 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Msg:
+        if self._pending and self.dropped == self._dropped_reported:
+            return self._pending.popleft()  # ``next``'s first answer, without its coroutine
         return await self.next()
 
     async def next(self, timeout: float | None = None) -> Msg:
