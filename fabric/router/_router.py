@@ -120,8 +120,9 @@ class Router:
         self._keys: dict[Hashable, dict[int, InterestKey]] = {}
         self._held: list[_Held] = []
         self._timers_moved = False
-        #: Routings of subjects that match no queue group, for a node without peers: the
-        #: same every time until local interest changes (no round-robin cursor to move).
+        #: Routings of local agents' messages on subjects that match no queue group (here or
+        #: at a peer): the same every time until interest or peers change (nothing to pick,
+        #: no round-robin cursor to move).
         self._plain: dict[str, Routing] = {}
 
     # -- local interest -----------------------------------------------------------------
@@ -188,6 +189,7 @@ class Router:
                 self.settle.hub_found()
             self._timers_moved = True
         self._kinds[peer] = kind
+        self._plain.clear()
         return self.remote.peer_up(peer, kind)
 
     def peer_interest(
@@ -200,6 +202,7 @@ class Router:
     ) -> list[Action]:
         """``peer`` announced interest (its full set first, deltas after)."""
         add, remove = list(add), list(remove)
+        self._plain.clear()
         if full:
             self.remote.peer_replace(peer, add)
             self.settle.announced(peer)
@@ -210,6 +213,7 @@ class Router:
     def peer_down(self, peer: str, now: float) -> list[Action]:
         """``peer`` is gone: its interest goes, it counts 0 in every open tally."""
         kind = self._kinds.pop(peer, None)
+        self._plain.clear()
         self._rtt.pop(peer, None)
         lost = [k[0] for k in self.remote.remote_keys(peer)]
         self.settle.lost(peer, lost, now)
@@ -250,37 +254,36 @@ class Router:
         """Local targets and peer copies for one message (rules 1-3). Picking a queue member
         moves that group's round-robin cursor: call once per message."""
         subject = header.subject
+        peer = origin if isinstance(origin, PeerOrigin) else None
         if header.headers:
             prefer = decode_prefer(header.headers)
         else:
-            if not self._kinds:
+            if peer is None:
                 cached = self._plain.get(subject)
                 if cached is not None:
-                    return cached  # the hot path: a repeated subject on a node without peers
+                    return cached  # the hot path: a local agent's repeated subject
             prefer = {}
         rank = None
         if prefer:
             labels = self._session_labels
             rank = lambda s: float(mismatch(prefer, labels(s.session)))  # noqa: E731
         local = self.local.route(subject, rank)
+        # Cacheable: a local agent's message, no prefer=, not a one-off reply subject, and no
+        # queue group anywhere (nothing to pick, no cursor to move); checked as we go.
+        plain = (
+            peer is None
+            and not prefer
+            and not subject.startswith(INBOX_PREFIX)
+            and not any(sub.queue for sub in local.targets)
+        )
         if not self._kinds:
-            routing = Routing(local.targets)
-            if (
-                not prefer
-                and not subject.startswith(INBOX_PREFIX)  # one-off reply subjects
-                and not any(sub.queue for sub in local.targets)
-            ):
-                if len(self._plain) >= _PLAIN_ROUTES:
-                    self._plain.clear()
-                self._plain[subject] = routing
-            return routing
-        peer = origin if isinstance(origin, PeerOrigin) else None
+            return self._remember(subject, Routing(local.targets), plain)
         inbox = subject.startswith(INBOX_PREFIX)
         remote = self.remote.trie.match(subject, cache=not inbox)
         if inbox and remote:
             remote = frozenset(e for e in remote if e.pattern.startswith(INBOX_PREFIX))
         if not remote and peer is None:
-            return Routing(local.targets)
+            return self._remember(subject, Routing(local.targets), plain)
         kinds = self._kinds
         strategy = self.strategy
         came_from = peer.peer if peer is not None else None
@@ -304,7 +307,16 @@ class Router:
             site=self.site,
             rtt=lambda name: self._rtt.get(name, 1.0),  # unmeasured: behind the measured
         )
-        return Routing(plan.local, plan.peers)
+        routing = Routing(plan.local, plan.peers)
+        return self._remember(subject, routing, plain and not any(e.queue for e in remote))
+
+    def _remember(self, subject: str, routing: Routing, plain: bool) -> Routing:
+        """Keep a plain routing for ``subject`` until interest or peers change."""
+        if plain:
+            if len(self._plain) >= _PLAIN_ROUTES:
+                self._plain.clear()
+            self._plain[subject] = routing
+        return routing
 
     def routed(
         self,

@@ -190,3 +190,32 @@ def test_a_node_with_peers_does_not_use_plain_routings() -> None:
     r.route("p", _publish("tick.x"))
     linked(r, "n2", {("tick.x", "", ())})
     assert set(r.route("p", _publish("tick.x")).peers) == {"n2"}
+
+
+def test_a_cached_routing_follows_peer_interest_and_peers() -> None:
+    r = Router()
+    r.subscribe("a", 1, "tick.x", "", {}, NOW)
+    linked(r, "n2", {("tick.x", "", ())})
+    first = r.route("p", _publish("tick.x"))
+    assert set(first.peers) == {"n2"} and r.route("p", _publish("tick.x")) is first
+    r.peer_interest("n2", False, (), [("tick.x", "", ())], NOW)
+    assert r.route("p", _publish("tick.x")).peers == {}
+    r.peer_interest("n2", False, [("tick.*", "", ())], (), NOW)
+    assert set(r.route("p", _publish("tick.x")).peers) == {"n2"}
+    r.peer_down("n2", NOW)
+    assert r.route("p", _publish("tick.x")).peers == {}
+    linked(r, "n3", {(">", "", ())})
+    assert set(r.route("p", _publish("tick.x")).peers) == {"n3"}
+
+
+def test_remote_queue_groups_and_peer_origins_are_routed_afresh() -> None:
+    r = Router()
+    linked(r, "n2", {("work", "q", ())})
+    first = r.route("p", _publish("work"))
+    assert first.peers == {"n2": [("work", "q")]}
+    assert r.route("p", _publish("work")) is not first
+    linked(r, "n3", {("tick.x", "", ())})
+    from_n3 = PeerOrigin("n3", PeerKind.CLUSTER)
+    assert r.route(from_n3, _publish("tick.x")).peers == {}  # never back where it came from
+    assert set(r.route("p", _publish("tick.x")).peers) == {"n3"}
+    assert r.route(from_n3, _publish("tick.x")).peers == {}
