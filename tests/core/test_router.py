@@ -219,3 +219,19 @@ def test_remote_queue_groups_and_peer_origins_are_routed_afresh() -> None:
     assert r.route(from_n3, _publish("tick.x")).peers == {}  # never back where it came from
     assert set(r.route("p", _publish("tick.x")).peers) == {"n3"}
     assert r.route(from_n3, _publish("tick.x")).peers == {}
+
+
+def test_a_peers_plain_copies_are_cached_per_peer_until_interest_changes() -> None:
+    r = Router()
+    r.subscribe("a", 1, "tick.x", "", {}, NOW)
+    linked(r, "n2", {("tick.x", "", ())})
+    linked(r, "n3", {("tick.x", "", ())})
+    from_n2 = PeerOrigin("n2", PeerKind.CLUSTER)
+    first = r.route(from_n2, _publish("tick.x"))
+    assert [t.session for t in first.local] == ["a"] and first.peers == {}
+    assert r.route(from_n2, _publish("tick.x")) is first
+    assert r.route("p", _publish("tick.x")) is not first  # a local agent's: its own entry
+    r.unsubscribe("a", 1, NOW)
+    assert r.route(from_n2, _publish("tick.x")).local == []
+    assigned = Header(Kind.PUB, subject="tick.x", msg_id=2, queue="tick.x q")
+    assert r.route(from_n2, assigned) is not r.route(from_n2, assigned)  # groups assigned
