@@ -430,7 +430,7 @@ class Router:
                 traceparent=header.traceparent,
                 headers=header.headers,
                 sid=corr,
-                queue=encode_groups(groups),
+                queue=encode_groups(groups) if groups else "",
                 status=header.status,
                 seq=header.seq,
                 flags=out_flags,
