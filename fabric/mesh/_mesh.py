@@ -615,6 +615,9 @@ class Mesh:
                     peer.info = info
                     log.info("peer %s switched to its kept link", name)
                     self._send_full(name)
+                    for seq, (asked, fut) in self._barriers.items():
+                        if asked == name and not fut.done():  # its answer may be lost
+                            peer.end.send(encode_header(Header(Kind.PING, msg_id=seq)), b"")
                 case Flush(link, frames):
                     end = ends[link.id]
                     for frame_header, frame_payload in frames:

@@ -149,8 +149,9 @@ class Frame(IntEnum):
 class Verdict(Enum):
     TAKE = "take"  #: handle it
     IGNORE = "ignore"  #: drop it, it is not an error
-    #: Before the handshake. At a dialer that is the peer's protocol error; at an acceptor,
-    #: the dialer believes the link is up: refuse it (``NO_HANDSHAKE``) so it finds out.
+    #: Before the handshake, at an acceptor: the dialer believes the link is up (it was, with
+    #: an earlier run of this node): refuse it (``NO_HANDSHAKE``) so it finds out. (At a
+    #: dialer the WELCOME went missing in a ZeroMQ reconnect: ignored, HELLO is repeated.)
     EARLY = "early"
 
 
@@ -162,8 +163,10 @@ FRAMES: dict[LinkState, tuple[Verdict, ...]] = {
     _H: (_E, _E, _E, _E, _E),
     _UP: (_T, _T, _T, _T, _T),
     # Interest on it is older than the full set the peer sends on the kept link, and the two
-    # links are not ordered with each other: applying it late would roll that set back.
-    _SU: (_T, _T, _I, _T, _T),
+    # links are not ordered with each other: applying it late would roll that set back. A
+    # PING gets no answer: the peer stops reading at our REFUSE, which went out before (its
+    # barriers are asked again on the kept link, see ``PeerSwitched``).
+    _SU: (_T, _T, _I, _I, _T),
     _SW: (_I, _I, _I, _I, _I),
     _C: (_I, _I, _I, _I, _I),
 }
@@ -234,7 +237,8 @@ class PeerUp:
 @dataclass(frozen=True, slots=True)
 class PeerSwitched:
     """The peer lives on, on ``link`` now: send our full interest set there (before anything
-    held for it); its interest is the one it had, the switch is no loss."""
+    held for it), and ask again what we asked on the old link and may never hear back (barrier
+    pings); its interest is the one it had, the switch is no loss."""
 
     name: str
     link: PeerLinkState
@@ -336,15 +340,11 @@ class PeerLinkMachine(Generic[F]):
         return link
 
     def admit(self, link: PeerLinkState, frame: Frame, now: float) -> Verdict:
-        """A frame arrived on ``link``; what to do with it (``FRAMES``).
-
-        Raises:
-            RemoteProtocolError: a frame before the WELCOME on a link we dialled.
-        """
+        """A frame arrived on ``link``; what to do with it (``FRAMES``)."""
         link.last_rx = now
         verdict = FRAMES[link.state][frame]
         if verdict is _E and link.dialed:
-            raise RemoteProtocolError(f"mesh {frame.name} before the welcome")
+            return _I
         return verdict
 
     def hello(
