@@ -378,7 +378,11 @@ class TwoNodes(RuleBasedStateMachine):
             pipe.closed[name] = True
             if not pipe.zmq:
                 pipe.eof[other(name)] = True  # the kernel closes the dead process's sockets
-        self.nodes[name] = self._fresh(name)
+        # Versions stand for time: the new process's interest is newer than anything the old
+        # one sent (without incarnation ids a peer cannot tell them apart, and need not).
+        fresh = self._fresh(name)
+        fresh.version = self.nodes[name].version + 1
+        self.nodes[name] = fresh
 
     # -- invariants -----------------------------------------------------------------------
 
