@@ -35,6 +35,7 @@ from fabric.subjects import validate_pattern, validate_subject
 from fabric.transports import Link, StreamLink
 from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_header
 
+from ._chunks import BATCH_HEADER, ChunkBatcher, pack_chunks
 from ._connection import Connection, parse_urls
 from ._deadline import current_deadline, effective_deadline, timeout_ms
 from ._direct import DirectPaths
@@ -798,9 +799,10 @@ class Agent:
         current_deadline.set(msg.deadline)
         span = self._tracer.start_handle(msg) if self._tracer else None
         try:
+            batches = msg.status == Status.STREAM_OPEN and msg.headers.pop(BATCH_HEADER, "") != ""
             result = fn(msg)
             if inspect.isasyncgen(result):
-                await self._serve_stream(msg, result)
+                await self._serve_stream(msg, result, batches)
                 return
             if inspect.isawaitable(result):
                 result = await result
@@ -830,6 +832,26 @@ class Agent:
     ) -> None:
         payload = encode_payload(data)
         via = msg._via
+        if via is None or via.closed:
+            came = msg._conn
+            conn = came if came is not None and came.connected else self._conn
+            if len(payload) >= conn.shared.threshold:
+                try:
+                    payload, flags = await conn.shared.put(payload, msg.deadline, msg.subject)
+                    self._send_pub(
+                        msg.reply, payload, status=status, seq=seq, reply=reply,
+                        deadline=msg.deadline, flags=flags, conn=conn,
+                    )
+                except ConnectionLost:
+                    log.debug("reply to %s lost: link down", msg.subject)
+                return
+        self._send_reply_inline(msg, payload, status, seq=seq, reply=reply)
+
+    def _send_reply_inline(
+        self, msg: Msg, payload: bytes | memoryview, status: int, *, seq: int = 0, reply: str = ""
+    ) -> None:
+        """A reply whose payload goes in the frame (never through shared memory)."""
+        via = msg._via
         if via is not None and not via.closed:
             # Answer on the link the request came from: the requester is waiting right there,
             # and the node would refuse a reply it did not route the request for (inline even
@@ -846,20 +868,11 @@ class Agent:
                 self._direct.spin_for_next(via)
             return
         try:
-            flags = 0
             came = msg._conn
             conn = came if came is not None and came.connected else self._conn
-            if len(payload) >= conn.shared.threshold:
-                payload, flags = await conn.shared.put(payload, msg.deadline, msg.subject)
             self._send_pub(
-                msg.reply,
-                payload,
-                status=status,
-                seq=seq,
-                reply=reply,
-                deadline=msg.deadline,
-                flags=flags,
-                conn=conn,
+                msg.reply, payload, status=status, seq=seq, reply=reply,
+                deadline=msg.deadline, conn=conn,
             )
         except ConnectionLost:
             log.debug("reply to %s lost: link down", msg.subject)
@@ -873,7 +886,7 @@ class Agent:
         )
         await self._send_reply(msg, msgpack.packb((code, text)), Status.ERROR)
 
-    async def _serve_stream(self, msg: Msg, chunks: Any) -> None:
+    async def _serve_stream(self, msg: Msg, chunks: Any, batches: bool = False) -> None:
         if msg.status != Status.STREAM_OPEN or not msg.reply:
             await chunks.aclose()
             raise LocalProtocolError(
@@ -885,13 +898,31 @@ class Agent:
         task = asyncio.current_task()
         gate.on_cancel = task.cancel if task is not None else None
         n, control = self._new_reply(gate)
+        batcher = ChunkBatcher() if batches else None
+        flush = _ChunkFlush(self, msg, control, batcher) if batcher is not None else None
         seq = 0
         try:
             async for item in chunks:
+                if flush is not None and gate.credit <= 0:
+                    flush()  # what we hold must reach the reader before it grants more
                 await gate.take(msg.deadline)
                 item = checked_reply(item, chunks, msg.subject)
+                if flush is not None and batcher is not None:
+                    payload = encode_payload(item)
+                    if batcher.fits(payload):
+                        if batcher.would_overflow(payload):
+                            flush()
+                        if batcher.add(payload, seq):
+                            flush()
+                        else:
+                            flush.at_next_tick()
+                        seq += 1
+                        continue
+                    flush()
                 await self._send_reply(msg, item, Status.STREAM_CHUNK, seq=seq, reply=control)
                 seq += 1
+            if flush is not None:
+                flush()
             await self._send_reply(msg, b"", Status.STREAM_END, reply=control)
         except asyncio.CancelledError:
             if not gate.cancelled:
@@ -1099,6 +1130,40 @@ def _log_handler_error(fn: Any, msg: Msg, exc: Exception) -> None:
         told = "the requester gets a RemoteError" if msg.reply else "no reply was asked for"
         log.error("handler %s for %r raised %s (%s)", name, msg.subject,
                   type(exc).__name__, told, exc_info=exc)
+
+
+class _ChunkFlush:
+    """Sends the chunks a stream's batcher holds as one frame (a lone chunk as a plain one):
+    called when the batch is full, before waiting for credit, at the end, and at the next
+    turn of the loop so a generator that pauses never holds chunks back."""
+
+    __slots__ = ("_agent", "_batcher", "_control", "_msg", "_scheduled")
+
+    def __init__(self, agent: Agent, msg: Msg, control: str, batcher: ChunkBatcher) -> None:
+        self._agent = agent
+        self._msg = msg
+        self._control = control
+        self._batcher = batcher
+        self._scheduled: asyncio.Handle | None = None
+
+    def at_next_tick(self) -> None:
+        if self._scheduled is None:
+            self._scheduled = asyncio.get_running_loop().call_soon(self)
+
+    def __call__(self) -> None:
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        if not len(self._batcher):
+            return
+        first, chunks = self._batcher.take()
+        if len(chunks) == 1:
+            payload, status = chunks[0], Status.STREAM_CHUNK
+        else:
+            payload, status = pack_chunks(chunks), Status.STREAM_CHUNKS
+        self._agent._send_reply_inline(
+            self._msg, payload, status, seq=first, reply=self._control
+        )
 
 
 async def _await(result: Awaitable[Any]) -> None:

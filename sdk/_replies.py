@@ -18,10 +18,12 @@ from fabric.errors import (
     Cancelled,
     FabricError,
     NoResponders,
+    RemoteProtocolError,
     Timeout,
 )
 from fabric.wire import Status
 
+from ._chunks import unpack_chunks
 from ._msg import Msg, Sender
 
 __all__ = [
@@ -214,6 +216,25 @@ class _StreamState:
     error: FabricError | None = None
 
 
+def _split_batch(msg: Msg) -> list[Msg]:
+    """The chunks of one ``STREAM_CHUNKS`` frame, each its own ``Msg`` numbered in order."""
+    data = msg.data
+    if msg.shared:
+        # The views would outlive the slot: copy them out and give the slot back now.
+        data = bytes(data)
+        msg.release()
+    out = []
+    for i, chunk in enumerate(unpack_chunks(data)):
+        part = Msg(
+            msg.subject, chunk, headers=msg.headers, reply=msg.reply, deadline=msg.deadline,
+            status=Status.STREAM_CHUNK, seq=msg.seq + i, msg_id=msg.msg_id,
+            traceparent=msg.traceparent, agent=msg._agent, via=msg._via, sender=msg.sender,
+        )
+        part._conn = msg._conn
+        out.append(part)
+    return out
+
+
 class StreamReceiver(ReplyWaiter):
     """Chunks of one streamed reply. Bounded by the credit window the requester grants."""
 
@@ -252,6 +273,12 @@ class StreamReceiver(ReplyWaiter):
                 return
         if msg.status == Status.STREAM_CHUNK:
             state.queue.append(msg)
+        elif msg.status == Status.STREAM_CHUNKS:
+            try:
+                state.queue.extend(_split_batch(msg))
+            except RemoteProtocolError as exc:
+                state.error = RemoteProtocolError(exc.message, subject=self.subject)
+                state.ended = True
         elif msg.status == Status.STREAM_END:
             state.ended = True
         else:

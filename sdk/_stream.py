@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from fabric.errors import FabricError
 from fabric.wire import Flags, Status
 
+from ._chunks import BATCH_HEADER, BATCH_VERSION, CreditWindow
 from ._deadline import effective_deadline
 from ._msg import Msg
 from ._replies import ReplyWaiter, StreamReceiver
@@ -57,11 +58,12 @@ class StreamReply:
         self._payload = payload
         self._timeout = timeout
         self._window = window
-        self._headers = headers
+        # Says we split batched chunks (sdk/_chunks.py); an older responder ignores it.
+        self._headers = {**(headers or {}), BATCH_HEADER: BATCH_VERSION}
+        self._credit = CreditWindow(window)
         self._receiver: StreamReceiver | None = None
         self._n = 0
         self._deadline = 0.0
-        self._unacked = 0
         self._finished = False
 
     def __aiter__(self) -> StreamReply:
@@ -112,11 +114,9 @@ class StreamReply:
         if chunk is None:
             self._close(cancel=False)
             raise StopAsyncIteration
-        # Grant credit in batches of half a window: one message per 32 chunks, not per chunk.
-        self._unacked += 1
-        if self._unacked >= self._window // 2 and receiver.control:
-            self._agent._grant_credit(receiver.control, self._unacked, receiver.via)
-            self._unacked = 0
+        grant = self._credit.consumed()
+        if grant and receiver.control:
+            self._agent._grant_credit(receiver.control, grant, receiver.via)
         return chunk
 
     async def aclose(self) -> None:

@@ -1,0 +1,139 @@
+"""Stream chunk batches and stream credit accounting (pure: no I/O, no clock, no loop).
+
+A responder whose generator yields faster than the loop turns sends the chunks it has
+gathered as ONE frame (``Status.STREAM_CHUNKS``): the per-chunk cost becomes a fraction of a
+frame's. Only a requester that said so in its stream-open (``BATCH_HEADER``) gets batches;
+anyone else gets one chunk per frame, as before. Credit is still counted in chunks, so a
+batch never carries more chunks than the responder holds credit for.
+
+Batch payload: ``u32 count`` then ``count`` times ``u32 length`` (little-endian), then the chunks'
+bytes back to back. The frame's ``seq`` is the first chunk's number.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+from fabric.errors import RemoteProtocolError
+
+__all__ = [
+    "BATCH_HEADER",
+    "BATCH_VERSION",
+    "ChunkBatcher",
+    "CreditWindow",
+    "pack_chunks",
+    "unpack_chunks",
+]
+
+#: Stream-open header by which a requester says it splits ``STREAM_CHUNKS`` frames.
+BATCH_HEADER = "fabric-chunks"
+BATCH_VERSION = "1"
+
+#: A batch stays well under the shared-memory threshold (64 KiB by default), so it is always
+#: sent inline and its chunks never outlive a slot.
+MAX_BATCH_BYTES = 32 * 1024
+#: Bounded so one batch never holds the reader's whole window hostage behind a slow write.
+MAX_BATCH_CHUNKS = 1024
+
+_U32 = struct.Struct("<I")
+
+
+def pack_chunks(chunks: Sequence[bytes | memoryview]) -> bytes:
+    """One batch payload carrying ``chunks`` in order."""
+    n = len(chunks)
+    lengths = struct.pack(f"<{n + 1}I", n, *(len(c) for c in chunks))
+    return b"".join((lengths, *chunks))
+
+
+def unpack_chunks(payload: bytes | memoryview) -> list[memoryview]:
+    """The chunks of a batch payload, in order (views into ``payload``, no copy).
+
+    Raises:
+        RemoteProtocolError: the payload is truncated or its lengths do not add up.
+    """
+    view = memoryview(payload)
+    if len(view) < 4:
+        raise RemoteProtocolError("stream batch shorter than its count")
+    (n,) = _U32.unpack_from(view, 0)
+    offset = 4 + 4 * n
+    if n > MAX_BATCH_CHUNKS or offset > len(view):
+        raise RemoteProtocolError(f"stream batch claims {n} chunks in {len(view)} bytes")
+    lengths = struct.unpack_from(f"<{n}I", view, 4)
+    if offset + sum(lengths) != len(view):
+        raise RemoteProtocolError("stream batch lengths do not match its size")
+    out: list[memoryview] = []
+    for size in lengths:
+        out.append(view[offset : offset + size])
+        offset += size
+    return out
+
+
+class ChunkBatcher:
+    """Responder side: the chunks gathered since the last flush.
+
+    The driver adds chunks while its generator runs without yielding to the loop and flushes
+    when the loop turns, when credit runs out, when ``add`` says the batch is full, or at the
+    end of the stream. A chunk that does not ``fit`` goes alone, after a flush.
+    """
+
+    def __init__(
+        self, max_bytes: int = MAX_BATCH_BYTES, max_chunks: int = MAX_BATCH_CHUNKS
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_chunks = max_chunks
+        self._chunks: list[bytes | memoryview] = []
+        self._size = 0
+        self._first_seq = 0
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def fits(self, chunk: bytes | memoryview) -> bool:
+        """Whether ``chunk`` may join a batch at all (small enough on its own)."""
+        return len(chunk) + 4 <= self.max_bytes
+
+    def add(self, chunk: bytes | memoryview, seq: int) -> bool:
+        """Gather chunk number ``seq``; True when the batch is full and must be flushed now.
+
+        A chunk that would take the batch past ``max_bytes`` is still added: the caller
+        flushes first when ``would_overflow`` says so.
+        """
+        if not self._chunks:
+            self._first_seq = seq
+        self._chunks.append(chunk)
+        self._size += len(chunk) + 4
+        return len(self._chunks) >= self.max_chunks or self._size >= self.max_bytes
+
+    def would_overflow(self, chunk: bytes | memoryview) -> bool:
+        """Whether adding ``chunk`` would take the batch past ``max_bytes``."""
+        return bool(self._chunks) and self._size + len(chunk) + 4 > self.max_bytes
+
+    def take(self) -> tuple[int, list[bytes | memoryview]]:
+        """The first chunk's number and the gathered chunks; the batcher is empty again."""
+        chunks, self._chunks, self._size = self._chunks, [], 0
+        return self._first_seq, chunks
+
+
+class CreditWindow:
+    """Requester side: when to grant the responder more credit.
+
+    The responder starts with ``window`` credits; every chunk the reader takes is one more the
+    responder may send. Credit goes back in grants of ``batch`` chunks (one message each), so
+    the responder never holds more than ``window`` chunks unread.
+    """
+
+    def __init__(self, window: int, batch: int | None = None) -> None:
+        if window < 2:
+            raise ValueError("window must be at least 2")
+        self.window = window
+        self.batch = max(1, min(window, batch if batch is not None else window // 2))
+        self._unacked = 0
+
+    def consumed(self, n: int = 1) -> int:
+        """The reader took ``n`` chunks; the credit to grant now (0: not yet)."""
+        self._unacked += n
+        if self._unacked < self.batch:
+            return 0
+        grant, self._unacked = self._unacked, 0
+        return grant
