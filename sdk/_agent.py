@@ -35,7 +35,7 @@ from fabric.subjects import validate_pattern, validate_subject
 from fabric.transports import Link, StreamLink
 from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_header
 
-from ._chunks import BATCH_HEADER, ChunkBatcher, pack_chunks
+from ._chunks import BATCH_HEADER, ChunkBatcher, Frame
 from ._connection import Connection, parse_urls
 from ._deadline import current_deadline, effective_deadline, timeout_ms
 from ._direct import DirectPaths
@@ -910,11 +910,9 @@ class Agent:
                 if flush is not None and batcher is not None:
                     payload = encode_payload(item)
                     if batcher.fits(payload):
-                        if batcher.would_overflow(payload):
-                            flush()
-                        if batcher.add(payload, seq):
-                            flush()
-                        else:
+                        for frame in batcher.offer(payload, seq):
+                            flush.send(frame)
+                        if len(batcher):
                             flush.at_next_tick()
                         seq += 1
                         continue
@@ -930,6 +928,10 @@ class Agent:
         except Cancelled:
             pass  # the requester left; the generator is closed below
         finally:
+            if flush is not None and gate.cancelled:
+                flush.drop()
+            elif flush is not None:
+                flush()  # chunks yielded before an error reach the reader ahead of it
             self._waiters.pop(n, None)
             await chunks.aclose()
 
@@ -1154,15 +1156,20 @@ class _ChunkFlush:
         if self._scheduled is not None:
             self._scheduled.cancel()
             self._scheduled = None
-        if not len(self._batcher):
-            return
-        first, chunks = self._batcher.take()
-        if len(chunks) == 1:
-            payload, status = chunks[0], Status.STREAM_CHUNK
-        else:
-            payload, status = pack_chunks(chunks), Status.STREAM_CHUNKS
+        frame = self._batcher.flush()
+        if frame is not None:
+            self.send(frame)
+
+    def drop(self) -> None:
+        """The reader is gone: send nothing more."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        self._batcher.flush()
+
+    def send(self, frame: Frame) -> None:
         self._agent._send_reply_inline(
-            self._msg, payload, status, seq=first, reply=self._control
+            self._msg, frame.payload, frame.status, seq=frame.seq, reply=self._control
         )
 
 

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from fabric.errors import RemoteProtocolError
+from fabric.wire import Status
 
 __all__ = [
     "BATCH_HEADER",
     "BATCH_VERSION",
     "ChunkBatcher",
     "CreditWindow",
+    "Frame",
     "pack_chunks",
     "unpack_chunks",
 ]
@@ -69,12 +72,22 @@ def unpack_chunks(payload: bytes | memoryview) -> list[memoryview]:
     return out
 
 
+class Frame(NamedTuple):
+    """One frame a responder sends: a single chunk or a batch."""
+
+    #: ``Status.STREAM_CHUNK`` or ``Status.STREAM_CHUNKS``.
+    status: int
+    #: The (first) chunk's number.
+    seq: int
+    payload: bytes | memoryview
+
+
 class ChunkBatcher:
     """Responder side: the chunks gathered since the last flush.
 
-    The driver adds chunks while its generator runs without yielding to the loop and flushes
-    when the loop turns, when credit runs out, when ``add`` says the batch is full, or at the
-    end of the stream. A chunk that does not ``fit`` goes alone, after a flush.
+    The driver offers chunks while its generator runs without yielding to the loop and
+    flushes when the loop turns, before it waits for credit, and at the end of the stream.
+    A chunk that does not ``fit`` is not offered: the driver flushes, then sends it alone.
     """
 
     def __init__(
@@ -83,7 +96,7 @@ class ChunkBatcher:
         self.max_bytes = max_bytes
         self.max_chunks = max_chunks
         self._chunks: list[bytes | memoryview] = []
-        self._size = 0
+        self._size = 4
         self._first_seq = 0
 
     def __len__(self) -> int:
@@ -91,28 +104,31 @@ class ChunkBatcher:
 
     def fits(self, chunk: bytes | memoryview) -> bool:
         """Whether ``chunk`` may join a batch at all (small enough on its own)."""
-        return len(chunk) + 4 <= self.max_bytes
+        return len(chunk) + 8 <= self.max_bytes
 
-    def add(self, chunk: bytes | memoryview, seq: int) -> bool:
-        """Gather chunk number ``seq``; True when the batch is full and must be flushed now.
-
-        A chunk that would take the batch past ``max_bytes`` is still added: the caller
-        flushes first when ``would_overflow`` says so.
-        """
+    def offer(self, chunk: bytes | memoryview, seq: int) -> list[Frame]:
+        """Gather chunk number ``seq`` (which ``fits``); the frames to send now, if any: the
+        batch it would overflow, or the batch it filled."""
+        out: list[Frame] = []
+        if self._chunks and self._size + len(chunk) + 4 > self.max_bytes:
+            out.append(self._take())
         if not self._chunks:
             self._first_seq = seq
         self._chunks.append(chunk)
         self._size += len(chunk) + 4
-        return len(self._chunks) >= self.max_chunks or self._size >= self.max_bytes
+        if len(self._chunks) >= self.max_chunks or self._size >= self.max_bytes:
+            out.append(self._take())
+        return out
 
-    def would_overflow(self, chunk: bytes | memoryview) -> bool:
-        """Whether adding ``chunk`` would take the batch past ``max_bytes``."""
-        return bool(self._chunks) and self._size + len(chunk) + 4 > self.max_bytes
+    def flush(self) -> Frame | None:
+        """The frame carrying what is gathered (None when nothing is); empty again after."""
+        return self._take() if self._chunks else None
 
-    def take(self) -> tuple[int, list[bytes | memoryview]]:
-        """The first chunk's number and the gathered chunks; the batcher is empty again."""
-        chunks, self._chunks, self._size = self._chunks, [], 0
-        return self._first_seq, chunks
+    def _take(self) -> Frame:
+        chunks, self._chunks, self._size = self._chunks, [], 4
+        if len(chunks) == 1:
+            return Frame(Status.STREAM_CHUNK, self._first_seq, chunks[0])
+        return Frame(Status.STREAM_CHUNKS, self._first_seq, pack_chunks(chunks))
 
 
 class CreditWindow:

@@ -1,0 +1,81 @@
+"""Stream chunks coalesced into batches (sdk/_chunks.py) through a real node: order, the
+old one-chunk-per-frame path, and backpressure and cancellation still holding."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sdk import Msg, connect
+from sdk._chunks import BATCH_HEADER
+
+pytestmark = pytest.mark.timeout(90)
+
+BIG = 100 * 1024  # over the shared-memory threshold: goes alone, through a slot
+
+
+async def test_batched_chunks_arrive_in_order_across_pauses_and_large_chunks(node):
+    async with connect("responder", node.url) as responder, connect("reader", node.url) as reader:
+
+        async def chunks(msg: Msg):  # type: ignore[no-untyped-def]
+            for i in range(3000):
+                if i % 7 == 0:
+                    await asyncio.sleep(0)  # the loop turns: what is gathered goes out
+                yield (b"L" * BIG) if i % 500 == 250 else f"c{i}".encode()
+
+        await responder.serve("gen.mixed", chunks)
+        await responder.flush()
+        before = reader.stats.received
+        got = [(m.seq, bytes(m.data)) async for m in reader.stream("gen.mixed", timeout=30)]
+        frames = reader.stats.received - before
+    expected = [(i, (b"L" * BIG) if i % 500 == 250 else f"c{i}".encode()) for i in range(3000)]
+    assert got == expected
+    assert frames < 3000 // 2  # several chunks a frame, not one
+
+
+async def test_a_requester_that_did_not_ask_gets_one_chunk_per_frame(node, agent_procs):
+    await agent_procs("streamer", node.url)
+    async with connect("old-reader", node.url) as reader:
+        stream = reader.stream("llm.generate", b"300", timeout=20)
+        stream._headers.pop(BATCH_HEADER)  # what a requester from before batches sends
+        before = reader.stats.received
+        chunks = [c.text() async for c in stream]
+        frames = reader.stats.received - before
+    assert chunks == [f"tok{i}" for i in range(300)]
+    assert frames == 300 + 1  # every chunk, then the end
+
+
+async def test_a_stalled_reader_bounds_a_batching_responder(node, agent_procs):
+    streamer = await agent_procs("streamer", node.url)
+    async with connect("reader", node.url) as reader:
+        stream = reader.stream("llm.generate", b"100000", timeout=20)  # default window
+        taken = 0
+        async for _ in stream:
+            taken += 1
+            if taken == 100:
+                break
+        # Not a synchronisation sleep: it gives a responder that ignored credits the time
+        # to run far ahead, which the bound below would catch.
+        await asyncio.sleep(0.5)
+        await stream.aclose()
+        line = await streamer.wait_line("cancelled")
+    # Read 100: at most 100 + one window sent, plus the item the generator had produced.
+    assert int(line.split()[1]) <= 100 + stream._credit.window + 1
+
+
+async def test_an_error_after_batched_chunks_arrives_after_them(node):
+    async with connect("responder", node.url) as responder, connect("reader", node.url) as reader:
+
+        async def failing(msg: Msg):  # type: ignore[no-untyped-def]
+            for i in range(10):
+                yield f"c{i}"
+            raise ValueError("boom")
+
+        await responder.serve("gen.failing", failing)
+        await responder.flush()
+        got: list[str] = []
+        with pytest.raises(Exception, match="boom"):
+            async for m in reader.stream("gen.failing", timeout=20):
+                got.append(m.text())
+    assert got == [f"c{i}" for i in range(10)]
