@@ -178,6 +178,8 @@ class PoolService:
             "threshold": self.settings.threshold,
             "largest": self.settings.largest_slot,
             "when_full": self.settings.when_full,
+            # Per slot class, how many slots the agent may lease ahead of need.
+            "prelease": list(self.settings.prelease_bounds()),
             # Blobs at least ``threshold`` bytes long go through sealed memfds.
             "blobs": self.blobs is not None,
         }
