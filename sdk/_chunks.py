@@ -106,19 +106,24 @@ class ChunkBatcher:
         """Whether ``chunk`` may join a batch at all (small enough on its own)."""
         return len(chunk) + 8 <= self.max_bytes
 
-    def offer(self, chunk: bytes | memoryview, seq: int) -> list[Frame]:
+    def offer(self, chunk: bytes | memoryview, seq: int) -> Sequence[Frame]:
         """Gather chunk number ``seq`` (which ``fits``); the frames to send now, if any: the
         batch it would overflow, or the batch it filled."""
-        out: list[Frame] = []
-        if self._chunks and self._size + len(chunk) + 4 > self.max_bytes:
-            out.append(self._take())
-        if not self._chunks:
+        chunks = self._chunks
+        if chunks and self._size + len(chunk) + 4 > self.max_bytes:
+            first = self._take()
             self._first_seq = seq
-        self._chunks.append(chunk)
+            self._chunks.append(chunk)
+            self._size += len(chunk) + 4
+            return (first, self._take()) if self._full() else (first,)
+        if not chunks:
+            self._first_seq = seq
+        chunks.append(chunk)
         self._size += len(chunk) + 4
-        if len(self._chunks) >= self.max_chunks or self._size >= self.max_bytes:
-            out.append(self._take())
-        return out
+        return (self._take(),) if self._full() else ()
+
+    def _full(self) -> bool:
+        return len(self._chunks) >= self.max_chunks or self._size >= self.max_bytes
 
     def flush(self) -> Frame | None:
         """The frame carrying what is gathered (None when nothing is); empty again after."""

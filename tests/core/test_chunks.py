@@ -47,7 +47,7 @@ def test_any_flush_points_keep_every_chunk_in_order(
     frames: list[Frame] = []
     for seq, chunk in enumerate(chunks):
         if batcher.fits(chunk):
-            frames += batcher.offer(chunk, seq)
+            frames += list(batcher.offer(chunk, seq))
         else:
             flushed = batcher.flush()
             frames += [flushed] if flushed else []
