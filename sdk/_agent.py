@@ -35,7 +35,7 @@ from fabric.subjects import validate_pattern, validate_subject
 from fabric.transports import Link, StreamLink
 from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_header
 
-from ._chunks import BATCH_HEADER, ChunkBatcher, Frame
+from ._chunks import BATCH_HEADER, DEFAULT_WINDOW, ChunkBatcher, Frame
 from ._connection import Connection, parse_urls
 from ._deadline import current_deadline, effective_deadline, timeout_ms
 from ._direct import DirectPaths
@@ -676,14 +676,15 @@ class Agent:
         data: Payload = b"",
         *,
         timeout: float | None = None,
-        window: int = 64,
+        window: int = DEFAULT_WINDOW,
         headers: dict[str, str] | None = None,
         prefer: dict[str, str] | None = None,
     ) -> StreamReply:
         """Stream a reply: ``async for chunk in agent.stream(...)``.
 
         The responder sends at most ``window`` chunks ahead of the reader (credit-based
-        backpressure); leaving the loop early cancels the responder's generator.
+        backpressure); leaving the loop early cancels the responder's generator. The reader
+        may buffer a whole window: for large chunks (hundreds of KiB), pass a smaller one.
 
         Raises (while iterating):
             NoResponders, Timeout, ConnectionLost, or the responder's typed error.
@@ -910,10 +911,11 @@ class Agent:
                 if flush is not None and batcher is not None:
                     payload = encode_payload(item)
                     if batcher.fits(payload):
+                        if type(payload) is not bytes:
+                            payload = bytes(payload)  # the generator may reuse its buffer
                         for frame in batcher.offer(payload, seq):
                             flush.send(frame)
-                        if len(batcher):
-                            flush.at_next_tick()
+                        flush.at_next_tick()
                         seq += 1
                         continue
                     flush()
