@@ -15,8 +15,12 @@ pytestmark = pytest.mark.timeout(90)
 BIG = 100 * 1024  # over the shared-memory threshold: goes alone, through a slot
 
 
-async def test_batched_chunks_arrive_in_order_across_pauses_and_large_chunks(node):
-    async with connect("responder", node.url) as responder, connect("reader", node.url) as reader:
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-link", "through-node"])
+async def test_batched_chunks_arrive_in_order_across_pauses_and_large_chunks(node, direct):
+    async with (
+        connect("responder", node.url, direct=direct) as responder,
+        connect("reader", node.url, direct=direct) as reader,
+    ):
 
         async def chunks(msg: Msg):  # type: ignore[no-untyped-def]
             for i in range(3000):
@@ -27,11 +31,17 @@ async def test_batched_chunks_arrive_in_order_across_pauses_and_large_chunks(nod
         await responder.serve("gen.mixed", chunks)
         await responder.flush()
         before = reader.stats.received
-        got = [(m.seq, bytes(m.data)) async for m in reader.stream("gen.mixed", timeout=30)]
+        got: list[tuple[int, bytes]] = []
+        shared = 0
+        async for m in reader.stream("gen.mixed", timeout=30):
+            got.append((m.seq, bytes(m.data)))
+            shared += m.shared
         frames = reader.stats.received - before
     expected = [(i, (b"L" * BIG) if i % 500 == 250 else f"c{i}".encode()) for i in range(3000)]
     assert got == expected
     assert frames < 3000 // 2  # several chunks a frame, not one
+    # Through the node, the large chunks went alone through shared memory.
+    assert shared == (0 if direct else 6)
 
 
 async def test_a_requester_that_did_not_ask_gets_one_chunk_per_frame(node, agent_procs):
