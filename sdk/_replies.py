@@ -279,6 +279,8 @@ class StreamReceiver(ReplyWaiter):
             except RemoteProtocolError as exc:
                 state.error = RemoteProtocolError(exc.message, subject=self.subject)
                 state.ended = True
+                if msg.reply and msg._agent is not None:
+                    msg._agent._cancel_stream(msg.reply, msg._via)  # it would go on sending
         elif msg.status == Status.STREAM_END:
             state.ended = True
         else:

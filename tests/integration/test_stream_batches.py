@@ -7,6 +7,8 @@ import asyncio
 
 import pytest
 
+from fabric.errors import RemoteProtocolError
+from fabric.wire import Status
 from sdk import Msg, connect
 from sdk._chunks import BATCH_HEADER
 
@@ -89,3 +91,33 @@ async def test_an_error_after_batched_chunks_arrives_after_them(node):
             async for m in reader.stream("gen.failing", timeout=20):
                 got.append(m.text())
     assert got == [f"c{i}" for i in range(10)]
+
+
+async def test_a_malformed_batch_fails_the_stream_and_cancels_the_responder(node):
+    async with (
+        connect("liar", node.url, direct=False) as liar,
+        connect("reader", node.url, direct=False) as reader,
+    ):
+        cancelled = asyncio.Event()
+        control = await liar.subscribe("liar.control")
+
+        async def answer_badly(msg: Msg) -> None:
+            # Claims two chunks of 100 bytes in a 12-byte payload.
+            liar._send_pub(msg.reply, b"\x02\x00\x00\x00" + b"\x64\x00\x00\x00" * 2,
+                           status=Status.STREAM_CHUNKS, reply="liar.control")
+
+        async def watch() -> None:
+            async for m in control:
+                if m.status == Status.CANCELLED:
+                    cancelled.set()
+
+        await liar.subscribe("gen.liar", callback=answer_badly)
+        await liar.flush()
+        watcher = asyncio.create_task(watch())
+        try:
+            with pytest.raises(RemoteProtocolError):
+                async for _ in reader.stream("gen.liar", timeout=20):
+                    pass
+            await asyncio.wait_for(cancelled.wait(), 20)
+        finally:
+            watcher.cancel()
