@@ -35,7 +35,7 @@ from fabric.subjects import validate_pattern, validate_subject
 from fabric.transports import Link, StreamLink
 from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_header
 
-from ._chunks import BATCH_HEADER, DEFAULT_WINDOW, ChunkBatcher, Frame
+from ._chunks import BATCH_HEADER, DEFAULT_WINDOW, MAX_BATCH_BYTES, ChunkBatcher, Frame
 from ._connection import Connection, parse_urls
 from ._deadline import current_deadline, effective_deadline, timeout_ms
 from ._direct import DirectPaths
@@ -899,7 +899,7 @@ class Agent:
         task = asyncio.current_task()
         gate.on_cancel = task.cancel if task is not None else None
         n, control = self._new_reply(gate)
-        batcher = ChunkBatcher() if batches else None
+        batcher = ChunkBatcher(min(MAX_BATCH_BYTES, self._conn.max_payload)) if batches else None
         flush = _ChunkFlush(self, msg, control, batcher) if batcher is not None else None
         seq = 0
         try:

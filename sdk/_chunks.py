@@ -23,6 +23,7 @@ __all__ = [
     "BATCH_HEADER",
     "BATCH_VERSION",
     "DEFAULT_WINDOW",
+    "MAX_BATCH_BYTES",
     "ChunkBatcher",
     "CreditWindow",
     "Frame",
@@ -34,10 +35,10 @@ __all__ = [
 BATCH_HEADER = "fabric-chunks"
 BATCH_VERSION = "1"
 
-#: A batch stays well under the shared-memory threshold (64 KiB by default), so it is always
-#: sent inline and its chunks never outlive a slot.
+#: A batch is always sent inline (never through a slot, whose release would cut its chunks'
+#: views short); this keeps it below the default 64 KiB shared-memory threshold.
 MAX_BATCH_BYTES = 32 * 1024
-#: Bounded so one batch never holds the reader's whole window hostage behind a slow write.
+#: Bounded so splitting one batch stays a short step of the reader's loop.
 MAX_BATCH_CHUNKS = 1024
 
 #: Credit a stream starts with. Measured (2,000 chunks of 64 B, docs/architecture.md): with
