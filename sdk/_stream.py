@@ -103,11 +103,15 @@ class StreamReply:
         if self._finished:
             raise StopAsyncIteration
         receiver = self._receiver or await self._start()
-        try:
-            chunk = await receiver.next(self._deadline)
-        except BaseException:
-            self._close(cancel=True)
-            raise
+        queue = receiver.state.queue
+        if queue:
+            chunk: Msg | None = queue.popleft()  # receiver.next's fast path, no coroutine
+        else:
+            try:
+                chunk = await receiver.next(self._deadline)
+            except BaseException:
+                self._close(cancel=True)
+                raise
         for rival in receiver.rivals:
             self._agent._cancel_stream(rival)  # through the node: it knows every inbox
         receiver.rivals.clear()
