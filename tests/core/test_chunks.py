@@ -121,3 +121,32 @@ def test_window_grants_half_a_window_at_a_time() -> None:
     assert [credits.consumed() for _ in range(8)] == [0, 0, 0, 4, 0, 0, 0, 4]
     with pytest.raises(ValueError):
         CreditWindow(1)
+
+
+@settings(max_examples=200)
+@given(CHUNKS, st.lists(st.integers(min_value=1, max_value=20), max_size=50))
+def test_the_receiver_hands_out_any_batching_chunk_by_chunk(
+    chunks: list[bytes], cuts: list[int]
+) -> None:
+    """Frames cut anywhere (single chunks and batches mixed) reach the reader as the same
+    chunks, in order, numbered in order, each its own message from the responder."""
+    from sdk._msg import Msg
+    from sdk._replies import StreamReceiver
+
+    receiver = StreamReceiver("gen")
+    seq, i = 0, 0
+    while seq < len(chunks):
+        n = min(cuts[i % len(cuts)] if cuts else 1, len(chunks) - seq)
+        i += 1
+        part = chunks[seq : seq + n]
+        if n == 1:
+            frame = Msg("_INBOX.t.1", part[0], status=Status.STREAM_CHUNK, seq=seq, reply="ctl")
+        else:
+            frame = Msg("_INBOX.t.1", pack_chunks(part), status=Status.STREAM_CHUNKS, seq=seq,
+                        reply="ctl")
+        receiver.deliver(frame)
+        seq += n
+    queue = receiver.state.queue
+    assert [(m.seq, bytes(m.data)) for m in queue] == list(enumerate(chunks))
+    assert all(m.status == Status.STREAM_CHUNK and m.reply == "ctl" for m in queue)
+    assert receiver.control == "ctl" or not chunks
