@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from fabric.errors import RemoteProtocolError
-from fabric.wire import Status
+from fabric.protocol import CHUNKS_HEADER, Status
 
 __all__ = [
     "BATCH_HEADER",
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 #: Stream-open header by which a requester says it splits ``STREAM_CHUNKS`` frames.
-BATCH_HEADER = "fabric-chunks"
+BATCH_HEADER = CHUNKS_HEADER
 BATCH_VERSION = "1"
 
 #: A batch is always sent inline (never through a slot, whose release would cut its chunks'

@@ -21,7 +21,7 @@ from fabric.errors import (
     RemoteProtocolError,
     Timeout,
 )
-from fabric.wire import Status
+from fabric.protocol import INBOX_PREFIX, Status
 
 from ._chunks import unpack_chunks
 from ._msg import Msg, Sender
@@ -39,7 +39,7 @@ __all__ = [
 def _named(error: FabricError, subject: str) -> FabricError:
     """An error that came back on our inbox names the subject that was called (what the
     caller knows), not the ``_INBOX...`` it travelled on."""
-    if subject and (not error.subject or error.subject.startswith("_INBOX.")):
+    if subject and (not error.subject or error.subject.startswith(INBOX_PREFIX)):
         error.subject = subject
     return error
 
@@ -238,8 +238,16 @@ def _split_batch(msg: Msg) -> list[Msg]:
 class StreamReceiver(ReplyWaiter):
     """Chunks of one streamed reply. Bounded by the credit window the requester grants."""
 
-    def __init__(self, subject: str, links: Sequence[object] = ()) -> None:
+    def __init__(
+        self,
+        subject: str,
+        links: Sequence[object] = (),
+        cancel: Callable[[str, Any], None] | None = None,
+    ) -> None:
         self.subject = subject
+        #: Tells a responder (control subject, direct link) to stop: for a batch we cannot
+        #: split, after which the stream has ended and nothing else would tell it.
+        self.cancel = cancel
         #: The direct links the stream request went out on.
         self.links = links
         self.state = _StreamState()
@@ -279,8 +287,8 @@ class StreamReceiver(ReplyWaiter):
             except RemoteProtocolError as exc:
                 state.error = RemoteProtocolError(exc.message, subject=self.subject)
                 state.ended = True
-                if msg.reply and msg._agent is not None:
-                    msg._agent._cancel_stream(msg.reply, msg._via)  # it would go on sending
+                if msg.reply and self.cancel is not None:
+                    self.cancel(msg.reply, msg._via)  # it would go on sending
         elif msg.status == Status.STREAM_END:
             state.ended = True
         else:

@@ -15,7 +15,7 @@ from ._msg import Msg
 from ._replies import ReplyWaiter, StreamReceiver
 
 if TYPE_CHECKING:
-    from ._agent import Agent
+    from ._core import AgentCore
 
 __all__ = ["StreamReply"]
 
@@ -25,13 +25,13 @@ class _Canceller(ReplyWaiter):
     that still arrives is answered with a cancel, so the responder stops instead of waiting
     out its deadline."""
 
-    def __init__(self, agent: Agent, subject: str) -> None:
-        self._agent = agent
+    def __init__(self, core: AgentCore, subject: str) -> None:
+        self._core = core
         self.subject = subject
 
     def deliver(self, msg: Msg) -> None:
         if msg.reply:
-            self._agent._cancel_stream(msg.reply)
+            self._core.cancel_stream(msg.reply)
 
     def fail(self, exc: FabricError) -> None:
         pass
@@ -46,14 +46,14 @@ class StreamReply:
 
     def __init__(
         self,
-        agent: Agent,
+        core: AgentCore,
         subject: str,
         payload: bytes | memoryview,
         timeout: float | None,
         window: int,
         headers: dict[str, str] | None,
     ) -> None:
-        self._agent = agent
+        self._core = core
         self.subject = subject
         self._payload = payload
         self._timeout = timeout
@@ -70,24 +70,24 @@ class StreamReply:
         return self
 
     async def _start(self) -> StreamReceiver:
-        agent = self._agent
-        self._deadline = effective_deadline(self._timeout, agent.default_timeout)
-        await agent._ensure_connected(self._deadline)
-        receiver = StreamReceiver(self.subject)
+        core = self._core
+        self._deadline = effective_deadline(self._timeout, core.default_timeout)
+        await core.ensure_connected(self._deadline)
+        receiver = StreamReceiver(self.subject, cancel=core.cancel_stream)
         direct = None
-        if agent._direct is not None and len(self._payload) < agent._conn.shared.threshold:
-            direct = await agent._direct_targets(self.subject, self._deadline)
-        self._n, reply = agent._new_reply(receiver)
+        if len(self._payload) < core.shared.threshold:
+            direct = await core.direct_targets(self.subject, self._deadline)
+        self._n, reply = core.inbox.new(receiver)
         self._receiver = receiver
         if direct is not None:
             links, sids = direct
             receiver.links = links
-            agent._send_direct(
+            core.send_direct(
                 links, sids, self.subject, self._payload, reply, self._deadline,
                 headers=self._headers, status=Status.STREAM_OPEN, seq=self._window,
             )
             return receiver
-        agent._send_pub(
+        core.send_pub(
             self.subject,
             self._payload,
             headers=self._headers,
@@ -113,14 +113,14 @@ class StreamReply:
                 self._close(cancel=True)
                 raise
         for rival in receiver.rivals:
-            self._agent._cancel_stream(rival)  # through the node: it knows every inbox
+            self._core.cancel_stream(rival)  # through the node: it knows every inbox
         receiver.rivals.clear()
         if chunk is None:
             self._close(cancel=False)
             raise StopAsyncIteration
         grant = self._credit.consumed()
         if grant and receiver.control:
-            self._agent._grant_credit(receiver.control, grant, receiver.via)
+            self._core.grant_credit(receiver.control, grant, receiver.via)
         return chunk
 
     async def aclose(self) -> None:
@@ -138,18 +138,18 @@ class StreamReply:
         receiver = self._receiver
         if receiver is None:
             return
-        agent = self._agent
-        agent._waiters.pop(self._n, None)
+        core = self._core
+        core.inbox.pop(self._n)
         if not cancel or receiver.state.ended:
             return
         if receiver.control:
-            agent._cancel_stream(receiver.control, receiver.via)
+            core.cancel_stream(receiver.control, receiver.via)
             return
         # No chunk yet, so no address to cancel: answer whatever still comes.
-        agent._waiters[self._n] = _Canceller(agent, self.subject)
+        core.inbox.put(self._n, _Canceller(core, self.subject))
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
         delay = max(0.0, self._deadline - time.monotonic())
-        loop.call_later(delay, agent._waiters.pop, self._n, None)
+        loop.call_later(delay, core.inbox.pop, self._n)

@@ -163,7 +163,7 @@ async def big_publisher(url: str, subject: str, size: str) -> None:
     ``stocked N`` once its pre-leased slots are in, then ``ready``, and waits to be killed."""
     async with connect("big-publisher", url) as agent:
         await agent.publish(subject, b"\x05" * int(size))
-        shared = agent._conn.shared
+        shared = agent._core.shared
         await shared.refilled()
         say("stocked", shared.stash.held() if shared.stash is not None else 0)
         say("ready", os.getpid())

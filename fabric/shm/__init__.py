@@ -30,7 +30,7 @@ from ._memfd import (
 )
 from ._pool import ClassStats, PoolStats, SlotPool, SlotState
 from ._region import SharedRegion
-from ._service import BlobHost, PoolService, SharedDelivery
+from ._service import BlobHost, PoolHandler, PoolService, SharedDelivery
 from ._settings import PAGE, PoolSettings, SlotClassSpec
 from ._stash import SlotStash
 
@@ -44,6 +44,7 @@ __all__ = [
     "ClassStats",
     "Descriptor",
     "PoolGate",
+    "PoolHandler",
     "PoolLayout",
     "PoolService",
     "PoolSettings",

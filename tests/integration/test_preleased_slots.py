@@ -26,7 +26,7 @@ async def test_a_warm_pool_publishes_without_an_allocation_round_trip(node):
         sub = await reader.subscribe("big")
         await reader.flush()
         async with connect("producer", node.url) as producer:
-            shared = producer._conn.shared
+            shared = producer._core.shared
             assert shared.stash is not None, "the node announced pre-lease bounds"
             await producer.publish("big", b"\x01" * SIZE)  # cold: one round trip
             assert shared.alloc_calls == 1

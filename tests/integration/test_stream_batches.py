@@ -103,8 +103,8 @@ async def test_a_malformed_batch_fails_the_stream_and_cancels_the_responder(node
 
         async def answer_badly(msg: Msg) -> None:
             # Claims two chunks of 100 bytes in a 12-byte payload.
-            liar._send_pub(msg.reply, b"\x02\x00\x00\x00" + b"\x64\x00\x00\x00" * 2,
-                           status=Status.STREAM_CHUNKS, reply="liar.control")
+            liar._core.send_pub(msg.reply, b"\x02\x00\x00\x00" + b"\x64\x00\x00\x00" * 2,
+                                status=Status.STREAM_CHUNKS, reply="liar.control")
 
         async def watch() -> None:
             async for m in control:
