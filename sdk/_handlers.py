@@ -167,14 +167,17 @@ async def _serve_stream(core: AgentCore, msg: Msg, chunks: Any, batches: bool = 
                 if flush is not None:
                     flush()  # what we hold must reach the reader before it grants more
                 await gate.take(msg.deadline)
-            item = checked_reply(item, chunks, msg.subject)
+            if type(item) is not bytes:  # bytes pass both checks unchanged: skipped per chunk
+                item = checked_reply(item, chunks, msg.subject)
             if flush is not None and batcher is not None:
-                payload = encode_payload(item)
+                payload = item if type(item) is bytes else encode_payload(item)
                 if batcher.fits(payload):
                     if type(payload) is not bytes:
                         payload = bytes(payload)  # the generator may reuse its buffer
-                    for frame in batcher.offer(payload, seq):
-                        flush.send(frame)
+                    frames = batcher.offer(payload, seq)
+                    if frames:
+                        for frame in frames:
+                            flush.send(frame)
                     flush.at_next_tick()
                     seq += 1
                     continue

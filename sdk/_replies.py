@@ -24,7 +24,7 @@ from fabric.errors import (
 from fabric.protocol import INBOX_PREFIX, Status
 
 from ._chunks import unpack_chunks
-from ._msg import Msg, Sender
+from ._msg import Msg, Sender, messages_like
 
 __all__ = [
     "CreditGate",
@@ -223,16 +223,7 @@ def _split_batch(msg: Msg) -> list[Msg]:
         # The views would outlive the slot: copy them out and give the slot back now.
         data = bytes(data)
         msg.release()
-    out = []
-    for i, chunk in enumerate(unpack_chunks(data)):
-        part = Msg(
-            msg.subject, chunk, headers=msg.headers, reply=msg.reply, deadline=msg.deadline,
-            status=Status.STREAM_CHUNK, seq=msg.seq + i, msg_id=msg.msg_id,
-            traceparent=msg.traceparent, agent=msg._agent, via=msg._via, sender=msg.sender,
-        )
-        part._conn = msg._conn
-        out.append(part)
-    return out
+    return messages_like(msg, unpack_chunks(data), msg.seq, Status.STREAM_CHUNK)
 
 
 class StreamReceiver(ReplyWaiter):

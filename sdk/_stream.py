@@ -112,9 +112,10 @@ class StreamReply:
             except BaseException:
                 self._close(cancel=True)
                 raise
-        for rival in receiver.rivals:
-            self._core.cancel_stream(rival)  # through the node: it knows every inbox
-        receiver.rivals.clear()
+        if receiver.rivals:
+            for rival in receiver.rivals:
+                self._core.cancel_stream(rival)  # through the node: it knows every inbox
+            receiver.rivals.clear()
         if chunk is None:
             self._close(cancel=False)
             raise StopAsyncIteration

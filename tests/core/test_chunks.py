@@ -150,3 +150,29 @@ def test_the_receiver_hands_out_any_batching_chunk_by_chunk(
     assert [(m.seq, bytes(m.data)) for m in queue] == list(enumerate(chunks))
     assert all(m.status == Status.STREAM_CHUNK and m.reply == "ctl" for m in queue)
     assert receiver.control == "ctl" or not chunks
+
+
+def test_chunk_messages_are_those_msg_would_build() -> None:
+    """``messages_like`` sets the slots itself (cheaper per chunk): every slot ``Msg(...)``
+    sets, a new one included, must come out the same."""
+    from sdk._msg import Msg, Sender, messages_like
+
+    template = Msg("_INBOX.t.1", b"batch", headers={"k": "v"}, reply="ctl", deadline=12.5,
+                   status=Status.STREAM_CHUNKS, seq=7, msg_id=9, traceparent="00-ab",
+                   sender=Sender("gen", "n1"))
+    template._conn = object()
+    bare = Msg("_INBOX.t.1", b"batch", status=Status.STREAM_CHUNKS, seq=7)
+    for origin in (template, bare):
+        made = messages_like(origin, [b"a", b"bc"], origin.seq, Status.STREAM_CHUNK)
+        for i, msg in enumerate(made):
+            expected = Msg(origin.subject, [b"a", b"bc"][i], headers=origin.headers,
+                           reply=origin.reply, deadline=origin.deadline,
+                           status=Status.STREAM_CHUNK, seq=7 + i, msg_id=origin.msg_id,
+                           traceparent=origin.traceparent, agent=origin._agent,
+                           via=origin._via, sender=origin.sender)
+            expected._conn = origin._conn
+            for slot in Msg.__slots__:
+                if slot != "__weakref__":
+                    assert getattr(msg, slot) == getattr(expected, slot), slot
+        if not origin.headers:
+            assert made[0].headers is not made[1].headers  # each its own, as Msg(...) gives
