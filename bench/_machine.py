@@ -10,7 +10,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["describe_machine"]
+__all__ = ["describe_machine", "load_average"]
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): every number of a run on a
+    shared machine is read next to it."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def _cpu_model() -> str:
@@ -53,4 +62,5 @@ def describe_machine(packages: Iterable[str] = ()) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
         "packages": versions,
+        "load_average_start": load_average(),
     }

@@ -101,6 +101,7 @@ async def start_child(
         Timeout: no ready line within ``timeout_s``; the child was killed.
         ConnectionLost: the child exited before it was ready.
     """
+    argv = _profiled(name, argv)
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.PIPE,
@@ -151,6 +152,19 @@ async def start_child(
         raise
     child._drains.append(asyncio.create_task(_drain(watched, tail)))
     return child
+
+
+#: When set, every Python child runs under cProfile and writes its profile into this folder
+#: at exit (``python -m bench.hops cprofile`` sets it; see docs/bench.md).
+PROFILE_DIR_ENV = "BENCH_PROFILE_DIR"
+
+
+def _profiled(name: str, argv: Sequence[str]) -> list[str]:
+    folder = os.environ.get(PROFILE_DIR_ENV)
+    if not folder or len(argv) < 3 or argv[0] != sys.executable or argv[1] != "-m":
+        return list(argv)
+    out = os.path.join(folder, "".join(c if c.isalnum() else "-" for c in name) + ".prof")
+    return [argv[0], "-m", "cProfile", "-o", out, *argv[1:]]
 
 
 def worker_argv(system: str, plan_json: str, env_json: str) -> list[str]:

@@ -1,7 +1,8 @@
 """``--report DIR``: an HTML page with the tables and matplotlib plots (PNG files beside it).
 
 Works from the JSON document alone, so a report can be rebuilt from a saved ``--json``.
-One section per case: the results of every system with a ratio column per fabric mode, the
+One section per case: the results of every system, each fabric row with its p50 and p99
+ratios against aiohttp and NATS (or why there are none), the
 latency distribution (every system's percentile curve, from the HDR histograms of all its
 repeats merged) and the ratio chart (each fabric mode's speed-up over each baseline, with the
 spread as error bars). Every plot has the same size and readable labels, legends sit outside
@@ -18,9 +19,15 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from bench._results import SUBJECTS, summary_lines, times_text
+from bench._results import SUBJECTS, VERSUS, VersusCell, summary_lines, times_text, versus_cells
 from bench._stats import new_histogram
-from bench._table import RATIO_HEADERS, format_latency, format_rate, format_spread
+from bench._table import (
+    RATIO_HEADERS,
+    VERSUS_HEADERS,
+    format_latency,
+    format_rate,
+    format_spread,
+)
 
 __all__ = ["FIGURE_DPI", "FIGURE_INCHES", "system_colour", "write_report"]
 
@@ -193,20 +200,27 @@ def _cells(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def _versus_html(cell: VersusCell) -> str:
+    if cell.speedup is None:
+        return f'<span class="missing">{html.escape(cell.missing)}</span>'
+    text = f"p50 {cell.speedup:.2f}x"
+    if cell.speedup_p99 is not None:
+        text += f" · p99 {cell.speedup_p99:.2f}x"
+    return text
+
+
 def _case_table(
-    rows: Sequence[dict[str, Any]], ratios: Sequence[dict[str, Any]], subjects: Sequence[str]
+    rows: Sequence[dict[str, Any]], versus: dict[tuple[str, str], list[VersusCell]]
 ) -> str:
-    by_pair = {(r["subject"], r["baseline"]): r for r in ratios}
     head = ["system", "p50", "spread", "p99", "p99.9", "max"]
-    head += [RATIO_HEADERS.get(s, f"{s} x") for s in subjects]
+    head += [VERSUS_HEADERS.get(b, f"vs {b}") for b in VERSUS]
     out = ["<table><tr>", *(f"<th>{html.escape(h)}</th>" for h in head), "</tr>"]
     for result in rows:
         system = result["system"]
         swatch = f'<span class="swatch" style="background:{system_colour(system)}"></span>'
         cells = [swatch + html.escape(system), *map(html.escape, _cells(result))]
-        for subject in subjects:
-            ratio = by_pair.get((subject, system))
-            cells.append(f"{ratio['speedup']:.2f}x" if ratio else "")
+        row = versus.get((result["case"], system))
+        cells += [_versus_html(c) for c in row] if row else [""] * len(VERSUS)
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     out.append("</table>")
     return "".join(out)
@@ -224,6 +238,11 @@ def write_report(document: dict[str, Any], directory: Path) -> Path:
         {"subject": "fabric", **r} for r in document["ratios"]
     ]
     subjects = [s for s in SUBJECTS if any(r["subject"] == s for r in ratios)] or ["fabric"]
+    versus = versus_cells(
+        ratios,
+        {(r["case"], r["system"]): r["status"] for r in results},
+        {s["name"]: s["status"] for s in document["systems"]},
+    )
     cases: dict[str, list[dict[str, Any]]] = {}
     for result in results:
         cases.setdefault(result["case"], []).append(result)
@@ -248,7 +267,7 @@ def write_report(document: dict[str, Any], directory: Path) -> Path:
                 )
         sections.append(
             f'<section class="case" id="{_slug(case)}"><h3>{html.escape(case)}</h3>'
-            f"{_case_table(rows, case_ratios, subjects)}{''.join(figures)}</section>"
+            f"{_case_table(rows, versus)}{''.join(figures)}</section>"
         )
 
     summary = "".join(
@@ -281,10 +300,11 @@ def write_report(document: dict[str, Any], directory: Path) -> Path:
         f"<td>{html.escape(s['hint'] if s['status'] == 'skipped' else '')}</td></tr>"
         for s in document["systems"]
     )
-    meaning = "; ".join(
-        f'"{RATIO_HEADERS.get(s, s)}": how many times faster {_MEANING.get(s, s)} is than '
-        "that row"
-        for s in subjects
+    meaning = (
+        f"on each fabric row ({', '.join(_MEANING.get(s, s) for s in subjects)}), "
+        + " and ".join(f'"{VERSUS_HEADERS.get(b, b)}"' for b in VERSUS)
+        + " say how many times faster it is than that system on the same case, at p50 and"
+        " at p99"
     )
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fabric bench</title>
@@ -294,6 +314,7 @@ table {{ border-collapse: collapse; margin: 1em 0; }}
 td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; font-size: 14px; }}
 figure {{ display: inline-block; margin: 0.5em 0; }}
 img {{ max-width: 100%; }}
+.missing {{ color: #a60; }}
 .swatch {{ display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.4em; }}
 ul.colours {{ list-style: none; padding: 0; display: flex; gap: 1.5em; flex-wrap: wrap; }}
 </style></head><body>

@@ -17,15 +17,19 @@ __all__ = [
     "SCHEMA",
     "SUBJECT",
     "SUBJECTS",
+    "VERSUS",
     "RunRecord",
     "SummaryLine",
     "SystemStatus",
     "Versus",
+    "VersusCell",
     "build_document",
     "ratios",
+    "record_versus",
     "summary_lines",
     "times_text",
     "validate_document",
+    "versus_cells",
 ]
 
 SCHEMA = "agent-fabric.bench/1"
@@ -37,6 +41,9 @@ SUBJECTS: tuple[str, ...] = (SUBJECT, "fabric-latency", "fabric-crossnode")
 #: stacks the seed compares against, and the other brokers (the fabric's peers).
 HTTP_SYSTEMS: tuple[str, ...] = ("fastapi", "aiohttp")
 PEER_SYSTEMS: tuple[str, ...] = ("nats", "zenoh")
+#: The baselines every fabric row of the table is compared against, one column each: the
+#: HTTP stack and the broker that DESIGN.md's targets name.
+VERSUS: tuple[str, ...] = ("aiohttp", "nats")
 
 
 @dataclass
@@ -82,7 +89,8 @@ def ratios(
 
     ``speedup`` > 1 means the subject is faster: baseline p50 / subject p50 for latencies,
     subject rate / baseline rate for rates. ``speedup_min``/``speedup_max`` bound it with the
-    spreads of both sides (worst and best pairing of the repeats' p50s or rates).
+    spreads of both sides (worst and best pairing of the repeats' p50s or rates). Latencies
+    also get ``speedup_p99``: baseline p99 / subject p99 (the medians over the repeats).
     """
     by_case: dict[str, dict[str, CaseOutcome]] = {}
     for outcome in outcomes:
@@ -155,6 +163,77 @@ def _best(rows: Sequence[dict[str, Any]]) -> Versus | None:
     return Versus(str(fastest["baseline"]), float(fastest["speedup"]))
 
 
+@dataclass(frozen=True)
+class VersusCell:
+    """One fabric row against one baseline of :data:`VERSUS`: the ratios, or why none."""
+
+    baseline: str
+    speedup: float | None = None
+    """Baseline p50 / fabric p50 (for rates: fabric rate / baseline rate); > 1: faster."""
+    speedup_p99: float | None = None
+    """Baseline p99 / fabric p99 (latencies only)."""
+    missing: str = ""
+    """Why there is no ratio: ``not installed`` (the system was skipped), ``failed`` (it did
+    not start or broke), ``not in run`` (not selected), ``n/a`` (it has no way to do the
+    case), ``no result`` (the case did not run for it)."""
+
+
+def versus_cells(
+    found: Iterable[dict[str, Any]],
+    case_status: dict[tuple[str, str], str],
+    system_status: dict[str, str],
+    baselines: Sequence[str] = VERSUS,
+) -> dict[tuple[str, str], list[VersusCell]]:
+    """For every measured fabric row, keyed ``(case, subject)``: one cell per baseline.
+
+    ``found`` is :func:`ratios`' output; ``case_status`` maps ``(case, system)`` to the
+    outcome's status; ``system_status`` maps each system of the run to ``ok``/``skipped``/
+    ``failed``. Pure, and fed from a :class:`RunRecord` or a JSON document alike.
+    """
+    by_key = {(r["case"], r["subject"], r["baseline"]): r for r in found}
+    cells: dict[tuple[str, str], list[VersusCell]] = {}
+    for (case, subject), status in case_status.items():
+        if subject not in SUBJECTS or status != "ok":
+            continue
+        row = []
+        for baseline in baselines:
+            ratio = by_key.get((case, subject, baseline))
+            if ratio is not None:
+                p99 = ratio.get("speedup_p99")
+                row.append(
+                    VersusCell(
+                        baseline, float(ratio["speedup"]), None if p99 is None else float(p99)
+                    )
+                )
+            else:
+                row.append(VersusCell(baseline, missing=_why_missing(
+                    system_status.get(baseline), case_status.get((case, baseline))
+                )))
+        cells[(case, subject)] = row
+    return cells
+
+
+def _why_missing(system: str | None, case: str | None) -> str:
+    if system is None:
+        return "not in run"
+    if system == "skipped":
+        return "not installed"
+    if system == "failed" or case == "failed":
+        return "failed"
+    if case == "n/a":
+        return "n/a"
+    return "no result"
+
+
+def record_versus(record: RunRecord) -> dict[tuple[str, str], list[VersusCell]]:
+    """:func:`versus_cells` of a run in memory."""
+    return versus_cells(
+        ratios(record.outcomes),
+        {(o.case, o.system): o.status for o in record.outcomes},
+        {s.name: s.status for s in record.systems},
+    )
+
+
 def times_text(speedup: float) -> str:
     """``2.4x faster``, ``1.6x slower``, ``26x faster``: a ratio as a reader says it."""
     if speedup <= 0:
@@ -171,6 +250,7 @@ def _speedup(mine: CaseOutcome, other: CaseOutcome) -> dict[str, float]:
             "speedup": b["p50_us"] / a["p50_us"],
             "speedup_min": b["p50_min_us"] / a["p50_max_us"],
             "speedup_max": b["p50_max_us"] / a["p50_min_us"],
+            "speedup_p99": b["p99_us"] / a["p99_us"],
         }
     return {
         "speedup": a["rate"] / b["rate"],

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench._harness import Profile, ScenarioContext
-from bench._machine import describe_machine
+from bench._machine import describe_machine, load_average
 from bench._outcome import CaseOutcome
 from bench._plan import ProcPlan, plan_layout
 from bench._procs import Child, start_child, worker_argv
@@ -164,6 +164,7 @@ async def run_bench(config: RunConfig, progress: Progress | None = None) -> RunR
         if status.status == "ok":
             progress.system_finished(status.name, "ok")
     record.duration_s = time.perf_counter() - started
+    record.machine["load_average_end"] = load_average()
     return record
 
 

@@ -1,12 +1,12 @@
-"""The terminal table: one row per case and system, with the fabric's ratio on each, laid out
-to fit the terminal; the notes under it; the end-of-run summary."""
+"""The terminal table: one row per case and system, each fabric row with its ratio against
+aiohttp and NATS from the same run, laid out to fit the terminal; the notes under it; the
+end-of-run summary."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -15,14 +15,25 @@ from rich.table import Table
 from rich.text import Text
 
 from bench._outcome import CaseOutcome
-from bench._results import SUBJECTS, RunRecord, ratios, summary_lines, times_text
+from bench._results import (
+    SUBJECTS,
+    VERSUS,
+    RunRecord,
+    VersusCell,
+    ratios,
+    record_versus,
+    summary_lines,
+    times_text,
+)
 
 __all__ = [
     "DOCS",
     "RATIO_HEADERS",
+    "VERSUS_HEADERS",
     "format_latency",
     "format_rate",
     "format_spread",
+    "format_versus",
     "problems_table",
     "results_notes",
     "results_table",
@@ -49,27 +60,30 @@ def format_rate(rate: float, unit: str) -> str:
     return f"{rate:.3g} {unit}".rstrip()
 
 
-#: Ratio column headers: short, so that they never get cut.
+#: The ratio columns of the table, one per baseline of ``VERSUS``.
+VERSUS_HEADERS: dict[str, str] = {"aiohttp": "vs aiohttp", "nats": "vs NATS"}
+#: Short names of the fabric modes (summary, report legends).
 RATIO_HEADERS: dict[str, str] = {
     "fabric": "fabric x",
     "fabric-latency": "latency x",
     "fabric-crossnode": "2 nodes x",
 }
-_RATIO_MEANING: dict[str, str] = {
-    "fabric": "the fabric on one host",
-    "fabric-latency": "the fabric in latency mode",
-    "fabric-crossnode": "the fabric across two nodes",
-}
 DOCS = "docs/bench.md"
 
 
-def _ratio_text(ratio: dict[str, Any] | None) -> str:
-    if ratio is None:
+def _ratio_number(speedup: float) -> str:
+    return f"{speedup:.2f}x" if speedup < 10 else f"{speedup:.0f}x"
+
+
+def format_versus(cell: VersusCell | None) -> str:
+    """A ratio cell as rich markup: ``1.65x`` (green when the fabric is faster, red when
+    slower), or why there is none (``not installed``, ``failed``, ``n/a``...)."""
+    if cell is None:
         return ""
-    speedup = ratio["speedup"]
-    colour = "green" if speedup >= 1 else "red"
-    number = f"{speedup:.2f}" if speedup < 10 else f"{speedup:.0f}"
-    return f"[{colour}]{number}x[/{colour}]"
+    if cell.speedup is None:
+        return f"[yellow]{cell.missing}[/yellow]"
+    colour = "green" if cell.speedup >= 1 else "red"
+    return f"[{colour}]{_ratio_number(cell.speedup)}[/{colour}]"
 
 
 def format_spread(low_us: float, high_us: float) -> str:
@@ -107,7 +121,8 @@ _LAYOUTS = (
 
 def results_table(record: RunRecord, *, wide: bool = True, width: int | None = None) -> Table:
     """Every case of ``record``: p50 with the spread of the repeats' p50s, tail percentiles,
-    and how many times faster each fabric mode is than the row's system (>1: the fabric wins).
+    and on each fabric row how many times faster it is than aiohttp and than NATS on the
+    same case (p50 / p50, >1: the fabric wins), or why that baseline has no number.
 
     With ``width`` (the terminal's), the widest layout that fits it without cutting a cell is
     chosen: p99.9 and max go first, then the case column (cases become heading rows), then
@@ -132,10 +147,7 @@ def results_table(record: RunRecord, *, wide: bool = True, width: int | None = N
 
 
 def _results_table(record: RunRecord, layout: _Layout) -> Table:
-    found = ratios(record.outcomes)
-    by_key = {(r["subject"], r["case"], r["baseline"]): r for r in found}
-    present = {r["subject"] for r in found}
-    subjects = [s for s in SUBJECTS if s in present] or [SUBJECTS[0]]
+    versus = record_versus(record)
     table = Table(
         title="fabric bench: p50 is the median over repeats, spread the min-max of their p50s",
         title_justify="left",
@@ -150,7 +162,7 @@ def _results_table(record: RunRecord, layout: _Layout) -> Table:
         columns.append(("p99", "right"))
     if layout.tails:
         columns += [("p99.9", "right"), ("max", "right")]
-    columns += [(RATIO_HEADERS.get(subject, f"{subject} x"), "right") for subject in subjects]
+    columns += [(VERSUS_HEADERS.get(b, f"vs {b}"), "right") for b in VERSUS]
     for column, justify in columns:
         table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     last_case = None
@@ -172,19 +184,19 @@ def _results_table(record: RunRecord, layout: _Layout) -> Table:
             cells.append(p99)
         if layout.tails:
             cells += [p999, top]
-        cells += [_ratio_text(by_key.get((s, outcome.case, outcome.system))) for s in subjects]
+        row = versus.get((outcome.case, outcome.system))
+        cells += [format_versus(cell) for cell in row] if row else [""] * len(VERSUS)
         table.add_row(*cells)
     return table
 
 
 def results_notes(record: RunRecord, summaries: dict[str, str] | None = None) -> Text:
     """What the ratio columns and the case names mean, and where the details are."""
-    found = ratios(record.outcomes)
-    present = [s for s in SUBJECTS if s in {r["subject"] for r in found}] or [SUBJECTS[0]]
+    headers = " / ".join(VERSUS_HEADERS.get(b, f"vs {b}") for b in VERSUS)
     lines = [
-        f"{RATIO_HEADERS.get(s, s)}: how many times faster {_RATIO_MEANING.get(s, s)} is than "
-        "that row (>1: faster)"
-        for s in present
+        f"{headers}: on each fabric row ({', '.join(s for s in SUBJECTS)}), how many times "
+        "faster it is than that system on the same case in this run (p50/p50, >1: faster; "
+        "p99 ratios in --json and --report)"
     ]
     scenarios: list[str] = []
     for outcome in record.outcomes:

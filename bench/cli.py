@@ -116,7 +116,9 @@ def bench_command(
     print_results(console, record)
     console.print(
         f"[dim]{record.machine['cpu_model']}, {record.machine['cores']} cores, "
-        f"Python {record.machine['python']}; run took {record.duration_s:.0f} s[/dim]"
+        f"Python {record.machine['python']}; run took {record.duration_s:.0f} s; "
+        f"load average {record.machine.get('load_average_start')} at the start, "
+        f"{record.machine.get('load_average_end')} at the end[/dim]"
     )
     document = build_document(record)
     problems = validate_document(document)

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from ._help import hide_flag_types
 from .errors import FabricError
+from .protocol import INBOX_PREFIX
 
 __all__ = ["app", "main"]
 
@@ -149,7 +150,7 @@ def _print_status(snapshot: dict[str, Any]) -> None:
         subs = ", ".join(
             x["subject"] + (f" [{x['queue']}]" if x["queue"] else "")
             for x in s["subscriptions"]
-            if not x["subject"].startswith("_INBOX.")
+            if not x["subject"].startswith(INBOX_PREFIX)
         )
         sessions.add_row(str(s["id"]), s["name"], s["peer"], subs, str(s["dropped"]))
     console.print(sessions)
@@ -360,7 +361,7 @@ def mesh(
     peers = Table("peer", "kind", "site", "rtt ms", "link", "interest", title="peers")
     for p in info["peers"]:
         subjects = ", ".join(
-            s + (f" [{q}]" if q else "") for s, q in p["interest"] if not s.startswith("_INBOX.")
+            s + (f" [{q}]" if q else "") for s, q in p["interest"] if not s.startswith(INBOX_PREFIX)
         )
         peers.add_row(
             p["name"], p["kind"], p["site"], str(p["rtt_ms"]),

@@ -14,25 +14,24 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import msgpack
 from typing_extensions import Buffer
 
+from . import _node_control
 from .auth import Authorizer
 from .config import NodeSettings
 from .errors import (
-    BadDescriptor,
     FabricError,
     InvalidSubject,
     NotAuthorized,
     PayloadTooLarge,
     RemoteProtocolError,
     SlowConsumer,
-    Timeout,
 )
-from .framing import PendingBudget
 from .mesh import Mesh, start_mesh
 from .metrics import HOP_SAMPLE_MASK, Monitoring, start_monitoring, transport_of
 from .private import (
@@ -44,24 +43,41 @@ from .private import (
     inbox_root,
     owns_inbox_pattern,
 )
-from .routing import INBOX_PREFIX, InterestTable
-from .session import Session, SessionState
-from .shm import PoolService, SharedDelivery
-from .socket_claim import SocketClaim, claim_socket
-from .state import STATE_PREFIX, StateService, make_state_backend
-from .subjects import validate_subject
-from .telemetry import NodeTracer
-from .transports import Link, StreamLink, ZmqRouterListener
-from .wire import (
+from .protocol import (
+    DIR_INVALIDATE,
     MAX_HEADER_BYTES,
     Flags,
     Header,
     Kind,
+    PendingBudget,
     Status,
+    WelcomeKey,
+    WelcomePath,
     decode_header,
     encode_header,
     encode_msg,
 )
+from .router import (
+    Action,
+    Answer,
+    Behind,
+    Count,
+    Forward,
+    Invalidate,
+    Payload,
+    PeerOrigin,
+    Replay,
+    Router,
+    role_for,
+)
+from .routing import INBOX_PREFIX
+from .session import Session, SessionState
+from .shm import PoolService, SharedDelivery
+from .socket_claim import SocketClaim, claim_socket
+from .state import StateHandover, StateService, handover_for, make_state_backend
+from .subjects import validate_subject
+from .telemetry import NodeTracer
+from .transports import Link, StreamLink, ZmqRouterListener
 
 __all__ = ["Node", "NodeStats"]
 
@@ -121,7 +137,7 @@ class _SessionLink:
     def __init__(self, node: Node, link: Link) -> None:
         self.node = node
         self.link = link
-        self.session = Session(last_seen=time.monotonic())
+        self.session = Session(last_seen=node.clock())
 
     def frame_received(self, header: bytes, payload: memoryview) -> None:
         self.node._frame(self, header, payload)
@@ -134,13 +150,29 @@ class _SessionLink:
 
 
 class Node:
-    """One broker process. ``await node.start()``, then ``await node.aclose()``."""
+    """One broker process. ``await node.start()``, then ``await node.aclose()``.
 
-    def __init__(self, settings: NodeSettings | None = None) -> None:
-        self.settings = settings or NodeSettings()
-        self.interest = InterestTable()
+    A node that is never started binds nothing: links handed to ``attach`` (agents) and a
+    mesh whose peer links are attached by hand make a whole node in memory, driven by the
+    ``clock`` given (tests/inprocess).
+    """
+
+    def __init__(
+        self, settings: NodeSettings | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings = settings or NodeSettings()
+        #: Monotonic seconds; every routing decision and deadline reads this clock.
+        self.clock = clock
+        #: Where every message goes and who answers STATUS (fabric/router); this node and its
+        #: mesh carry out what it decides.
+        self.router = Router(
+            role=role_for(settings.role, bool(settings.leaf_of)),
+            site=settings.site,
+            settle_grace=max(3 * settings.mesh_heartbeat, settings.mesh_dead_after),
+        )
+        self.interest = self.router.local
         self.stats = NodeStats()
-        self._links: dict[Session, _SessionLink] = {}
+        self._links: dict[Hashable, _SessionLink] = {}
         self._unix_server: asyncio.AbstractServer | None = None
         self._zmq: ZmqRouterListener | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -159,6 +191,8 @@ class Node:
         self.state: StateService | None = None
         #: The shared-memory pool (``$pool.*`` calls, SHM publishes); None when disabled.
         self.pool: PoolService | None = None
+        #: Migrating agents' state as sealed memfds over the pool socket (docs/migration.md).
+        self.handover: StateHandover | None = None
         #: Peer links and forwarding (fabric/mesh); None when no cluster or hub is configured.
         self.mesh: Mesh | None = None
         #: Agent credentials and subject permissions; None when no auth file is configured.
@@ -173,6 +207,10 @@ class Node:
         self.grants = ReplyGrants()
         #: Bytes of partial incoming frames, over every stream connection (fabric/framing.py).
         self.pending = PendingBudget(self.settings.max_pending_bytes)
+        #: The router's next deadline (tallies, held requests), armed once started.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -184,6 +222,11 @@ class Node:
             urls.append(self._zmq.endpoint)
         return urls
 
+    @property
+    def metrics_url(self) -> str | None:
+        """Where this node's monitoring port answers, if it advertises one."""
+        return None if self.monitoring is None else self.monitoring.advertised
+
     async def start(self) -> None:
         """Start listening.
 
@@ -191,6 +234,7 @@ class Node:
             SocketInUse: another live node serves on the Unix socket (fabric/socket_claim.py).
             ConnectionLost: when an endpoint cannot be bound (in use, no permission).
         """
+        self._loop = asyncio.get_running_loop()
         if self.settings.auth_file is not None:
             self.auth = Authorizer.from_file(self.settings.auth_file)
         if self.settings.metrics or self.settings.metrics_otlp_endpoint:
@@ -214,14 +258,16 @@ class Node:
         self._sweeper = loop.create_task(self._sweep())
         self.state = StateService(make_state_backend(self.settings))
         if self.settings.shm:
+            self.handover = handover_for(self.state, self._agent_of, self.settings.pool.threshold)
             self.pool = PoolService(
                 self.settings.pool,
                 self.settings.name,
                 self._pool_attached,
                 blobs=self.state.blob_host(),
+                handlers=self.handover.handlers() if self.handover is not None else None,
             )
             await self.pool.start(path.with_name(path.name + ".pool"))
-        self.mesh = await start_mesh(self)
+        self.mesh = await start_mesh(self, self.settings)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -233,6 +279,8 @@ class Node:
             await self.monitoring.aclose()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         if self._unix_server is not None:
             self._unix_server.close()
         if self._zmq is not None:
@@ -261,6 +309,10 @@ class Node:
         self._accept(link)
         return link
 
+    def attach(self, link: Link) -> None:
+        """Serve an agent on ``link`` (any transport; an in-memory one in tests)."""
+        self._accept(link)
+
     def _accept(self, link: Link) -> None:
         bound = _SessionLink(self, link)
         link.handler = bound
@@ -275,10 +327,9 @@ class Node:
         self._links.pop(session, None)
         self._resolvers.discard(bound)
         self.grants.forget(session)
-        if any(not s.pattern.startswith(INBOX_PREFIX) for s in self.interest.drop_session(session)):
-            self._interest_changed()
+        self.run(self.router.drop(session))
         if self.mesh is not None:
-            self.mesh.local_drop(session)
+            self.mesh.announce()
         self.stats.sessions_dropped += 1
         if self.pool is not None:
             self.pool.session_closed(session.id, session)
@@ -293,7 +344,7 @@ class Node:
         interval = self.settings.heartbeat_interval
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
+            now = self.clock()
             self.grants.sweep(now)
             deadline = now - 3 * interval
             for bound in list(self._links.values()):
@@ -312,10 +363,16 @@ class Node:
             return f"redis:{s.state_url}#{s.state_namespace}"
         return f"embedded:{s.name}:{os.getpid()}"
 
+    def _agent_of(self, session_id: int) -> str | None:
+        for bound in self._links.values():
+            if bound.session.id == session_id:
+                return bound.session.name
+        return None
+
     def _pool_attached(self, session_id: int) -> bool:
-        for session in self._links:
-            if session.id == session_id:
-                session.shm = True
+        for bound in self._links.values():
+            if bound.session.id == session_id:
+                bound.session.shm = True
                 return True
         return False
 
@@ -347,7 +404,7 @@ class Node:
 
     def _frame(self, bound: _SessionLink, raw_header: bytes, payload: memoryview) -> None:
         session = bound.session
-        session.last_seen = time.monotonic()
+        session.last_seen = self.clock()
         session.frames_in += 1
         self.stats.frames_in += 1
         try:
@@ -385,16 +442,18 @@ class Node:
                         )
                 elif self.auth is not None:
                     self.auth.check_subscribe(session.name, header.subject, header.queue)
-                self.interest.add(session, header.sid, header.subject, header.queue)
-                self._interest_changed(header.subject)
+                self.run(
+                    self.router.subscribe(
+                        session, header.sid, header.subject, header.queue, session.labels,
+                        self.clock(),
+                    )
+                )
                 if self.mesh is not None:
-                    self.mesh.local_sub(session, header.sid, header.subject, header.queue)
+                    self.mesh.announce()
             elif kind is Kind.UNSUB:
-                removed = self.interest.remove(session, header.sid)
-                if removed is not None:
-                    self._interest_changed(removed.pattern)
+                self.run(self.router.unsubscribe(session, header.sid, self.clock()))
                 if self.mesh is not None:
-                    self.mesh.local_unsub(session, header.sid)
+                    self.mesh.announce()
             elif kind is Kind.PING:
                 self._send(bound, Header(Kind.PONG, msg_id=header.msg_id))
             elif kind is Kind.HELLO:
@@ -439,7 +498,7 @@ class Node:
             NotAuthorized: with ``refusal`` as the message.
         """
         if not owns_inbox_pattern(session.inbox, inbox) and not self.grants.allowed(
-            session, inbox, time.monotonic()
+            session, inbox, self.clock()
         ):
             self.stats.forged_replies += 1
             raise NotAuthorized(refusal, subject=inbox)
@@ -467,7 +526,7 @@ class Node:
         labels = {str(k): str(v) for k, v in labels.items()}
         if self.auth is not None:
             self.auth.authenticate(name, info.get("credential"))
-        bound.session.activate(name, labels, time.monotonic())
+        bound.session.activate(name, labels, self.clock())
         bound.session.inbox = inbox_root(name)
         if isinstance(bound.link, StreamLink):
             bound.link.set_max_payload(self.settings.max_payload)
@@ -475,22 +534,40 @@ class Node:
         if isinstance(direct, str) and isinstance(bound.link, StreamLink):
             bound.session.direct = direct
         welcome = {
-            "node": self.settings.name,
-            "site": self.settings.site,
-            "session": bound.session.id,
-            "max_payload": self.settings.max_payload,
-            "heartbeat": self.settings.heartbeat_interval,
-            "state": self._state_identity(),
+            WelcomeKey.NODE: self.settings.name,
+            WelcomeKey.SITE: self.settings.site,
+            WelcomeKey.SESSION: bound.session.id,
+            WelcomeKey.MAX_PAYLOAD: self.settings.max_payload,
+            WelcomeKey.HEARTBEAT: self.settings.heartbeat_interval,
+            WelcomeKey.STATE: self._state_identity(),
             # Where this agent's inboxes must live (fabric/private.py); clients that do not
             # derive it themselves (the browser SDK) take it from here.
-            "inbox": bound.session.inbox,
+            WelcomeKey.INBOX: bound.session.inbox,
         }
-        if self.pool is not None and isinstance(bound.link, StreamLink):
+        local = isinstance(bound.link, StreamLink)
+        if self.pool is not None and local:
             # Only agents on this host (the Unix socket) can map the pool.
-            welcome["pool"] = self.pool.welcome(bound.session.id)
+            welcome[WelcomeKey.POOL] = self.pool.welcome(bound.session.id)
+        # What this session may use, so the SDK need not guess from its URL (older SDKs
+        # ignore the field; docs/protocol.md).
+        welcome[WelcomeKey.PATHS] = {
+            WelcomePath.SHM: WelcomeKey.POOL in welcome,
+            WelcomePath.DIRECT: bool(bound.session.direct),
+        }
         self._send(bound, Header(Kind.WELCOME, msg_id=header.msg_id), msgpack.packb(welcome))
 
-    def _publish(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
+    def publish_from_peer(self, origin: PeerOrigin, header: Header, payload: memoryview) -> None:
+        """A message a peer forwarded: routed like an agent's, with ``origin`` as its sender
+        (the mesh checked it is a plain forwarded PUB)."""
+        self._publish(origin, header, payload)
+
+    def _publish(
+        self,
+        bound: _SessionLink | PeerOrigin,
+        header: Header,
+        payload: Payload,
+        replay: bool = False,
+    ) -> None:
         subject = header.subject
         stats = self.stats
         stats.messages_in += 1
@@ -503,21 +580,27 @@ class Node:
                 self._valid_subjects.clear()  # bounded; refilled by the hot subjects
             if not subject.startswith(INBOX_PREFIX):
                 self._valid_subjects.add(subject)
-        mesh = self.mesh
-        route = self.interest.route(subject) if mesh is None else mesh.route(subject, header, bound)
+        origin: Hashable = bound if isinstance(bound, PeerOrigin) else bound.session
+        router = self.router
+        routing = router.route(origin, header)
+        links = self._links
         targets = [
             (target, sub.sid)
-            for sub in route.targets
-            if (target := self._links.get(sub.session)) is not None  # type: ignore[call-overload]
+            for sub in routing.local
+            if (target := links.get(sub.session)) is not None
         ]
-        shared = self._share(bound, header, payload, targets) if header.flags & Flags.SHM else None
+        shared = None
+        if header.flags & Flags.SHM:
+            if isinstance(bound, PeerOrigin):
+                raise RemoteProtocolError("a forwarded message carries no shared-memory slot")
+            shared = self._share(bound, header, memoryview(payload), targets)
         reached = 0
         missed: list[_SessionLink] = []
         dropped_before = stats.dropped_slow
         reply = header.reply
         if reply and targets:
             # Each receiver may answer into ``reply`` until the deadline (fabric/private.py).
-            expires = time.monotonic() + (
+            expires = self.clock() + (
                 header.timeout_ms / 1000 + GRANT_GRACE_S if header.timeout_ms else GRANT_TTL_S
             )
             grant = self.grants.grant
@@ -560,77 +643,97 @@ class Node:
             # A gather learns who was reached, so it can name who did not answer.
             node = self.settings.name
             names = [f"{t.session.name}@{node}" for t, _ in targets if t not in missed]
-        if mesh is not None and mesh.forward(
-            bound,
+        if not (header.flags or routing.peers):
+            return  # a plain publish delivered here: the router has nothing left to decide
+        actions = router.routed(
+            origin,
             header,
-            payload if shared is None else shared.body_for(None)[0],
-            route,
+            # Peers get bytes, never a slot of this host's pool (copied only if they get it).
+            payload if shared is None or not routing.peers else shared.body_for(None)[0],
+            routing,
             reached,
-            names,
-        ):
-            return  # the mesh answers STATUS once peers reported their counts
-        if header.flags and header.reply:
-            if reached == 0 and header.flags & Flags.NO_RESPONDERS:
-                if stats.dropped_slow > dropped_before:
+            self.clock(),
+            names=names,
+            all_behind=stats.dropped_slow > dropped_before,
+            replay=replay,
+        )
+        if actions:
+            self.run(actions)
+        elif router.timers_moved():
+            self._arm()  # a request held (``run`` arms otherwise)
+
+    # -- carrying out what the router decided ---------------------------------------------
+
+    def run(self, actions: Iterable[Action]) -> None:
+        """Carry out the router's actions: STATUS to local requesters (answered here only),
+        copies and counts to peers (through the mesh), held requests routed again."""
+        for action in actions:
+            if isinstance(action, Forward):
+                mesh = self.mesh
+                sent = mesh is not None and mesh.forward(
+                    action.peer, encode_header(action.header), action.payload
+                )
+                if not sent:
+                    self.run(self.router.copy_failed(action.peer, action.corr, self.clock()))
+            elif isinstance(action, Answer):
+                self._answer(action)
+            elif isinstance(action, Count):
+                if self.mesh is not None:
+                    self.mesh.send_count(action.peer, action.corr, action.count, action.names)
+            elif isinstance(action, Replay):
+                bound = self._links.get(action.session)
+                if bound is not None and bound.session.state is not SessionState.CLOSED:
+                    self._publish(bound, action.header, action.payload, replay=True)
+            elif isinstance(action, Behind):
+                bound = self._links.get(action.session)
+                if bound is not None:
                     # Responders exist, each too far behind to take it: say so, not "nobody".
-                    self._reject(bound, _all_behind(subject), header)
-                    return
-                if mesh is not None and mesh.hold_request(bound, header, payload):
-                    return  # interest may be on its way: the mesh routes it again (bounded)
-                self.stats.no_responders += 1
-                status = Header(
-                    Kind.STATUS,
-                    subject=header.reply,
-                    msg_id=header.msg_id,
-                    status=Status.NO_RESPONDERS,
-                )
-                self._send(bound, status)
-            elif header.flags & Flags.COUNT:
-                status = Header(
-                    Kind.STATUS,
-                    subject=header.reply,
-                    msg_id=header.msg_id,
-                    status=Status.ROUTED,
-                    seq=reached,
-                )
-                self._send(bound, status, encode_names(names))
+                    self._reject(bound, _all_behind(action.header.subject), action.header)
+            elif isinstance(action, Invalidate):
+                self._interest_changed()
+        if self.router.timers_moved():
+            self._arm()  # a tally opened or a request held: wake up at its deadline
+
+    def _answer(self, answer: Answer) -> None:
+        bound = self._links.get(answer.session)
+        if bound is None:
+            return  # the requester is gone: nobody to answer
+        if answer.status is Status.NO_RESPONDERS:
+            self.stats.no_responders += 1
+        status = Header(
+            Kind.STATUS,
+            subject=answer.reply,
+            msg_id=answer.msg_id,
+            status=answer.status,
+            seq=answer.count,
+        )
+        self._send(bound, status, encode_names(answer.names))
+
+    def tick(self) -> None:
+        """Let the router act on time: tallies past their deadline, held requests whose wait
+        is over. Called by the node's timer once started; by hand on a manual clock."""
+        self.run(self.router.tick(self.clock()))
+        self._arm()
+
+    def _arm(self) -> None:
+        deadline = self.router.next_deadline()
+        if deadline is None or self._loop is None:
+            return
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_later(max(0.0, deadline - self.clock()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.tick()
 
     def _control(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
-        """Control-plane calls: ``$node.*`` answered here, ``$state.*`` by the state service."""
-        subject = header.subject
-        if subject == "$node.stats":
-            reply = Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id)
-            self._send(bound, reply, msgpack.packb(self.status()))
-        elif subject in ("$agent.hold", "$agent.release", "$node.barrier"):
-            task = asyncio.ensure_future(self._migration_step(bound, header))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif subject == "$node.resolve":
-            reply = Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id)
-            answer = self._resolve(bound, header)
-            self.stats.directory_lookups += 1
-            if self._tracer is not None:
-                answer["span"] = self._tracer.directory(
-                    (header.headers or {}).get("subject", ""),
-                    (header.headers or {}).get("traceparent", ""),
-                    bool(answer.get("direct")),
-                    len(answer.get("targets", ())),
-                )
-            self._send(bound, reply, msgpack.packb(answer))
-        elif subject == "$pool.release" and self.pool is not None:
-            refused = self.pool.release(bound.session, payload)
-            if refused:
-                raise BadDescriptor(f"{refused} released slots were not held by this agent")
-        elif subject == "$pool.alloc" and self.pool is not None:
-            task = asyncio.ensure_future(self._allocate(bound, header))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        elif subject.startswith(STATE_PREFIX) and self.state is not None:
-            task = asyncio.ensure_future(self._state_call(bound, header, payload))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        else:
-            raise RemoteProtocolError(f"unknown control subject {subject!r}")
+        """Control-plane calls: answered in fabric/_node_control.py (``$state.*`` through the
+        state service)."""
+        _node_control.dispatch(self, bound, header, payload)
 
     def _hold(
         self, bound: _SessionLink, header: bytes, payload: memoryview | bytes, sid: int
@@ -647,128 +750,16 @@ class Node:
         session.held_bytes += size
         return True
 
-    async def _migration_step(self, bound: _SessionLink, header: Header) -> None:
-        """``$agent.hold``: queue this session's deliveries. ``$agent.release``: send what was
-        held, in order, then answer (so the answer trails every held frame on the link).
-        ``$node.barrier``: answer once every peer processed what this node sent it so far."""
-        session = bound.session
-        subject = header.subject
-        try:
-            if subject == "$agent.hold":
-                if session.held is None:
-                    session.held = []
-                    session.held_bytes = 0
-            elif subject == "$agent.release":
-                held, session.held = session.held or [], None
-                session.held_bytes = 0
-                for frame_header, payload in held:
-                    self._send_encoded(bound, frame_header, payload)
-                self.stats.migrations += 1
-            elif self.mesh is not None:
-                budget = header.timeout_ms / 1000 if header.timeout_ms else 10.0
-                await self.mesh.barrier(budget)
-        except FabricError as exc:
-            self._reject(bound, exc, header)
-            return
-        self._send(bound, Header(Kind.CONTROL, subject=subject, msg_id=header.msg_id))
-
-    def _resolve(self, bound: _SessionLink, header: Header) -> dict[str, Any]:
-        """The directory: which local agents serve a subject, at which direct sockets.
-
-        The answer is usable only while interest does not change: the asker is told
-        ``$dir.invalidate`` when it does. ``direct`` is False whenever a responder is not
-        reachable directly (remote agents, other nodes): then requests go through the node.
-        """
-        subject = (header.headers or {}).get("subject", "")
-        validate_subject(subject)
-        if self.auth is not None:
-            self.auth.check_publish(bound.session.name, subject)
-        self._resolvers.add(bound)
-        targets = []
-        for sub in self.interest.matching(subject):
-            target = self._links.get(sub.session)  # type: ignore[call-overload]
-            if target is None:
-                continue
-            if not target.session.direct:
-                return {"direct": False}
-            group = f"{sub.pattern} {sub.queue}" if sub.queue else ""
-            # The name lets the requester say who answered (``Msg.sender``) on a direct reply.
-            targets.append((target.session.direct, sub.sid, group, target.session.name))
-        if self.mesh is not None and self._remote_interest(subject):
-            return {"direct": False}
-        return {"direct": True, "targets": targets}
-
-    def _remote_interest(self, subject: str) -> bool:
-        probe = getattr(self.mesh, "has_remote_interest", None)
-        return True if probe is None else bool(probe(subject))
-
-    def _interest_changed(self, pattern: str = "") -> None:
+    def _interest_changed(self) -> None:
         """Tell every agent that cached the directory to forget it."""
-        if pattern.startswith(INBOX_PREFIX) or not self._resolvers:
-            return  # inboxes only ever match reply subjects, which are never resolved
-        invalidate = Header(Kind.CONTROL, subject="$dir.invalidate")
+        if not self._resolvers:
+            return
+        invalidate = Header(Kind.CONTROL, subject=DIR_INVALIDATE.subject)
         for bound in list(self._resolvers):
             if bound.link.closed:
                 self._resolvers.discard(bound)
             else:
                 self._send(bound, invalidate)
-
-    async def _allocate(self, bound: _SessionLink, header: Header) -> None:
-        assert self.pool is not None
-        try:
-            size = int((header.headers or {}).get("size", ""))
-        except ValueError:
-            self._reject(bound, RemoteProtocolError("$pool.alloc needs a size header"), header)
-            return
-        budget = header.timeout_ms / 1000 if header.timeout_ms else None
-        try:
-            desc = await self.pool.allocate(bound.session, size, budget)
-        except FabricError as exc:
-            self._reject(bound, exc, header)
-            return
-        reply = Header(Kind.CONTROL, subject=header.subject, msg_id=header.msg_id)
-        self._send(bound, reply, desc.encode())
-
-    async def _state_call(self, bound: _SessionLink, header: Header, payload: memoryview) -> None:
-        assert self.state is not None
-        budget = header.timeout_ms / 1000 if header.timeout_ms else 30.0
-        op = header.subject[len(STATE_PREFIX) :]
-        release = None
-        self.stats.state_operations += 1
-        try:
-            if header.flags & Flags.SHM:
-                # A large value written into the agent's slot: read in place, no socket copy.
-                if self.pool is None:
-                    raise RemoteProtocolError("this node serves no shared-memory pool")
-                payload, release = self.pool.take(bound.session, payload)
-            async with asyncio.timeout(budget):
-                headers, data = await self.state.call(
-                    op, bound.session.name, str(bound.session.id), header.headers or {}, payload
-                )
-        except TimeoutError:
-            self.stats.timeouts += 1
-            self.stats.state_errors += 1
-            self._reject(bound, Timeout(f"state {op} took longer than {budget:.3f}s"), header)
-            return
-        except FabricError as exc:
-            self.stats.state_errors += 1
-            self._reject(bound, exc, header)
-            return
-        finally:
-            if release is not None:
-                release()
-        flags = 0
-        pool = self.pool
-        if pool is not None and bound.session.shm and len(data) >= pool.settings.threshold:
-            try:
-                data, flags = await pool.give(bound.session, data, budget), Flags.SHM
-            except FabricError:
-                pass  # no slot free: the value goes inline
-        reply = Header(
-            Kind.CONTROL, subject=header.subject, msg_id=header.msg_id, headers=headers,
-            flags=flags,
-        )
-        self._send(bound, reply, data)
 
     def _send(self, bound: _SessionLink, header: Header, payload: Buffer = b"") -> bool:
         """Send to one session; False when it is gone or too far behind (slow consumer)."""
@@ -833,8 +824,9 @@ class Node:
             "node": self.settings.name,
             "site": self.settings.site,
             "endpoints": self.endpoints,
-            "stats": {k: getattr(self.stats, k) for k in NodeStats.__slots__},  # type: ignore[attr-defined]
+            "stats": asdict(self.stats),
             "pool": self.pool.stats() if self.pool is not None else None,
+            "handover": None if self.handover is None else asdict(self.handover.stats),
             "mesh": self.mesh.status() if self.mesh is not None else None,
             "latency": None if self.monitoring is None else self.monitoring.metrics.summary(),
             "sessions": [
@@ -846,7 +838,7 @@ class Node:
                     "peer": b.link.peer,
                     "subscriptions": [
                         {"sid": s.sid, "subject": s.pattern, "queue": s.queue}
-                        for s in self.interest.subscriptions(b.session)
+                        for s in self.router.subscriptions(b.session)
                     ],
                     "dropped": b.session.dropped,
                     "transport": transport_of(b.link),
@@ -869,3 +861,4 @@ def _decode_map(payload: memoryview) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RemoteProtocolError("control payload must be a map")
     return value
+

@@ -30,7 +30,7 @@ from typing import Any
 import msgpack
 
 from .errors import RemoteProtocolError
-from .routing import INBOX_PREFIX
+from .protocol import INBOX_PREFIX, SENDER_HEADER, migrate_subject
 
 __all__ = [
     "GRANT_GRACE_S",
@@ -48,18 +48,12 @@ __all__ = [
     "parse_sender",
 ]
 
-#: User header the node writes on every reply it routes: ``agent@node`` of the responder.
-#: Whatever a responder puts there itself is overwritten.
-SENDER_HEADER = "fabric-sender"
 #: Grant lifetime when the delivered message carried no deadline.
 GRANT_TTL_S = 300.0
 #: Added to a message's deadline: a reply sent at the deadline still crosses the mesh.
 GRANT_GRACE_S = 2.0
 #: Grants one session may hold; past it the oldest are forgotten (their replies refused).
 MAX_GRANTS_PER_SESSION = 16_384
-
-_CONTROL_PREFIX = "_FABRIC.agent."
-_CONTROL_SUFFIX = ".migrate"
 
 
 def inbox_token(name: str) -> str:
@@ -74,7 +68,7 @@ def inbox_root(name: str) -> str:
 
 def control_subject(name: str) -> str:
     """The subject an operator uses to ask agent ``name`` to migrate."""
-    return f"{_CONTROL_PREFIX}{name}{_CONTROL_SUFFIX}"
+    return migrate_subject(name)
 
 
 def is_control_subject_of(name: str, pattern: str) -> bool:

@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
+from .protocol import INBOX_PREFIX
 from .subjects import SubjectTrie, validate_pattern
 
 __all__ = ["INBOX_PREFIX", "InterestTable", "Route", "Subscription"]
 
-#: Reply subjects start with this; they are used once, so they bypass the match cache.
-INBOX_PREFIX = "_INBOX."
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fabric.errors import FabricError, NotAuthorized
-from fabric.routing import INBOX_PREFIX
+from fabric.protocol import INBOX_PREFIX
 from fabric.subjects import validate_subject
 
 from ._agents import AgentPool

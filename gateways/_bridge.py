@@ -18,6 +18,7 @@ from collections.abc import Callable
 import msgpack
 
 from fabric.errors import ConnectionLost, FabricError, NotAuthorized
+from fabric.protocol import WelcomeKey, WelcomePath
 from fabric.transports import Link, open_unix_link, open_zmq_link
 from fabric.wire import Header, Kind, Status, decode_header, encode_header
 
@@ -28,7 +29,7 @@ log = logging.getLogger("gateways.bridge")
 _MAX_EARLY_FRAMES = 64
 #: HELLO and WELCOME keys that describe resources of one host (shared-memory pool, direct-path
 #: sockets): meaningless, and misleading, across a WebRTC hop.
-_HOST_LOCAL = frozenset({"pool", "direct"})
+_HOST_LOCAL = frozenset({WelcomeKey.POOL, "direct"})
 
 
 class _Side:
@@ -205,10 +206,15 @@ class Bridge:
             welcome = msgpack.unpackb(payload, raw=False)
         except Exception:
             return payload
-        if not isinstance(welcome, dict) or not _HOST_LOCAL.intersection(welcome):
+        if not isinstance(welcome, dict) or not _HOST_LOCAL.union({WelcomeKey.PATHS}).intersection(
+            welcome
+        ):
             return payload
         for key in _HOST_LOCAL:
             welcome.pop(key, None)
+        if WelcomeKey.PATHS in welcome:
+            # What the SDK may use: nothing of the node's host, whatever the node saw.
+            welcome[WelcomeKey.PATHS] = {WelcomePath.SHM: False, WelcomePath.DIRECT: False}
         return memoryview(msgpack.packb(welcome))
 
     def _check_hello(self, raw: bytes, payload: memoryview) -> memoryview:

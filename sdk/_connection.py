@@ -1,8 +1,12 @@
 """The agent's link to its node: dial, handshake, heartbeat, reconnect.
 
-``Connection`` owns exactly one live ``Link`` at a time. When it drops, everything in flight is
-failed with ``ConnectionLost`` by the owner (``on_lost``), the connection dials the node list
-again with backoff, handshakes, and lets the owner restore its subscriptions (``on_restored``).
+``Connection`` owns exactly one live ``Link`` at a time, opened by its dialer (``_dial.py``:
+the URL → transport choice lives there, not here). It dispatches every frame from the node
+once, on its kind: link-level frames (PING, PONG, WELCOME, answers to control calls) are its
+own, the rest go to its owner's ``ConnectionEvents``. When the link drops, the owner fails
+everything in flight (``lost``), the connection dials the node list again with backoff,
+handshakes, and lets the owner restore its subscriptions (``restored``). What the link may be
+used for (shared memory, direct paths) is what the node's WELCOME says (``caps``).
 """
 
 from __future__ import annotations
@@ -14,22 +18,29 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 from typing_extensions import Buffer
 
-from fabric.errors import ConnectionLost, FabricError, RemoteProtocolError, error_from_wire
-from fabric.transports import Link, open_unix_link, open_zmq_link
-from fabric.wire import Flags, Header, Kind, decode_header, encode_header
+from fabric.errors import (
+    ConnectionLost,
+    FabricError,
+    RemoteProtocolError,
+    Timeout,
+    error_from_wire,
+)
+from fabric.protocol import Flags, Header, Kind, WelcomeKey, decode_header, encode_header
+from fabric.transports import Link
 
+from ._capabilities import Capabilities
+from ._dial import DEFAULT_MAX_PAYLOAD, Dialer, dial
 from ._shared import SharedPool
 
-__all__ = ["Connection", "ConnectionState", "parse_urls"]
+__all__ = ["Connection", "ConnectionEvents", "ConnectionState"]
 
 log = logging.getLogger("sdk.connection")
 
-_DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
 _HANDSHAKE_TIMEOUT = 5.0
 
 
@@ -40,24 +51,28 @@ class ConnectionState(Enum):
     CLOSED = "closed"
 
 
-def parse_urls(url: str) -> list[str]:
-    """Split a comma-separated node list and check each scheme.
+class ConnectionEvents(Protocol):
+    """What a connection reports to its owner (the agent's core), one method per kind of
+    frame it does not handle itself. ``conn`` says which connection (a migrating agent has
+    two)."""
 
-    Raises:
-        ConfigError: for an empty list or an unknown scheme.
-    """
-    from fabric.errors import ConfigError
+    def message(self, conn: Connection, header: Header, payload: memoryview) -> None:
+        """A MSG: a delivery to a subscription, or a reply on the agent's inbox."""
 
-    urls = [u.strip() for u in url.split(",") if u.strip()]
-    if not urls:
-        raise ConfigError("no node URL given")
-    for u in urls:
-        if not u.startswith(("unix://", "tcp://", "ipc://")):
-            raise ConfigError(f"unsupported node URL {u!r}: use unix:///path or tcp://host:port")
-    return urls
+    def status(self, conn: Connection, header: Header, payload: memoryview) -> None:
+        """A STATUS: no responders, routed counts, slow-consumer drops."""
 
+    def error(self, conn: Connection, header: Header, payload: memoryview) -> None:
+        """An ERR that answers no control call: a refused subscription or request."""
 
-FrameCallback = Callable[[Header, memoryview], None]
+    def notice(self, conn: Connection, header: Header, payload: memoryview) -> None:
+        """A CONTROL the node sent on its own (``$dir.invalidate``)."""
+
+    def lost(self, conn: Connection) -> None:
+        """The link dropped; the connection is redialling (or closed, without reconnect)."""
+
+    async def restored(self, conn: Connection) -> None:
+        """The connection is back, to this or another node: restore interest."""
 
 
 class Connection:
@@ -67,22 +82,24 @@ class Connection:
         self,
         urls: list[str],
         hello: dict[str, Any],
-        on_frame: FrameCallback,
-        on_lost: Callable[[], None],
-        on_restored: Callable[[], Awaitable[None]],
+        events: ConnectionEvents,
         *,
+        dialer: Dialer = dial,
         reconnect: bool = True,
     ) -> None:
         self._urls = urls
         self._hello = hello
-        self._on_frame = on_frame
-        self._on_lost = on_lost
-        self._on_restored = on_restored
+        self._events = events
+        self._dialer = dialer
         self._reconnect = reconnect
+        #: When set, a MSG is delivered only if this returns True (migration's de-duplication).
+        self._admit: Callable[[Header], bool] | None = None
         self.state = ConnectionState.CONNECTING
         self.link: Link | None = None
         self.welcome: dict[str, Any] = {}
-        self.max_payload = _DEFAULT_MAX_PAYLOAD
+        #: What the node lets this link be used for (from its WELCOME).
+        self.caps = Capabilities()
+        self.max_payload = DEFAULT_MAX_PAYLOAD
         self._heartbeat = 2.0
         self._last_rx = time.monotonic()
         #: Frames sent to the node; the keepalive pings when it did not move in an interval.
@@ -106,11 +123,27 @@ class Connection:
     @property
     def node(self) -> str:
         """Name of the node currently connected to ("" when none)."""
-        return str(self.welcome.get("node", ""))
+        return str(self.welcome.get(WelcomeKey.NODE, ""))
 
     @property
     def reconnects(self) -> int:
         return self._reconnects
+
+    def admit(self, rule: Callable[[Header], bool] | None) -> None:
+        """Deliver a MSG only when ``rule(header)`` says so (None: deliver all)."""
+        self._admit = rule
+
+    def stop_reconnecting(self) -> None:
+        """A dropped link stays down from now on (a node the agent migrated away from)."""
+        self._reconnect = False
+
+    def notify(self, subject: str, payload: Buffer = b"") -> None:
+        """A one-way control frame to the node (``$pool.release``).
+
+        Raises:
+            ConnectionLost: while disconnected.
+        """
+        self.send(Header(Kind.CONTROL, subject=subject), payload)
 
     def next_id(self) -> int:
         self._ids += 1
@@ -161,8 +194,6 @@ class Connection:
         Raises:
             ConnectionLost: when the link drops meanwhile. Timeout: no PONG in time.
         """
-        from fabric.errors import Timeout
-
         msg_id = self.next_id()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pongs[msg_id] = fut
@@ -211,33 +242,10 @@ class Connection:
         Raises:
             ConnectionLost, Timeout, or the typed error the node answered with.
         """
-        from fabric.errors import Timeout
-
         flags = 0
-        if len(payload) >= self.shared.threshold and subject != "$pool.alloc":  # type: ignore[arg-type]
+        if len(payload) >= self.shared.threshold:  # type: ignore[arg-type]
             payload, flags = await self.shared.put(payload, time.monotonic() + timeout, subject)  # type: ignore[arg-type]
-        msg_id = self.next_id()
-        fut: asyncio.Future[tuple[Header, memoryview]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._controls[msg_id] = fut
-        try:
-            self.send(
-                Header(
-                    Kind.CONTROL,
-                    subject=subject,
-                    msg_id=msg_id,
-                    headers=headers,
-                    timeout_ms=max(1, int(timeout * 1000)),
-                    flags=flags,
-                ),
-                payload,
-            )
-            reply, data = await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise Timeout("node did not answer in time", subject=subject) from None
-        finally:
-            self._controls.pop(msg_id, None)
+        reply, data = await self._exchange(subject, headers, payload, timeout, flags)
         if not reply.flags & Flags.SHM:
             return reply, data, None
         shared = self.shared
@@ -255,6 +263,49 @@ class Connection:
             shared.release(desc, region)
 
         return reply, view, release
+
+    async def _exchange(
+        self,
+        subject: str,
+        headers: dict[str, str] | None,
+        payload: Buffer,
+        timeout: float,
+        flags: int = 0,
+    ) -> tuple[Header, memoryview]:
+        """Send one CONTROL and wait for the frame answering it (by ``msg_id``).
+
+        Raises:
+            ConnectionLost, Timeout, or the typed error the node answered with.
+        """
+        msg_id = self.next_id()
+        fut: asyncio.Future[tuple[Header, memoryview]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._controls[msg_id] = fut
+        try:
+            self.send(
+                Header(
+                    Kind.CONTROL,
+                    subject=subject,
+                    msg_id=msg_id,
+                    headers=headers,
+                    timeout_ms=max(1, int(timeout * 1000)),
+                    flags=flags,
+                ),
+                payload,
+            )
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise Timeout("node did not answer in time", subject=subject) from None
+        finally:
+            self._controls.pop(msg_id, None)
+
+    async def _pool_call(
+        self, subject: str, headers: dict[str, str] | None, timeout: float
+    ) -> memoryview:
+        """The pool's control plane: inline both ways (a slot is never paid for with one)."""
+        _, data = await self._exchange(subject, headers, b"", timeout)
+        return data
 
     async def aclose(self) -> None:
         """Close the link and stop reconnecting."""
@@ -279,35 +330,40 @@ class Connection:
         except FabricError as exc:
             log.warning("dropping undecodable frame from node: %s", exc)
             return
-        kind = header.kind
-        if kind is Kind.MSG or kind is Kind.STATUS:
-            self._on_frame(header, payload)
-        elif kind is Kind.ERR:
-            if self._session_gone(payload):
-                if self.link is not None:
-                    self.link.close()
-            elif not self._control_error(header, payload):
-                self._on_frame(header, payload)
-        elif kind is Kind.PONG:
-            fut = self._pongs.get(header.msg_id)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-        elif kind is Kind.PING:
-            with contextlib.suppress(FabricError):
-                self.send(Header(Kind.PONG, msg_id=header.msg_id))
-        elif kind is Kind.WELCOME:
-            if self._handshake is not None and not self._handshake.done():
-                try:
-                    self._handshake.set_result(dict(msgpack.unpackb(payload, raw=False)))
-                except Exception:
-                    self._handshake.set_exception(ConnectionLost("node sent a bad WELCOME"))
-        elif kind is Kind.CONTROL:
-            call = self._controls.get(header.msg_id) if header.msg_id else None
-            if call is not None:
-                if not call.done():
-                    call.set_result((header, payload))
-            elif not header.msg_id:
-                self._on_frame(header, payload)  # a notice from the node ($dir.invalidate)
+        events = self._events
+        match header.kind:
+            case Kind.MSG:
+                admit = self._admit
+                if admit is None or admit(header):
+                    events.message(self, header, payload)
+            case Kind.STATUS:
+                events.status(self, header, payload)
+            case Kind.ERR:
+                if self._session_gone(payload):
+                    if self.link is not None:
+                        self.link.close()
+                elif not self._control_error(header, payload):
+                    events.error(self, header, payload)
+            case Kind.PONG:
+                fut = self._pongs.get(header.msg_id)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            case Kind.PING:
+                with contextlib.suppress(FabricError):
+                    self.send(Header(Kind.PONG, msg_id=header.msg_id))
+            case Kind.WELCOME:
+                if self._handshake is not None and not self._handshake.done():
+                    try:
+                        self._handshake.set_result(dict(msgpack.unpackb(payload, raw=False)))
+                    except Exception:
+                        self._handshake.set_exception(ConnectionLost("node sent a bad WELCOME"))
+            case Kind.CONTROL:
+                call = self._controls.get(header.msg_id) if header.msg_id else None
+                if call is not None:
+                    if not call.done():
+                        call.set_result((header, payload))
+                elif not header.msg_id:
+                    events.notice(self, header, payload)
 
     def link_lost(self, exc: BaseException | None) -> None:
         if self.state is ConnectionState.CLOSED:
@@ -321,7 +377,7 @@ class Connection:
         self._connected.clear()
         self.shared.detach()
         self._fail_waiters(ConnectionLost(f"link to node {self.node} dropped"))
-        self._on_lost()
+        self._events.lost(self)
         if self._reconnect:
             self._spawn(self._redial())
         else:
@@ -364,10 +420,7 @@ class Connection:
         task.add_done_callback(self._tasks.discard)
 
     async def _dial(self, url: str) -> None:
-        if url.startswith("unix://"):
-            link: Link = await open_unix_link(url[len("unix://") :], _DEFAULT_MAX_PAYLOAD, self)
-        else:
-            link = await open_zmq_link(url, self)
+        link = await self._dialer(url, self)
         loop = asyncio.get_running_loop()
         self._handshake = loop.create_future()
         self.link = link
@@ -382,11 +435,18 @@ class Connection:
                 raise  # refused (e.g. NotAuthorized): retrying will not help
             raise ConnectionLost(f"no handshake from {url}") from None
         self.welcome = welcome
-        self.max_payload = int(welcome.get("max_payload", _DEFAULT_MAX_PAYLOAD))
-        pool = welcome.get("pool")
-        if isinstance(pool, dict) and url.startswith("unix://"):
-            await self.shared.attach(self, pool, int(welcome.get("session", 0)))
-        self._heartbeat = float(welcome.get("heartbeat", 2.0))
+        self.max_payload = int(welcome.get(WelcomeKey.MAX_PAYLOAD, DEFAULT_MAX_PAYLOAD))
+        self.caps = Capabilities.from_welcome(welcome, url)
+        pool = welcome.get(WelcomeKey.POOL)
+        if self.caps.shared_memory and isinstance(pool, dict):
+            await self.shared.attach(
+                pool,
+                int(welcome.get(WelcomeKey.SESSION, 0)),
+                call=self._pool_call,
+                notify=self.notify,
+                max_payload=self.max_payload,
+            )
+        self._heartbeat = float(welcome.get(WelcomeKey.HEARTBEAT, 2.0))
         self._last_rx = time.monotonic()
         self.state = ConnectionState.CONNECTED
 
@@ -418,7 +478,7 @@ class Connection:
             self._reconnects += 1
             log.info("reconnected to node %s", self.node)
             try:
-                await self._on_restored()
+                await self._events.restored(self)
             except FabricError as exc:
                 log.warning("restoring subscriptions failed: %s", exc)
             return

@@ -25,8 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
+from fabric.protocol import NODE_RESOLVE, ResolveRequest
 from fabric.transports import StreamLink, open_unix_link
 
 if TYPE_CHECKING:
@@ -189,17 +188,15 @@ class DirectPaths:
         Raises:
             NotAuthorized, InvalidSubject, Timeout, ConnectionLost: as the node answers.
         """
-        ask = {"subject": subject, "traceparent": traceparent} if traceparent else {
-            "subject": subject
-        }
-        _, payload = await conn.call("$node.resolve", ask, timeout=timeout)
-        answer = msgpack.unpackb(payload, raw=False)
-        span = answer.get("span")
-        if isinstance(span, str) and span:
+        ask = NODE_RESOLVE.encode_request(ResolveRequest(subject, traceparent))
+        _, payload = await conn.call(NODE_RESOLVE.subject, ask, timeout=timeout)
+        answer = NODE_RESOLVE.decode_answer(None, payload)
+        span = answer.span
+        if span:
             if len(self._spans) > 4096:
                 self._spans.clear()
             self._spans[subject] = span
-        route = DirectRoute.from_wire(answer["targets"]) if answer.get("direct") else None
+        route = DirectRoute.from_wire(list(answer.targets)) if answer.direct else None
         if route is not None and route.empty:
             # Never cache "nobody": interest may be on its way from a peer node, and only
             # the node's own answer to a request says NoResponders with authority.

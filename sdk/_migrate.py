@@ -25,12 +25,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fabric.errors import FabricError, MigrationFailed
-from fabric.wire import Header, Kind
+from fabric.protocol import (
+    AGENT_HOLD,
+    AGENT_RELEASE,
+    NODE_BARRIER,
+    Header,
+    Kind,
+    WelcomeKey,
+)
 
-from ._connection import Connection, parse_urls
+from ._dial import parse_urls
+from ._handover import carry_state
 
 if TYPE_CHECKING:
-    from ._agent import Agent
+    from ._connection import Connection
+    from ._core import AgentCore
+    from ._state import LeaseBook
 
 __all__ = ["MigrationReport", "migrate"]
 
@@ -51,7 +61,9 @@ class MigrationReport:
     duplicates_dropped: int
 
 
-async def migrate(agent: Agent, to: str, *, timeout: float = 30.0) -> MigrationReport:
+async def migrate(
+    core: AgentCore, leases: LeaseBook, to: str, *, timeout: float = 30.0
+) -> MigrationReport:
     """See ``Agent.migrate``."""
     started = time.monotonic()
     deadline = started + timeout
@@ -62,62 +74,60 @@ async def migrate(agent: Agent, to: str, *, timeout: float = 30.0) -> MigrationR
             raise MigrationFailed("migration ran out of time")
         return remaining
 
-    old = agent._conn
+    old = core.conn
     seen: set[tuple[str, int]] = set()
     dropped = 0
 
-    def from_old(header: Header, payload: memoryview) -> None:
-        if header.kind is Kind.MSG:
-            seen.add((header.subject, header.msg_id))
-        agent._on_frame(header, payload, conn=old)
+    def from_old(header: Header) -> bool:
+        seen.add((header.subject, header.msg_id))
+        return True
 
-    def from_new(header: Header, payload: memoryview) -> None:
+    def from_new(header: Header) -> bool:
         nonlocal dropped
-        if header.kind is Kind.MSG and (header.subject, header.msg_id) in seen:
+        if (header.subject, header.msg_id) in seen:
             dropped += 1
-            return
-        agent._on_frame(header, payload, conn=new)
+            return False
+        return True
 
     try:
-        await old.call("$agent.hold", timeout=left())
+        await old.call(AGENT_HOLD.subject, timeout=left())
     except FabricError as exc:
         raise MigrationFailed(f"the old node would not hold deliveries: {exc}") from None
-    old._on_frame = from_old
-    new = Connection(
-        parse_urls(to), dict(agent._hello), from_new, agent._on_lost, agent._on_restored
-    )
+    old.admit(from_old)
+    new = core.new_connection(parse_urls(to))
+    new.admit(from_new)
     detached = False
     try:
         await new.open()
-        await new.call("$agent.hold", timeout=left())
-        for header in agent._subscription_frames():
+        await new.call(AGENT_HOLD.subject, timeout=left())
+        for header in core.subscription_frames():
             new.send(header)
-        await new.call("$node.barrier", timeout=left())
-        moved, moved_bytes = await _hand_over_state(agent, old, new, left)
-        for header in agent._subscription_frames():
+        await new.call(NODE_BARRIER.subject, timeout=left())
+        moved, moved_bytes = await _hand_over_state(leases, old, new, left)
+        for header in core.subscription_frames():
             old.send(Header(Kind.UNSUB, subject=header.subject, sid=header.sid))
         detached = True
-        await old.call("$node.barrier", timeout=left())
-        await old.call("$agent.release", timeout=left())
-        await new.call("$node.barrier", timeout=left())
-        agent._switch_connection(new)
-        await new.call("$agent.release", timeout=left())
+        await old.call(NODE_BARRIER.subject, timeout=left())
+        await old.call(AGENT_RELEASE.subject, timeout=left())
+        await new.call(NODE_BARRIER.subject, timeout=left())
+        core.switch_connection(new)
+        await new.call(AGENT_RELEASE.subject, timeout=left())
     except (FabricError, TimeoutError) as exc:
         await new.aclose()
+        old.admit(None)
         if not detached:
-            old._on_frame = agent._on_frame
             try:
-                await old.call("$agent.release", timeout=5.0)
+                await old.call(AGENT_RELEASE.subject, timeout=5.0)
             except FabricError:
                 pass  # the old link is gone too: its reconnect restores the subscriptions
         raise MigrationFailed(f"migration to {to} failed: {exc}") from None
     finally:
-        new._on_frame = agent._on_frame
+        new.admit(None)
         seen.clear()
-    old._reconnect = False
+    old.admit(None)
     # Requests taken on the old node are answered through it: it routed them, so it is the
     # node that accepts their replies (fabric/private.py). It closes once they are done.
-    agent._retire(old)
+    core.retire(old)
     return MigrationReport(
         node=new.node,
         elapsed=time.monotonic() - started,
@@ -128,34 +138,19 @@ async def migrate(agent: Agent, to: str, *, timeout: float = 30.0) -> MigrationR
 
 
 async def _hand_over_state(
-    agent: Agent, old: Connection, new: Connection, budget: Callable[[], float]
+    leases: LeaseBook, old: Connection, new: Connection, budget: Callable[[], float]
 ) -> tuple[int, int]:
     """Take every lease the agent holds over on the new node; carry the keys' values when
     the new node serves a different store. Returns (keys moved, bytes moved)."""
-    same_store = old.welcome.get("state") == new.welcome.get("state")
+    same_store = old.welcome.get(WelcomeKey.STATE) == new.welcome.get(WelcomeKey.STATE)
     moved = moved_bytes = 0
-    for key, lease in list(agent.state._leases.items()):
+    for lease in leases.held():
+        key = lease.key
         if not same_store:
-            try:
-                # On one host the value comes in the old node's shared memory and goes out in
-                # the new one's: one copy between the two pools, none through a socket.
-                reply, value, release = await old.call_keep(
-                    "$state.get", {"key": key}, timeout=budget()
-                )
-            except FabricError as exc:
-                if exc.code != "not_found":
-                    raise
-            else:
-                try:
-                    found = reply.headers or {}
-                    fence = max(int(found.get("fence", "0")), lease.token)
-                    headers = {"key": key, "version": found["version"], "fence": str(fence)}
-                    await new.call("$state.restore", headers, value, timeout=budget())
-                    moved += 1
-                    moved_bytes += len(value)
-                finally:
-                    if release is not None:
-                        release()
+            carried = await carry_state(old, new, key, lease.token, budget)
+            if carried is not None:
+                moved += 1
+                moved_bytes += carried
         ttl = max(1.0, lease.remaining)
-        await agent.state._acquire_on(new, key, ttl)
+        await leases.acquire_on(new, key, ttl, budget())
     return moved, moved_bytes

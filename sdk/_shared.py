@@ -17,7 +17,8 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgpack
 from typing_extensions import Buffer
@@ -29,29 +30,35 @@ from fabric.errors import (
     RemoteProtocolError,
     error_from_wire,
 )
+from fabric.protocol import POOL_ALLOC, POOL_RELEASE, AllocRequest, Flags, PoolOp, WelcomePool
 from fabric.shm import (
     Descriptor,
     PoolLayout,
     ReleaseBatcher,
     SealedMapping,
     SharedRegion,
+    SlotStash,
     create_blob,
     encode_release_batch,
     recv_fds_async,
     send_fds_async,
 )
-from fabric.wire import Flags
 
-if TYPE_CHECKING:
-    from ._connection import Connection
+__all__ = ["PoolCall", "PoolNotify", "SharedPool", "attach_pool"]
 
-__all__ = ["SharedPool", "attach_pool"]
+#: A control call to the node, always inline: ``(subject, headers, timeout)`` → reply
+#: payload (``POOL_ALLOC`` answers with the descriptor of the slot it leased).
+PoolCall = Callable[[str, dict[str, str] | None, float], Awaitable[memoryview]]
+#: A one-way control notice to the node: ``(subject, payload)`` (``POOL_RELEASE``).
+PoolNotify = Callable[[str, bytes], None]
 
 log = logging.getLogger("sdk.shm")
 
 _NO_THRESHOLD = 1 << 62
 #: Above this, writing a blob into its memfd runs in a thread so the agent's loop keeps going.
 _WRITE_IN_THREAD = 1024 * 1024
+#: How long a background pre-lease may wait for a slot (the node's ``when_full="wait"``).
+_LEASE_WAIT = 0.5
 
 
 async def pool_request(
@@ -110,7 +117,7 @@ async def attach_pool(info: dict[str, Any], session: int, timeout: float = 5.0) 
         RemoteProtocolError: the node refused or sent unsealed or mis-sized segments.
         OSError: the pool socket cannot be reached.
     """
-    answer, fds = await pool_request(info, session, {"op": "pool"}, [], timeout)
+    answer, fds = await pool_request(info, session, {"op": PoolOp.LAYOUT}, [], timeout)
     try:
         layout = PoolLayout.from_wire(answer)
     except BaseException:
@@ -130,26 +137,49 @@ class SharedPool:
         self.when_full = "wait"
         self._batcher = ReleaseBatcher()
         self._flush_handle: asyncio.TimerHandle | None = None
-        self._conn: Connection | None = None
+        #: The connection's control plane, while attached (None: no pool, or detached).
+        self._call: PoolCall | None = None
+        self._notify: PoolNotify | None = None
+        self._max_payload = 0
         #: Messages whose descriptor did not check out (dropped, never read).
         self.bad_descriptors = 0
         self._info: dict[str, Any] | None = None
         self._session = 0
+        #: Slots leased ahead of need (none until the node announces bounds).
+        self.stash: SlotStash | None = None
+        #: ``POOL_ALLOC`` round trips a put waited for (background refills not counted).
+        self.alloc_calls = 0
+        self._refills: set[asyncio.Task[None]] = set()
 
-    async def attach(self, conn: Connection, info: dict[str, Any], session: int) -> None:
-        """Map the pool a WELCOME announced; on failure, go on without shared memory."""
+    async def attach(
+        self,
+        info: dict[str, Any],
+        session: int,
+        *,
+        call: PoolCall,
+        notify: PoolNotify,
+        max_payload: int,
+    ) -> None:
+        """Map the pool a WELCOME announced; on failure, go on without shared memory.
+
+        ``call`` and ``notify`` reach the node that leases the slots: slots are allocated
+        with ``call`` (inline, never through the pool itself) and given back with ``notify``.
+        """
         self.detach()
         try:
             self.region = await attach_pool(info, session)
         except (OSError, TimeoutError, FabricError, ValueError, KeyError) as exc:
             log.warning("shared memory unavailable, payloads will be copied: %s", exc)
             return
-        self._conn = conn
+        self._call, self._notify, self._max_payload = call, notify, max_payload
         if info.get("blobs"):
             self._info, self._session = info, session
         self.threshold = int(info.get("threshold", _NO_THRESHOLD))
         self.largest = int(info.get("largest", 0))
         self.when_full = str(info.get("when_full", "wait"))
+        bounds = info.get(WelcomePool.PRELEASE)
+        if isinstance(bounds, list) and len(bounds) == len(self.region.layout.class_sizes):
+            self.stash = SlotStash(self.region.layout.class_sizes, [int(b) for b in bounds])
 
     def detach(self) -> None:
         """Forget the pool of a node we are no longer connected to."""
@@ -157,11 +187,14 @@ class SharedPool:
             self._flush_handle.cancel()
             self._flush_handle = None
         self._batcher.drain()  # the node reclaims a gone session's slots itself
+        for task in self._refills:
+            task.cancel()
+        self.stash = None  # pre-leased slots too: they were that session's
         if self.region is not None:
             self.region.close()  # unmapped once the last view of it is gone
         self.region = None
         self.threshold = _NO_THRESHOLD
-        self._conn = None
+        self._call = self._notify = None
         self._info = None
 
     async def put(
@@ -174,14 +207,14 @@ class SharedPool:
             PoolExhausted: no slot before the deadline (when the node is set to wait).
             PayloadTooLarge: larger than the largest slot.
         """
-        region, conn = self.region, self._conn
-        if region is None or conn is None:
+        region, call, limit = self.region, self._call, self._max_payload
+        if region is None or call is None:
             return payload, 0
         size = len(payload)
-        if size > conn.max_payload:
-            raise PayloadTooLarge(subject=subject, size=size, limit=conn.max_payload)
+        if size > limit:
+            raise PayloadTooLarge(subject=subject, size=size, limit=limit)
         if size > self.largest:
-            if size <= conn.max_payload:
+            if size <= limit:
                 return payload, 0  # fits the link but no slot class: copy it
             raise PayloadTooLarge(
                 subject=subject,
@@ -190,24 +223,68 @@ class SharedPool:
                 hint="that is the pool's largest slot: add a larger class to [pool] classes in "
                 "the node's config (docs/shared-memory.md)",
             )
-        wait = 30.0 if deadline is None else max(0.001, deadline - time.monotonic())
-        try:
-            _, raw = await conn.call("$pool.alloc", {"size": str(size)}, timeout=wait)
-        except PoolExhausted:
-            if self.when_full == "copy":
-                return payload, 0
-            raise
-        desc = Descriptor.decode(raw)
-        if self.region is not region:
-            raise PoolExhausted("reconnected while allocating", subject=subject)
+        stash = self.stash
+        desc = stash.take(size) if stash is not None else None
+        if desc is None:
+            wait = 30.0 if deadline is None else max(0.001, deadline - time.monotonic())
+            self.alloc_calls += 1
+            try:
+                ask = POOL_ALLOC.encode_request(AllocRequest(size))
+                raw = await call(POOL_ALLOC.subject, ask, wait)
+            except PoolExhausted:
+                if self.when_full == "copy":
+                    return payload, 0
+                raise
+            desc = Descriptor.decode(raw)
+            if self.region is not region:
+                raise PoolExhausted("reconnected while allocating", subject=subject)
         region.write(desc, payload)
+        if stash is not None:
+            self._refill(stash, call)
         return desc.encode(), int(Flags.SHM)
+
+    def _refill(self, stash: SlotStash, call: PoolCall) -> None:
+        """Lease what the stash is missing, in the background."""
+        for size in stash.to_lease():
+            task = asyncio.ensure_future(self._lease_ahead(stash, call, size))
+            self._refills.add(task)
+            task.add_done_callback(self._refills.discard)
+
+    async def refilled(self) -> None:
+        """Until the background leases started so far have come in (or failed)."""
+        while self._refills:
+            await asyncio.wait(set(self._refills))
+
+    async def _lease_ahead(self, stash: SlotStash, call: PoolCall, size: int) -> None:
+        try:
+            # Briefly: a full class is not worth waiting on from the background.
+            ask = POOL_ALLOC.encode_request(AllocRequest(size))
+            raw = await call(POOL_ALLOC.subject, ask, _LEASE_WAIT)
+            desc = Descriptor.decode(raw)
+        except (FabricError, ValueError):
+            stash.failed(size)
+            return
+        except asyncio.CancelledError:
+            stash.failed(size)
+            raise
+        if self.stash is stash:
+            stash.leased(desc)
+        # Else the connection went meanwhile: its node reclaimed the slot with the session.
 
     @property
     def blobs(self) -> bool:
         """Whether the node keeps blobs in sealed memfds we can map (same host, embedded
         state backend)."""
         return self._info is not None
+
+    async def request(
+        self, request: dict[str, Any], fds: list[int], timeout: float
+    ) -> tuple[dict[str, Any], list[int]] | None:
+        """One request on the node's pool socket (``pool_request``); None when the node has
+        no blob pool (another host, or Redis state)."""
+        if self._info is None:
+            return None
+        return await pool_request(self._info, self._session, request, fds, timeout)
 
     async def blob_put(self, data: Buffer, timeout: float) -> str | None:
         """Share ``data`` as a sealed memfd; its ref, or None when the node has no blob pool
@@ -226,7 +303,7 @@ class SharedPool:
             fd = create_blob("fabric-blob", data)
         try:
             answer, fds = await pool_request(
-                info, self._session, {"op": "blob-put", "size": size}, [fd], timeout
+                info, self._session, {"op": PoolOp.BLOB_PUT, "size": size}, [fd], timeout
             )
         finally:
             os.close(fd)  # the node holds its own fd now
@@ -245,7 +322,7 @@ class SharedPool:
         if info is None:
             return None
         answer, fds = await pool_request(
-            info, self._session, {"op": "blob-get", "ref": ref}, [], timeout
+            info, self._session, {"op": PoolOp.BLOB_GET, "ref": ref}, [], timeout
         )
         if answer.get("inline") or not fds:
             _close(fds)
@@ -274,7 +351,7 @@ class SharedPool:
 
     def release(self, desc: Descriptor, region: SharedRegion | None) -> None:
         """Give a slot back (batched; sent within a millisecond)."""
-        if region is not self.region or self._conn is None:
+        if region is not self.region or self._notify is None:
             return  # from an earlier connection: that node reclaimed it already
         loop = asyncio.get_running_loop()
         if self._batcher.add(desc, now=loop.time()):
@@ -285,13 +362,10 @@ class SharedPool:
     def flush(self) -> None:
         self._flush_handle = None
         batch = self._batcher.drain()
-        if not batch or self._conn is None:
+        notify = self._notify
+        if not batch or notify is None:
             return
-        from fabric.wire import Header, Kind
-
         try:
-            self._conn.send(
-                Header(Kind.CONTROL, subject="$pool.release"), encode_release_batch(batch)
-            )
+            notify(POOL_RELEASE.subject, encode_release_batch(batch))
         except FabricError:
             pass  # link down: the node reclaims the session's slots itself

@@ -20,20 +20,45 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from typing_extensions import Buffer
 
-from fabric.errors import FabricError, Timeout
+from fabric.errors import Timeout
+from fabric.protocol import (
+    STATE_ACQUIRE,
+    STATE_DELETE,
+    STATE_DROP_BLOB,
+    STATE_GET,
+    STATE_OPEN_BLOB,
+    STATE_PUT,
+    STATE_RELEASE,
+    STATE_RENEW,
+    STATE_SHARE,
+    STATE_STATS,
+    AcquireRequest,
+    BlobRef,
+    ControlCall,
+    Empty,
+    KeyRequest,
+    ReleaseRequest,
+    RenewRequest,
+    WriteRequest,
+)
 
 from ._payload import Payload, encode_payload
 
 if TYPE_CHECKING:
-    from ._connection import Connection
+    from fabric.protocol import Header
 
-__all__ = ["Lease", "StateClient", "StateStats"]
+    from ._shared import SharedPool
+
+__all__ = ["ControlPlane", "Lease", "LeaseBook", "StateClient", "StateStats"]
 
 log = logging.getLogger("sdk.state")
+
+Req = TypeVar("Req")
+Ans = TypeVar("Ans")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +77,60 @@ class Lease:
         return self.expires_at - time.monotonic()
 
 
+class ControlPlane(Protocol):
+    """What the state client needs of a node: control calls and its shared-memory pool
+    (the agent's core, which follows the agent from node to node, or one connection)."""
+
+    @property
+    def shared(self) -> SharedPool: ...
+
+    async def call(
+        self,
+        subject: str,
+        headers: dict[str, str] | None = None,
+        payload: Buffer = b"",
+        timeout: float = 5.0,
+    ) -> tuple[Header, memoryview]: ...
+
+
+class LeaseBook:
+    """The leases this agent holds, by key (what migration takes over to the new node)."""
+
+    __slots__ = ("_leases",)
+
+    def __init__(self) -> None:
+        self._leases: dict[str, Lease] = {}
+
+    def get(self, key: str) -> Lease | None:
+        return self._leases.get(key)
+
+    def held(self) -> list[Lease]:
+        return list(self._leases.values())
+
+    def record(self, lease: Lease) -> Lease:
+        self._leases[lease.key] = lease
+        return lease
+
+    def forget(self, key: str) -> None:
+        self._leases.pop(key, None)
+
+    async def acquire_on(
+        self, node: ControlPlane, key: str, ttl: float, timeout: float
+    ) -> Lease:
+        """Acquire ``key`` at ``node`` and remember the lease (migration takes leases over
+        on the new node before the agent switches to it).
+
+        Raises:
+            LeaseHeld, BackendUnavailable, ConnectionLost, Timeout.
+        """
+        sent = time.monotonic()
+        ask = STATE_ACQUIRE.encode_request(AcquireRequest(key, int(ttl * 1000)))
+        header, _ = await node.call(STATE_ACQUIRE.subject, ask, timeout=timeout)
+        reply = STATE_ACQUIRE.decode_answer(header.headers)
+        # Measured from before the request left: the lease can only end later than we think.
+        return self.record(Lease(key, reply.token, sent + reply.expires_ms / 1000))
+
+
 @dataclass(frozen=True, slots=True)
 class StateStats:
     """The backend's memory accounting."""
@@ -66,23 +145,24 @@ class StateStats:
 class StateClient:
     """The agent's handle on the state tier (``agent.state``)."""
 
-    def __init__(self, conn: Connection, timeout: float) -> None:
-        self._conn = conn
+    def __init__(
+        self, node: ControlPlane, timeout: float, leases: LeaseBook | None = None
+    ) -> None:
+        self._node = node
         self._timeout = timeout
-        self._leases: dict[str, Lease] = {}
+        self._leases = leases if leases is not None else LeaseBook()
 
     async def _call(
-        self, op: str, headers: dict[str, str], payload: Buffer = b""
-    ) -> tuple[dict[str, str], memoryview]:
-        header, data = await self._conn.call(
-            f"$state.{op}", headers, payload, timeout=self._timeout
+        self, call: ControlCall[Req, Ans], request: Req, payload: Buffer = b""
+    ) -> tuple[Ans, memoryview]:
+        header, data = await self._node.call(
+            call.subject, call.encode_request(request), payload, timeout=self._timeout
         )
-        return header.headers or {}, data
+        return call.decode_answer(header.headers), data
 
-    def _token(self, key: str, token: int | None) -> dict[str, str]:
-        if token is None and key in self._leases:
-            token = self._leases[key].token
-        return {} if token is None else {"token": str(token)}
+    def _token(self, key: str, token: int | None) -> int | None:
+        lease = self._leases.get(key) if token is None else None
+        return lease.token if lease is not None else token
 
     async def put(
         self, key: str, value: Payload, *, expect: int | None = None, token: int | None = None
@@ -97,11 +177,9 @@ class StateClient:
             Conflict: the version is not ``expect``. Fenced: a newer lease exists.
             LeaseExpired: our lease ran out. PayloadTooLarge. BackendUnavailable.
         """
-        headers = {"key": key, **self._token(key, token)}
-        if expect is not None:
-            headers["expect"] = str(expect)
-        reply, _ = await self._call("put", headers, encode_payload(value))
-        return int(reply["version"])
+        ask = WriteRequest(key, self._token(key, token), expect)
+        reply, _ = await self._call(STATE_PUT, ask, encode_payload(value))
+        return reply.version
 
     async def get(self, key: str) -> tuple[memoryview, int]:
         """The value and its version.
@@ -109,17 +187,14 @@ class StateClient:
         Raises:
             NotFound: nothing stored under ``key``. BackendUnavailable.
         """
-        reply, data = await self._call("get", {"key": key})
-        return data, int(reply["version"])
+        reply, data = await self._call(STATE_GET, KeyRequest(key))
+        return data, reply.version
 
     async def delete(
         self, key: str, *, expect: int | None = None, token: int | None = None
     ) -> None:
         """Remove ``key`` (same compare-and-set and fencing rules as ``put``)."""
-        headers = {"key": key, **self._token(key, token)}
-        if expect is not None:
-            headers["expect"] = str(expect)
-        await self._call("delete", headers)
+        await self._call(STATE_DELETE, WriteRequest(key, self._token(key, token), expect))
 
     async def acquire(self, key: str, ttl: float) -> Lease:
         """Take the lease on ``key`` for ``ttl`` seconds; returns it with a fresh, larger
@@ -128,24 +203,7 @@ class StateClient:
         Raises:
             LeaseHeld: another owner holds it. BackendUnavailable.
         """
-        sent = time.monotonic()
-        reply, _ = await self._call("acquire", {"key": key, "ttl_ms": str(int(ttl * 1000))})
-        # Measured from before the request left: the lease can only end later than we think.
-        lease = Lease(key, int(reply["token"]), sent + int(reply["expires_ms"]) / 1000)
-        self._leases[key] = lease
-        return lease
-
-    async def _acquire_on(self, conn: Connection, key: str, ttl: float) -> Lease:
-        """``acquire`` on a given connection (migration takes leases over on the new node
-        before the agent switches to it)."""
-        sent = time.monotonic()
-        header, _ = await conn.call(
-            "$state.acquire", {"key": key, "ttl_ms": str(int(ttl * 1000))}, timeout=self._timeout
-        )
-        reply = header.headers or {}
-        lease = Lease(key, int(reply["token"]), sent + int(reply["expires_ms"]) / 1000)
-        self._leases[key] = lease
-        return lease
+        return await self._leases.acquire_on(self._node, key, ttl, self._timeout)
 
     async def renew(self, lease: Lease, ttl: float) -> Lease:
         """Extend a live lease.
@@ -154,18 +212,16 @@ class StateClient:
             Fenced: a newer lease exists. LeaseExpired: too late to renew.
         """
         sent = time.monotonic()
-        reply, _ = await self._call(
-            "renew", {"key": lease.key, "token": str(lease.token), "ttl_ms": str(int(ttl * 1000))}
-        )
-        renewed = Lease(lease.key, lease.token, sent + int(reply["expires_ms"]) / 1000)
-        self._leases[lease.key] = renewed
-        return renewed
+        ask = RenewRequest(lease.key, lease.token, int(ttl * 1000))
+        reply, _ = await self._call(STATE_RENEW, ask)
+        renewed = Lease(lease.key, lease.token, sent + reply.expires_ms / 1000)
+        return self._leases.record(renewed)
 
     async def release(self, lease: Lease) -> bool:
         """Give the lease up; False if it had already ended or been superseded."""
-        self._leases.pop(lease.key, None)
-        reply, _ = await self._call("release", {"key": lease.key, "token": str(lease.token)})
-        return reply.get("released") == "1"
+        self._leases.forget(lease.key)
+        reply, _ = await self._call(STATE_RELEASE, ReleaseRequest(lease.key, lease.token))
+        return reply.released
 
     def lease(self, key: str) -> Lease | None:
         """The lease this agent holds on ``key``, if any."""
@@ -191,7 +247,7 @@ class StateClient:
             BackendUnavailable. ConnectionLost. Timeout.
         """
         payload = encode_payload(data)
-        pool = self._conn.shared
+        pool = self._node.shared
         if pool.blobs:
             budget = self._blob_budget(memoryview(payload).nbytes)
             try:
@@ -205,8 +261,8 @@ class StateClient:
             else:
                 if ref is not None:
                     return ref
-        reply, _ = await self._call("share", {}, payload)
-        return reply["ref"]
+        reply, _ = await self._call(STATE_SHARE, Empty(), payload)
+        return reply.ref
 
     async def open_blob(self, ref: str) -> memoryview:
         """The blob's bytes as a read-only ``memoryview``; this agent holds a reference
@@ -224,7 +280,7 @@ class StateClient:
             BadDescriptor: the node's memfd is not sealed (never from a sane node).
             BackendUnavailable. ConnectionLost. Timeout.
         """
-        pool = self._conn.shared
+        pool = self._node.shared
         if pool.blobs:
             try:
                 view = await pool.blob_get(ref, self._timeout)
@@ -235,7 +291,7 @@ class StateClient:
             else:
                 if view is not None:
                     return view
-        _, data = await self._call("open_blob", {"ref": ref})
+        _, data = await self._call(STATE_OPEN_BLOB, BlobRef(ref))
         return data.toreadonly()
 
     async def drop_blob(self, ref: str) -> None:
@@ -245,12 +301,9 @@ class StateClient:
         Raises:
             NotFound: this agent holds no reference to ``ref``. BackendUnavailable.
         """
-        await self._call("drop_blob", {"ref": ref})
+        await self._call(STATE_DROP_BLOB, BlobRef(ref))
 
     async def stats(self) -> StateStats:
         """The backend's memory accounting."""
-        reply, _ = await self._call("stats", {})
-        try:
-            return StateStats(**{k: int(v) for k, v in reply.items()})
-        except (TypeError, ValueError) as exc:
-            raise FabricError(f"node sent malformed state stats: {exc}") from None
+        s, _ = await self._call(STATE_STATS, Empty())
+        return StateStats(s.keys, s.private_bytes, s.blobs, s.blob_bytes, s.shared_saved_bytes)

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING
 from fabric.errors import FabricError
 from fabric.wire import Flags, Status
 
+from ._chunks import BATCH_HEADER, BATCH_VERSION, CreditWindow
 from ._deadline import effective_deadline
 from ._msg import Msg
 from ._replies import ReplyWaiter, StreamReceiver
 
 if TYPE_CHECKING:
-    from ._agent import Agent
+    from ._core import AgentCore
 
 __all__ = ["StreamReply"]
 
@@ -24,13 +25,13 @@ class _Canceller(ReplyWaiter):
     that still arrives is answered with a cancel, so the responder stops instead of waiting
     out its deadline."""
 
-    def __init__(self, agent: Agent, subject: str) -> None:
-        self._agent = agent
+    def __init__(self, core: AgentCore, subject: str) -> None:
+        self._core = core
         self.subject = subject
 
     def deliver(self, msg: Msg) -> None:
         if msg.reply:
-            self._agent._cancel_stream(msg.reply)
+            self._core.cancel_stream(msg.reply)
 
     def fail(self, exc: FabricError) -> None:
         pass
@@ -45,47 +46,48 @@ class StreamReply:
 
     def __init__(
         self,
-        agent: Agent,
+        core: AgentCore,
         subject: str,
         payload: bytes | memoryview,
         timeout: float | None,
         window: int,
         headers: dict[str, str] | None,
     ) -> None:
-        self._agent = agent
+        self._core = core
         self.subject = subject
         self._payload = payload
         self._timeout = timeout
         self._window = window
-        self._headers = headers
+        # Says we split batched chunks (sdk/_chunks.py); an older responder ignores it.
+        self._headers = {**(headers or {}), BATCH_HEADER: BATCH_VERSION}
+        self._credit = CreditWindow(window)
         self._receiver: StreamReceiver | None = None
         self._n = 0
         self._deadline = 0.0
-        self._unacked = 0
         self._finished = False
 
     def __aiter__(self) -> StreamReply:
         return self
 
     async def _start(self) -> StreamReceiver:
-        agent = self._agent
-        self._deadline = effective_deadline(self._timeout, agent.default_timeout)
-        await agent._ensure_connected(self._deadline)
-        receiver = StreamReceiver(self.subject)
+        core = self._core
+        self._deadline = effective_deadline(self._timeout, core.default_timeout)
+        await core.ensure_connected(self._deadline)
+        receiver = StreamReceiver(self.subject, cancel=core.cancel_stream)
         direct = None
-        if agent._direct is not None and len(self._payload) < agent._conn.shared.threshold:
-            direct = await agent._direct_targets(self.subject, self._deadline)
-        self._n, reply = agent._new_reply(receiver)
+        if len(self._payload) < core.shared.threshold:
+            direct = await core.direct_targets(self.subject, self._deadline)
+        self._n, reply = core.inbox.new(receiver)
         self._receiver = receiver
         if direct is not None:
             links, sids = direct
             receiver.links = links
-            agent._send_direct(
+            core.send_direct(
                 links, sids, self.subject, self._payload, reply, self._deadline,
                 headers=self._headers, status=Status.STREAM_OPEN, seq=self._window,
             )
             return receiver
-        agent._send_pub(
+        core.send_pub(
             self.subject,
             self._payload,
             headers=self._headers,
@@ -101,22 +103,25 @@ class StreamReply:
         if self._finished:
             raise StopAsyncIteration
         receiver = self._receiver or await self._start()
-        try:
-            chunk = await receiver.next(self._deadline)
-        except BaseException:
-            self._close(cancel=True)
-            raise
-        for rival in receiver.rivals:
-            self._agent._cancel_stream(rival)  # through the node: it knows every inbox
-        receiver.rivals.clear()
+        queue = receiver.state.queue
+        if queue:
+            chunk: Msg | None = queue.popleft()  # receiver.next's fast path, no coroutine
+        else:
+            try:
+                chunk = await receiver.next(self._deadline)
+            except BaseException:
+                self._close(cancel=True)
+                raise
+        if receiver.rivals:
+            for rival in receiver.rivals:
+                self._core.cancel_stream(rival)  # through the node: it knows every inbox
+            receiver.rivals.clear()
         if chunk is None:
             self._close(cancel=False)
             raise StopAsyncIteration
-        # Grant credit in batches of half a window: one message per 32 chunks, not per chunk.
-        self._unacked += 1
-        if self._unacked >= self._window // 2 and receiver.control:
-            self._agent._grant_credit(receiver.control, self._unacked, receiver.via)
-            self._unacked = 0
+        grant = self._credit.consumed()
+        if grant and receiver.control:
+            self._core.grant_credit(receiver.control, grant, receiver.via)
         return chunk
 
     async def aclose(self) -> None:
@@ -134,18 +139,18 @@ class StreamReply:
         receiver = self._receiver
         if receiver is None:
             return
-        agent = self._agent
-        agent._waiters.pop(self._n, None)
+        core = self._core
+        core.inbox.pop(self._n)
         if not cancel or receiver.state.ended:
             return
         if receiver.control:
-            agent._cancel_stream(receiver.control, receiver.via)
+            core.cancel_stream(receiver.control, receiver.via)
             return
         # No chunk yet, so no address to cancel: answer whatever still comes.
-        agent._waiters[self._n] = _Canceller(agent, self.subject)
+        core.inbox.put(self._n, _Canceller(core, self.subject))
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
         delay = max(0.0, self._deadline - time.monotonic())
-        loop.call_later(delay, agent._waiters.pop, self._n, None)
+        loop.call_later(delay, core.inbox.pop, self._n)

@@ -12,7 +12,7 @@ from fabric.errors import ConnectionLost, FabricError, SlowConsumer
 from ._msg import Msg
 
 if TYPE_CHECKING:
-    from ._agent import Agent
+    from ._core import AgentCore
 
 __all__ = ["Subscription"]
 
@@ -32,7 +32,7 @@ class Subscription:
 
     def __init__(
         self,
-        agent: Agent,
+        core: AgentCore,
         sid: int,
         subject: str,
         queue: str,
@@ -40,7 +40,7 @@ class Subscription:
         callback: Callable[[Msg], Awaitable[None] | None] | None = None,
         pending_limit: int = DEFAULT_PENDING_LIMIT,
     ) -> None:
-        self._agent = agent
+        self._core = core
         self.sid = sid
         self.subject = subject
         self.queue = queue
@@ -69,7 +69,7 @@ class Subscription:
         self.delivered += 1
         if len(self._pending) >= self._pending_limit:
             self.dropped += 1
-            self._agent.stats.dropped += 1
+            self._core.stats.dropped += 1
             return
         self._pending.append(msg)
         waiter = self._waiter
@@ -139,7 +139,7 @@ class Subscription:
             return
         self._close_local()
         try:
-            await self._agent._unsubscribe(self)
+            await self._core.unsubscribe(self)
         except (ConnectionLost, FabricError):
             pass  # the node forgets our interest when the link drops anyway
 

@@ -8,6 +8,7 @@ from bench.systems._aiohttp import AiohttpSystem
 from bench.systems._base import Client, System, WorkerInfo
 from bench.systems._fabric import FabricCrossNodeSystem, FabricLatencySystem, FabricSystem
 from bench.systems._fastapi import FastapiSystem
+from bench.systems._floor import FloorTcpSystem, FloorUnixSystem
 from bench.systems._memcpy import MemcpySystem
 from bench.systems._nats import NatsSystem
 from bench.systems._zenoh import ZenohSystem
@@ -27,6 +28,8 @@ SYSTEMS: dict[str, type[System]] = {
         NatsSystem,
         ZenohSystem,
         MemcpySystem,
+        FloorUnixSystem,
+        FloorTcpSystem,
     )
 }
 

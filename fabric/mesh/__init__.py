@@ -5,13 +5,20 @@ each other and forward only where it exists, under rules that make loops impossi
 (``_strategy``). See docs/mesh.md.
 """
 
-from ._interest import Delta, InterestKey, MeshInterest, RemoteEntry
+from ..router._interest import Delta, InterestKey, MeshInterest, RemoteEntry
+from ..router._plan import (
+    PREFER_HEADER,
+    Plan,
+    decode_groups,
+    decode_prefer,
+    encode_groups,
+    plan_route,
+)
+from ..router._strategy import PeerKind, Role, Strategy, strategy_for
+from ..router._tally import Tally, TallyBook
 from ._links import CurveKeys
-from ._mesh import Mesh, MeshRoute, PeerOrigin, parse_peer_url, start_mesh
+from ._mesh import Mesh, PeerOrigin, parse_peer_url, start_mesh
 from ._peer import LinkState, PeerLinkState
-from ._plan import PREFER_HEADER, Plan, decode_groups, decode_prefer, encode_groups, plan_route
-from ._strategy import PeerKind, Role, Strategy, strategy_for
-from ._tally import Tally, TallyBook
 
 __all__ = [
     "PREFER_HEADER",
@@ -21,7 +28,6 @@ __all__ = [
     "LinkState",
     "Mesh",
     "MeshInterest",
-    "MeshRoute",
     "PeerKind",
     "PeerLinkState",
     "PeerOrigin",

@@ -1,10 +1,11 @@
-"""The mesh driver: peer links, interest announcements, forwarding and counting, around the
-pure pieces (``Strategy``, ``MeshInterest``, ``plan_route``, ``TallyBook``, ``PeerLinkState``).
+"""The mesh driver: peer links and their lifecycle, carrying the router's decisions to peers.
 
-The node calls in at a handful of points (``route``/``forward`` in its publish path, the
-``local_*`` hooks where agent interest changes); a message from a peer enters the node's own
-publish path with a ``PeerOrigin`` standing in for the sending session, so local delivery,
-validation and counters are the node's, not a second copy here.
+Routing is the router's (``fabric.router``: interest, placement, tallies, held requests);
+this module keeps peer links up and turns peer frames into router inputs. It reaches its node
+only through ``MeshHost`` (``_host.py``): a message from a peer enters the node's publish path
+with a ``PeerOrigin`` standing in for the sending session, and the actions peer events produce
+(STATUS to agents, counts upstream) are carried out by the node's ``run``. The node sends
+copies and counts through ``forward`` and ``send_count``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,11 +22,11 @@ from typing_extensions import Buffer
 
 from ..errors import ConfigError, ConnectionLost, FabricError, RemoteProtocolError, Timeout
 from ..private import decode_names, encode_names
-from ..routing import INBOX_PREFIX, Route
-from ..session import SessionState
+from ..router import PeerKind, PeerOrigin, Role
+from ..transports import Link, StreamLink, ZmqDealerLink, ZmqPeerLink
 from ..wire import MAX_HEADER_BYTES, Flags, Header, Kind, Status, decode_header, encode_header
-from ._interest import InterestKey, Labels, MeshInterest
-from ._links import CurveKeys, PeerDialer, PeerListener
+from ._host import MeshHost
+from ._links import CurveKeys, PeerListener, dial_peer
 from ._peer import LinkState, PeerLinkState
 from ._peer_link import (
     DUPLICATE,
@@ -44,7 +44,6 @@ from ._peer_link import (
     SendWelcome,
     Verdict,
 )
-from ._plan import GroupKey, decode_groups, decode_prefer, encode_groups, mismatch, plan_route
 from ._protocol import (
     HELLO,
     INTEREST,
@@ -56,21 +55,15 @@ from ._protocol import (
     encode_announce,
     encode_info,
 )
-from ._settle import SettleBook
-from ._strategy import PeerKind, Role, strategy_for
-from ._tally import Tally, TallyBook
-from ._tcp import TcpEnd, dial_tcp, listen_tcp
+from ._tcp import dial_tcp, listen_tcp
 
 if TYPE_CHECKING:
     from ..config import NodeSettings
-    from ..node import Node
 
-__all__ = ["Mesh", "MeshRoute", "PeerOrigin", "parse_peer_url", "start_mesh"]
+__all__ = ["Mesh", "PeerOrigin", "parse_peer_url", "start_mesh"]
 
 log = logging.getLogger("fabric.mesh")
 
-#: How long a counted message waits for peers' counts when it carries no deadline.
-_DEFAULT_TALLY_S = 5.0
 _HANDSHAKE_S = 3.0
 #: Dials that fail this soon after the node started are counted as ``dial_retries``, not
 #: ``dial_failures``: nodes of a mesh start together and a peer may not listen yet.
@@ -81,8 +74,6 @@ _HANDSHAKE_MAX_PAYLOAD = 64 * 1024
 _BACKLOG = 10_000
 #: How long a ZeroMQ dialer closed after a duplicate REFUSE keeps sending what it queued.
 _DUPLICATE_LINGER_MS = 2000
-#: Requests held at once while interest settles; past this, "no responders" at once.
-_MAX_HELD = 10_000
 #: Barrier pings number from here up, so they never collide with heartbeat sequence numbers.
 _BARRIER_BASE = 1 << 48
 
@@ -93,46 +84,12 @@ def parse_peer_url(text: str) -> tuple[str, bytes | None]:
     return url, (key.encode() if sep else None)
 
 
-@dataclass(slots=True)
-class MeshRoute(Route):
-    """A route with the peers the message goes to and the groups each must serve."""
-
-    peers: dict[str, list[GroupKey]] = field(default_factory=dict)
-
-
-@dataclass(eq=False, slots=True)
-class PeerOrigin:
-    """Stands in for the sending session when a peer's message enters the node's publish path."""
-
-    peer: str
-    kind: PeerKind
-
-
-@dataclass(slots=True)
-class _LocalUpstream:
-    bound: Any
-    reply: str
-    msg_id: int
-    flags: int
-    #: The request itself, to route again if it reached nobody while interest was in flight.
-    header: Header | None = None
-    payload: Any = None
-
-
-@dataclass(slots=True)
-class _PeerUpstream:
-    peer: str
-    corr: int
-    #: The upstream only needs to hear "reached nobody" (a request, not a gather).
-    zero_only: bool = False
-
-
 @dataclass(eq=False, slots=True)
 class _End:
-    """One transport end of a peer link (a dialer, or one identity on the listener)."""
+    """One transport end of a peer link (a dialer, or one identity on the listener): a
+    ``Link`` and the mesh's view of it."""
 
-    send: Callable[[bytes, Buffer], bool]
-    close_transport: Callable[[], None]
+    link: Link
     dialed: bool
     #: The link's record in the lifecycle machine (``Mesh.peerlinks``): its state is there.
     state: PeerLinkState
@@ -140,10 +97,44 @@ class _End:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     #: Called once the peer's handshake is accepted (lifts the pre-handshake frame limit).
     on_up: Callable[[], None] | None = None
+    #: Called when the end is closed (the mesh forgets it).
+    on_close: Callable[[], None] | None = None
 
     @property
     def peer(self) -> str:
         return self.state.peer
+
+    def send(self, header: bytes, payload: Buffer = b"") -> bool:
+        """False when the link is closed or the peer is too far behind (``Link.limit``):
+        memory stays bounded, and the caller counts the refusal."""
+        return self.link.try_send(header, payload)
+
+    def close_transport(self) -> None:
+        if self.on_close is not None:
+            self.on_close()
+        link = self.link
+        if isinstance(link, ZmqDealerLink) and self.state.state is LinkState.SWITCHING:
+            # Entering SWITCHING, what we sent last on the link (our answer to the peer's
+            # REFUSE) must still go out: the peer drains it. Otherwise drop at once.
+            link.close(linger_ms=_DUPLICATE_LINGER_MS)
+        else:
+            link.close()
+
+
+class _EndHandler:
+    """Frames and the loss of one end's link, into the mesh."""
+
+    __slots__ = ("end", "mesh")
+
+    def __init__(self, mesh: Mesh, end: _End) -> None:
+        self.mesh = mesh
+        self.end = end
+
+    def frame_received(self, header: bytes, payload: memoryview) -> None:
+        self.mesh._frame(self.end, header, payload)
+
+    def link_lost(self, exc: BaseException | None) -> None:
+        self.mesh._transport_lost(self.end)
 
 
 #: A frame held for a peer that is switching links: (header, payload copy).
@@ -162,21 +153,17 @@ class _Peer:
 class Mesh:
     """A node's part in the mesh. Create with ``start_mesh``; ``close()`` to leave."""
 
-    def __init__(self, node: Node, settings: NodeSettings, curve: CurveKeys | None) -> None:
-        self.node = node
+    def __init__(self, host: MeshHost, settings: NodeSettings, curve: CurveKeys | None) -> None:
+        self.host = host
+        self.router = host.router
+        self.clock = host.clock
         self.settings = settings
         self.curve = curve
-        role = settings.role
-        if role == "auto":
-            role = "edge" if settings.leaf_of else "cloud"
-        self.role = Role(role)
-        self.strategy = strategy_for(self.role)
-        self.interest = MeshInterest(self.strategy)
-        self.tallies: TallyBook[_LocalUpstream | _PeerUpstream] = TallyBook()
+        self.role = self.router.role
+        self.strategy = self.router.strategy
         labels = dict(settings.labels)
-        monitoring = getattr(node, "monitoring", None)
-        if monitoring is not None and monitoring.advertised is not None:
-            labels.setdefault("metrics", monitoring.advertised)  # `fabric top --mesh` finds it
+        if host.metrics_url is not None:
+            labels.setdefault("metrics", host.metrics_url)  # `fabric top --mesh` finds it
         self.info = PeerInfo(settings.name, settings.site, self.role, labels, os.urandom(8).hex())
         self._peers: dict[str, _Peer] = {}
         # Pings queue behind data on a busy link, so silence must last a while to mean death;
@@ -196,7 +183,6 @@ class Mesh:
         #: Set (and replaced) whenever a peer comes up or goes down: dial loops look again.
         self._peers_moved = asyncio.Event()
         self._ends_by_identity: dict[bytes, _End] = {}
-        self._local_keys: dict[Hashable, dict[int, InterestKey]] = {}
         self._listener: PeerListener | None = None
         # ZeroMQ carries CURVE; without keys, plain TCP frames are far cheaper (see _tcp.py).
         transport = settings.mesh_transport
@@ -213,16 +199,9 @@ class Mesh:
         # Barrier pings in flight: seq -> (peer, future). Their seqs live above heartbeats'.
         self._barriers: dict[int, tuple[str, asyncio.Future[None]]] = {}
         self._barrier_seq = _BARRIER_BASE
-        self._started = time.monotonic()
+        self._started = self.clock()
         #: Messages forwarded to each peer, by name (metrics, ``/peers``).
         self.forwarded_to: dict[str, int] = {}
-        #: Interest that may still be on its way here (requests wait for it, bounded).
-        self.settle = SettleBook(max(3 * settings.mesh_heartbeat, settings.mesh_dead_after))
-        #: Set (and replaced) whenever peers' interest changes: held requests look again.
-        self._interest_moved = asyncio.Event()
-        self._held_requests = 0
-        #: True while a held request is routed again (it is not held a second time).
-        self._replaying = False
         self.stats = {
             "forwarded": 0,
             "received": 0,
@@ -256,7 +235,7 @@ class Mesh:
         Raises:
             Timeout: a live peer did not answer within ``timeout`` seconds.
         """
-        self._flush()
+        self.flush()
         loop = asyncio.get_running_loop()
         waits = []
         source = self._peers.get(came_from) if came_from is not None else None
@@ -322,7 +301,7 @@ class Mesh:
                         self.settings.cluster,
                         self.settings.max_payload,
                         self._accept_tcp,
-                        budget=getattr(self.node, "pending", None),
+                        budget=self.host.pending,
                         stall_timeout=self.settings.frame_stall_timeout,
                     )
                 except OSError as exc:
@@ -332,7 +311,7 @@ class Mesh:
         for seed in self.settings.seeds:
             self._spawn(self._dial_loop(seed))
         if self.settings.leaf_of:
-            self.settle.hub_lost(time.monotonic())  # no hub yet: requests wait for the first
+            self.router.hub_lost(self.clock())  # no hub yet: requests wait for the first
             self._spawn(self._hub_loop(list(self.settings.leaf_of)))
         self._spawn(self._heartbeat())
 
@@ -345,7 +324,7 @@ class Mesh:
     def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        self._run(self.peerlinks.shutdown(time.monotonic()))
+        self._run(self.peerlinks.shutdown(self.clock()))
         if self._listener is not None:
             self._listener.close()
         if self._tcp_server is not None:
@@ -358,38 +337,34 @@ class Mesh:
 
     # -- dialling -----------------------------------------------------------------------
 
-    def _new_end(
-        self, send: Callable[[bytes, Buffer], bool], close: Callable[[], None], dialed: bool
-    ) -> _End:
-        """A transport end, opened as a link in the lifecycle machine."""
-        link = self.peerlinks.open(dialed, time.monotonic())
-        end = _End(send, close, dialed, link)
-        self._ends[link.id] = end
+    def _end(self, link: Link, dialed: bool) -> _End:
+        """Wrap a new peer link, opened as a link in the lifecycle machine: its frames go to
+        ``_frame``, its loss to ``_transport_lost``."""
+        link.limit = self.settings.slow_consumer_bytes
+        state = self.peerlinks.open(dialed, self.clock())
+        end = _End(link, dialed, state)
+        self._ends[state.id] = end
+        link.handler = _EndHandler(self, end)
         return end
 
-    def _tcp_end(self, link: Any, dialed: bool) -> _End:
-        box: list[_End] = []
-        tcp = TcpEnd(
-            link,
-            self.settings.slow_consumer_bytes,
-            lambda _t, h, p: self._frame(box[0], h, p),
-            lambda _t: self._transport_lost(box[0]),
-        )
-
-        def close() -> None:
-            self._tcp_ends.discard(box[0])
-            tcp.close()
-
-        end = self._new_end(tcp.send, close, dialed)
-        box.append(end)
+    def _tcp_end(self, link: StreamLink, dialed: bool) -> _End:
+        end = self._end(link, dialed)
+        end.on_close = lambda: self._tcp_ends.discard(end)
         self._tcp_ends.add(end)
         return end
 
-    def _accept_tcp(self, link: Any) -> None:
+    def _accept_tcp(self, link: StreamLink) -> None:
         # Until its HELLO is accepted a peer may send only small frames (docs/limits.md).
         link.set_max_payload(_HANDSHAKE_MAX_PAYLOAD)
         end = self._tcp_end(link, dialed=False)
         end.on_up = lambda: link.set_max_payload(self.settings.max_payload)
+
+    def attach(self, link: Link, *, dialed: bool) -> None:
+        """A peer link over a ``Link`` the caller opened (in memory, in tests): its frames and
+        its loss reach the mesh through the link's handler. A dialled link says HELLO."""
+        end = self._end(link, dialed)
+        if dialed:
+            end.send(encode_header(Header(Kind.CONTROL, subject=HELLO)), encode_info(self.info))
 
     async def _dial_once(self, text: str) -> _End | None:
         """Dial, send HELLO until WELCOME or the handshake time runs out. Returns the end if
@@ -404,25 +379,11 @@ class Mesh:
                 return None
             end = self._tcp_end(link, dialed=True)
         else:
-            end_box: list[_End] = []
-
-            def on_frame(header: bytes, payload: memoryview) -> None:
-                self._frame(end_box[0], header, payload)
-
             try:
-                dialer = PeerDialer(url, on_frame, self.curve, server_key)
+                end = self._end(dial_peer(url, self.curve, server_key), dialed=True)
             except ConnectionLost as exc:
                 log.error("%s", exc)
                 return None
-
-            def close_dialer() -> None:
-                # Entering SWITCHING, what we sent last on the link (our answer to the
-                # peer's REFUSE) must still go out: the peer drains it. Otherwise drop at once.
-                switching = end_box[0].state.state is LinkState.SWITCHING
-                dialer.close(linger_ms=_DUPLICATE_LINGER_MS if switching else 0)
-
-            end = self._new_end(dialer.send, close_dialer, True)
-            end_box.append(end)
         hello = encode_header(Header(Kind.CONTROL, subject=HELLO))
         payload = encode_info(self.info)
         loop = asyncio.get_running_loop()
@@ -430,7 +391,7 @@ class Mesh:
         sent = False
         while end.state.state is LinkState.HANDSHAKE and not end.closed.is_set():
             if loop.time() > until:
-                self._run(self.peerlinks.give_up(end.state, time.monotonic()))
+                self._run(self.peerlinks.give_up(end.state, self.clock()))
                 break
             # ZeroMQ drops sends until it has connected (IMMEDIATE), so HELLO repeats there;
             # a TCP stream delivers the first one or fails.
@@ -445,7 +406,7 @@ class Mesh:
         return None
 
     def _dial_failed(self) -> None:
-        starting = time.monotonic() - self._started < _START_GRACE_S
+        starting = self.clock() - self._started < _START_GRACE_S
         self.stats["dial_retries" if starting else "dial_failures"] += 1
 
     async def _dial_loop(self, seed: str) -> None:
@@ -482,26 +443,22 @@ class Mesh:
 
     # -- inbound ------------------------------------------------------------------------
 
-    def _listener_frame(self, identity: bytes, header: bytes, payload: memoryview) -> None:
-        end = self._ends_by_identity.get(identity)
-        if end is None:
-            listener = self._listener
-            assert listener is not None
+    def _listener_frame(self, link: ZmqPeerLink) -> None:
+        """A new identity on the ZeroMQ listener (its first frame follows at once)."""
+        identity = link.identity
+        end = self._end(link, dialed=False)
 
-            def send(h: bytes, p: Buffer = b"") -> bool:
-                return listener.send(identity, h, p)
+        def forget() -> None:
+            if self._ends_by_identity.get(identity) is end:
+                del self._ends_by_identity[identity]
 
-            def forget() -> None:
-                self._ends_by_identity.pop(identity, None)
-
-            end = self._new_end(send, forget, False)
-            self._ends_by_identity[identity] = end
-        self._frame(end, header, payload)
+        end.on_close = forget
+        self._ends_by_identity[identity] = end
 
     def _frame(self, end: _End, raw: bytes, payload: memoryview) -> None:
         if end.closed.is_set():
             return
-        now = time.monotonic()
+        now = self.clock()
         try:
             header = decode_header(raw)
             kind = header.kind
@@ -523,6 +480,7 @@ class Mesh:
                     header.msg_id
                 ):
                     end.state.pong(header.msg_id, now)
+                    self.router.peer_rtt(end.peer, end.state.rtt)
             elif kind is Kind.CONTROL:
                 self._control(end, header, payload, now)
             else:
@@ -547,14 +505,11 @@ class Mesh:
             if not self._admit(end, Frame.INTEREST, now):
                 return  # a superseded link: the peer sends its full set on the link we kept
             ann = decode_announce(payload)
-            if ann.full:
-                self.interest.peer_replace(end.peer, ann.add)
-                self.settle.announced(end.peer)
-            else:
-                self.interest.peer_delta(end.peer, ann.add, ann.remove)
+            actions = self.router.peer_interest(
+                end.peer, ann.full, ann.add, ann.remove, self.clock()
+            )
             self._schedule_flush()
-            self._remote_changed([k[0] for k in (*ann.add, *ann.remove)])
-            self._moved()
+            self.host.run(actions)
         elif subject == HELLO:
             info = decode_info(payload)
             kind = self.strategy.accepts(info.role)
@@ -600,7 +555,7 @@ class Mesh:
     # -- the lifecycle machine's actions ------------------------------------------------
 
     def _transport_lost(self, end: _End) -> None:
-        self._run(self.peerlinks.transport_lost(end.state, time.monotonic()))
+        self._run(self.peerlinks.transport_lost(end.state, self.clock()))
 
     def _run(self, actions: list[Action[_Held]]) -> None:
         """Carry out what the lifecycle machine decided, in its order."""
@@ -648,9 +603,6 @@ class Mesh:
 
     def _peer_up(self, name: str, end: _End, info: PeerInfo, kind: PeerKind) -> None:
         self._peers[name] = _Peer(info, kind, end, PeerOrigin(name, kind))
-        self.settle.linked(name, time.monotonic())
-        if kind is PeerKind.HUB:
-            self.settle.hub_found()
         log.info("peer %s (%s, site %s) is up", name, kind.value, info.site)
         self._send_full(name)
         self._schedule_flush()
@@ -662,23 +614,14 @@ class Mesh:
 
     def _send_full(self, name: str) -> None:
         peer = self._peers[name]
-        full = self.interest.peer_up(name, peer.kind)
+        full = self.router.peer_up(name, peer.kind, self.clock())
         header = encode_header(Header(Kind.CONTROL, subject=INTEREST))
         peer.end.send(header, encode_announce(True, full, set()))
 
     def _peer_down(self, name: str, why: str = "") -> None:
-        gone = self._peers.pop(name, None)
+        self._peers.pop(name, None)
         log.info("peer %s is down (%s); dropping its interest", name, why or "closed")
-        lost = self.interest.remote_keys(name)
-        now = time.monotonic()
-        self.settle.lost(name, [k[0] for k in lost], now)
-        if gone is not None and gone.kind is PeerKind.HUB:
-            self.settle.hub_lost(now)
-        self._moved()
-        self.interest.peer_down(name)
-        self._remote_changed([k[0] for k in lost])
-        for tally in self.tallies.peer_lost(name):
-            self._finish(tally)
+        self.host.run(self.router.peer_down(name, self.clock()))
         for peer_name, fut in self._barriers.values():
             if peer_name == name and not fut.done():
                 fut.set_result(None)  # a dead peer forwards nothing more
@@ -689,251 +632,50 @@ class Mesh:
         interval = self.settings.mesh_heartbeat
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
+            now = self.clock()
             # Heartbeats, and every lifecycle timer: handshake, silence, drain, switch.
             self._run(self.peerlinks.tick(now))
-            for tally in self.tallies.expire(now):
-                self._finish(tally)
 
-    # -- interest -----------------------------------------------------------------------
+    # -- interest and messages (the router decides; this carries it to peers) ------------
 
-    def _labels(self, session: Any) -> Labels:
-        labels = {"site": self.settings.site}
-        labels.update(getattr(session, "labels", {}) or {})
-        return tuple(sorted(labels.items()))
-
-    def local_sub(self, session: Hashable, sid: int, pattern: str, queue: str) -> None:
-        """An agent subscribed (after the interest table accepted it)."""
-        keys = self._local_keys.setdefault(session, {})
-        old = keys.pop(sid, None)
-        if old is not None:
-            self.interest.local_remove(old)
-        key: InterestKey = (pattern, queue, self._labels(session) if queue else ())
-        keys[sid] = key
-        self.interest.local_add(key)
+    def announce(self) -> None:
+        """Local interest changed: send peers what the router says they must hear (batched
+        to the end of this loop turn)."""
         self._schedule_flush()
-
-    def local_unsub(self, session: Hashable, sid: int) -> None:
-        keys = self._local_keys.get(session)
-        if keys and sid in keys:
-            self.interest.local_remove(keys.pop(sid))
-            self._schedule_flush()
-
-    def local_drop(self, session: Hashable) -> None:
-        for key in self._local_keys.pop(session, {}).values():
-            self.interest.local_remove(key)
-        self._schedule_flush()
-
-    def has_remote_interest(self, subject: str) -> bool:
-        """Whether a message a local agent publishes on ``subject`` would go to a peer (the
-        node's directory must then route it, not hand out direct paths)."""
-        for entry in self.interest.trie.match(subject, cache=False):
-            peer = self._peers.get(entry.peer)
-            if peer is not None and self.strategy.may_forward(None, peer.kind):
-                return True
-        return False
-
-    def _remote_changed(self, patterns: list[str]) -> None:
-        """Peers' interest changed: the node's directory caches may be stale."""
-        notify = getattr(self.node, "_interest_changed", None)
-        if notify is None:
-            return
-        for pattern in patterns:
-            if not pattern.startswith(INBOX_PREFIX):
-                notify(pattern)
-                return  # one notice invalidates every cached answer
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send every pending interest announcement now."""
         self._flush_scheduled = False
         header = encode_header(Header(Kind.CONTROL, subject=INTEREST))
-        for name, delta in self.interest.take_deltas().items():
+        for name, delta in self.router.take_announcements().items():
             peer = self._peers.get(name)
             # A switching peer gets the full set on its kept link (deltas included).
             if peer is not None and peer.end.state.state is LinkState.UP:
                 peer.end.send(header, encode_announce(False, delta.add, delta.remove))
 
-    # -- requests that reached nobody while interest was in flight -----------------------
-
-    def _moved(self) -> None:
-        self._interest_moved.set()
-        self._interest_moved = asyncio.Event()
-
-    def hold_request(self, bound: Any, header: Header, payload: Any) -> bool:
-        """A local agent's request reached nobody. If interest in its subject may still be on
-        its way (``SettleBook``), hold it and route it again once interest moved or the wait
-        ran out (bounded by the settle grace and the request's own timeout). Returns whether
-        it was held (then the caller must not answer ``NoResponders``).
-        """
-        if self._replaying or header.flags & (Flags.COUNT | Flags.SHM):
-            return False
-        if self._held_requests >= _MAX_HELD:
-            return False
-        now = time.monotonic()
-        until = self.settle.until(header.subject, now)
-        if until is None:
-            return False
-        if header.timeout_ms:
-            # Half the request's time at most: a requester still gets its typed answer
-            # ("no responders") before its own timeout would fire.
-            until = min(until, now + header.timeout_ms / 2000)
-        self._held_requests += 1
-        self._spawn(self._route_again(bound, header, payload, until))
-        return True
-
-    def _routable(self, subject: str) -> bool:
-        return bool(self.node.interest.route(subject).targets) or bool(
-            self.interest.trie.match(subject, cache=False)
-        )
-
-    async def _route_again(self, bound: Any, header: Header, payload: Any, until: float) -> None:
-        try:
-            while not self._routable(header.subject):
-                now = time.monotonic()
-                settles = self.settle.until(header.subject, now)
-                if settles is None or now >= until:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._interest_moved.wait(), min(until, settles) - now
-                    )
-        finally:
-            self._held_requests -= 1
-        if bound.session.state is SessionState.CLOSED:
-            return  # the requester is gone: nobody to answer
-        self._replaying = True
-        try:
-            self.node._publish(bound, header, payload)
-        finally:
-            self._replaying = False
-
-    # -- publish path -------------------------------------------------------------------
-
-    def route(self, subject: str, header: Header, bound: Any) -> Route:
-        """Local targets and peer copies for one message (called by ``Node._publish``)."""
-        origin = bound if isinstance(bound, PeerOrigin) else None
-        prefer = decode_prefer(header.headers)
-        labels = self._labels
-        rank = (lambda s: float(mismatch(prefer, labels(s.session)))) if prefer else None
-        local = self.node.interest.route(subject, rank)
-        inbox = subject.startswith(INBOX_PREFIX)
-        remote = self.interest.trie.match(subject, cache=not inbox)
-        if inbox and remote:
-            # Replies go only where their inbox is: a peer's ``>`` never sees them.
-            remote = frozenset(e for e in remote if e.pattern.startswith(INBOX_PREFIX))
-        if not remote and origin is None:
-            return local
-        strategy = self.strategy
-        peers = self._peers
-        came_from = origin.peer if origin is not None else None
-        origin_kind = origin.kind if origin is not None else None
-
-        def may_send(name: str) -> bool:
-            peer = peers.get(name)
-            return (
-                peer is not None
-                and name != came_from
-                and strategy.may_forward(origin_kind, peer.kind)
-            )
-
-        plan = plan_route(
-            local.targets,
-            remote,
-            may_send=may_send,
-            only_groups=decode_groups(header.queue) if origin is not None else None,
-            prefer=prefer,
-            local_labels=lambda s: dict(labels(s.session)),
-            site=self.settings.site,
-            rtt=self._rtt,
-        )
-        return MeshRoute(plan.local, plan.peers)
-
-    def _rtt(self, name: str) -> float:
+    def forward(self, name: str, header: bytes, payload: Buffer) -> bool:
+        """Send a copy of a message to peer ``name``; False when it cannot take it (gone)."""
         peer = self._peers.get(name)
-        if peer is None or peer.end.state.rtt is None:
-            return 1.0  # unmeasured: behind every measured peer
-        return peer.end.state.rtt
+        if peer is not None and self._send_peer(peer, header, payload):
+            self.stats["forwarded"] += 1
+            self.forwarded_to[name] = self.forwarded_to.get(name, 0) + 1
+            return True
+        self.stats["send_failed"] += 1
+        return False
 
-    def forward(
-        self,
-        bound: Any,
-        header: Header,
-        payload: Buffer,
-        route: Route,
-        reached: int,
-        names: list[str] | None = None,
-    ) -> bool:
-        """Send the peer copies; returns True when the mesh owns the STATUS answer.
-
-        ``names`` (gathers only) are the ``agent@node`` of the local responders reached; the
-        STATUS that answers a gather carries every node's names so the requester can say who
-        did not answer."""
-        origin = bound if isinstance(bound, PeerOrigin) else None
-        targets = route.peers if isinstance(route, MeshRoute) else {}
-        flags = header.flags
-        # Two ways to count: a gather (COUNT) needs every peer's total; a request only needs
-        # to learn that nobody anywhere was reached, so peers speak up only when they reached
-        # none (NO_RESPONDERS), which keeps a frame per request off the wire.
-        upstream_wants = bool(flags & (Flags.COUNT | Flags.NO_RESPONDERS)) and (
-            origin is not None or bool(header.reply)
-        )
-        full = bool(flags & Flags.COUNT)
-        counted = upstream_wants and (full or reached == 0)
-        if not targets:
-            if origin is not None and counted:
-                self._send_count(origin.peer, header.sid, reached, names)
-            return origin is not None
-        corr = 0
-        out_flags = 0
-        if counted:
-            out_flags = Flags.COUNT if full else Flags.NO_RESPONDERS
-            budget = header.timeout_ms / 1000 if header.timeout_ms else _DEFAULT_TALLY_S
-            upstream: _LocalUpstream | _PeerUpstream = (
-                _PeerUpstream(origin.peer, header.sid, zero_only=not full)
-                if origin is not None
-                else _LocalUpstream(
-                    bound,
-                    header.reply,
-                    header.msg_id,
-                    flags,
-                    None if self._replaying else header,
-                    payload,
-                )
-            )
-            corr = self.tallies.open(
-                upstream, header.msg_id, reached, set(targets), time.monotonic() + budget, names
-            )
-        for name, groups in targets.items():
-            out = Header(
-                Kind.PUB,
-                subject=header.subject,
-                reply=header.reply,
-                msg_id=header.msg_id,
-                timeout_ms=header.timeout_ms,
-                traceparent=header.traceparent,
-                headers=header.headers,
-                sid=corr,
-                queue=encode_groups(groups),
-                status=header.status,
-                seq=header.seq,
-                flags=out_flags,
-            )
-            peer = self._peers.get(name)
-            ok = peer is not None and self._send_peer(peer, encode_header(out), payload)
-            if ok:
-                self.stats["forwarded"] += 1
-                self.forwarded_to[name] = self.forwarded_to.get(name, 0) + 1
-            else:
-                self.stats["send_failed"] += 1
-                if counted:
-                    done = self.tallies.answer(name, corr, 0)
-                    if done is not None:
-                        self._finish(done)
-        return origin is not None or counted
+    def send_count(
+        self, name: str, corr: int, count: int, names: list[str] | None = None
+    ) -> None:
+        """Tell peer ``name`` how many responders its counted copy ``corr`` reached."""
+        peer = self._peers.get(name)
+        if peer is not None:
+            status = Header(Kind.STATUS, sid=corr, status=Status.ROUTED, seq=count)
+            self._send_peer(peer, encode_header(status), encode_names(names))
 
     def _peer_publish(self, end: _End, header: Header, payload: memoryview) -> None:
         peer = self._peers.get(end.peer)
@@ -946,22 +688,13 @@ class Mesh:
         if header.flags & ~(Flags.COUNT | Flags.NO_RESPONDERS):
             raise RemoteProtocolError("a forwarded message carries only counting flags")
         self.stats["received"] += 1
-        self.node._publish(peer.origin, header, payload)  # type: ignore[arg-type]
+        self.host.publish_from_peer(peer.origin, header, payload)
 
     def _peer_status(self, end: _End, header: Header, payload: memoryview) -> None:
         if header.status != Status.ROUTED:
             raise RemoteProtocolError(f"unexpected mesh STATUS {header.status}")
-        done = self.tallies.answer(end.peer, header.sid, header.seq, decode_names(payload))
-        if done is not None:
-            self._finish(done)
-
-    def _send_count(
-        self, name: str, corr: int, count: int, names: list[str] | None = None
-    ) -> None:
-        peer = self._peers.get(name)
-        if peer is not None:
-            status = Header(Kind.STATUS, sid=corr, status=Status.ROUTED, seq=count)
-            self._send_peer(peer, encode_header(status), encode_names(names))
+        names = decode_names(payload)
+        self.host.run(self.router.peer_count(end.peer, header.sid, header.seq, names, self.clock()))
 
     def _send_peer(self, peer: _Peer, header: bytes, payload: Buffer) -> bool:
         """Send a message or count to ``peer``; while it switches links, hold it for the link
@@ -970,40 +703,6 @@ class Mesh:
             return peer.end.send(header, payload)
         # A copy: the payload may be a view of a receive buffer that is reused.
         return self.peerlinks.hold(peer.info.name, (header, bytes(payload)))
-
-    def _finish(self, tally: Tally[_LocalUpstream | _PeerUpstream]) -> None:
-        up = tally.upstream
-        if isinstance(up, _PeerUpstream):
-            if not up.zero_only:
-                self._send_count(up.peer, up.corr, tally.total, tally.names)
-            elif tally.total == 0 and not tally.expired:
-                self._send_count(up.peer, up.corr, 0)
-            return
-        if tally.expired and not up.flags & Flags.COUNT:
-            return  # some peer never said "none": it reached someone, the reply will tell
-        if tally.total == 0 and up.flags & Flags.NO_RESPONDERS:
-            # Every peer said "none" (a lost peer may have delivered it: never route twice).
-            if not tally.peer_lost and up.header is not None and self.hold_request(
-                up.bound, up.header, up.payload
-            ):
-                return
-            self.node.stats.no_responders += 1
-            status = Header(
-                Kind.STATUS, subject=up.reply, msg_id=up.msg_id, status=Status.NO_RESPONDERS
-            )
-        elif up.flags & Flags.COUNT:
-            status = Header(
-                Kind.STATUS,
-                subject=up.reply,
-                msg_id=up.msg_id,
-                status=Status.ROUTED,
-                seq=tally.total,
-            )
-            self.node._send(up.bound, status, encode_names(tally.names))
-            return
-        else:
-            return
-        self.node._send(up.bound, status)
 
     # -- introspection ------------------------------------------------------------------
 
@@ -1022,12 +721,14 @@ class Mesh:
                     "rtt_ms": None if p.end.state.rtt is None else round(p.end.state.rtt * 1e3, 3),
                     "state": p.end.state.state.value,
                     "forwarded": self.forwarded_to.get(name, 0),
-                    "interest": sorted([k[0], k[1]] for k in self.interest.remote_keys(name)),
+                    "interest": sorted(
+                        [k[0], k[1]] for k in self.router.remote.remote_keys(name)
+                    ),
                 }
                 for name, p in sorted(self._peers.items())
             ],
-            "local_interest": len(self.interest.local),
-            "open_tallies": len(self.tallies),
+            "local_interest": len(self.router.remote.local),
+            "open_tallies": len(self.router.tallies),
             "stats": dict(self.stats),
         }
 
@@ -1058,13 +759,12 @@ def _curve_from(settings: NodeSettings) -> CurveKeys | None:
     return CurveKeys(public, secret, allowed)
 
 
-async def start_mesh(node: Node) -> Mesh | None:
+async def start_mesh(node: MeshHost, settings: NodeSettings) -> Mesh | None:
     """The node's mesh, started; None when the settings name no peers and no cluster.
 
     Raises:
         ConfigError: inconsistent mesh or key settings. ConnectionLost: cannot listen.
     """
-    settings = node.settings
     if not (settings.cluster or settings.seeds or settings.leaf_of):
         return None
     mesh = Mesh(node, settings, _curve_from(settings))

@@ -27,9 +27,9 @@ from enum import Enum, IntEnum
 from typing import Generic, TypeVar
 
 from ..errors import LocalProtocolError, RemoteProtocolError
+from ..router import PeerKind
 from ._peer import LinkState, PeerLinkState
 from ._protocol import PeerInfo
-from ._strategy import PeerKind
 
 __all__ = [
     "DUPLICATE",

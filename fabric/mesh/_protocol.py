@@ -23,9 +23,10 @@ from typing import Any
 import msgpack
 
 from ..errors import RemoteProtocolError
+from ..protocol import MESH_HELLO, MESH_INTEREST, MESH_REFUSE, MESH_WELCOME
+from ..router._interest import InterestKey, Labels
+from ..router._strategy import Role
 from ..subjects import validate_pattern
-from ._interest import InterestKey, Labels
-from ._strategy import Role
 
 __all__ = [
     "HELLO",
@@ -40,10 +41,10 @@ __all__ = [
     "encode_info",
 ]
 
-HELLO = "$mesh.hello"
-WELCOME = "$mesh.welcome"
-REFUSE = "$mesh.refuse"
-INTEREST = "$mesh.interest"
+HELLO = MESH_HELLO
+WELCOME = MESH_WELCOME
+REFUSE = MESH_REFUSE
+INTEREST = MESH_INTEREST
 
 _MAX_PAYLOAD = 16 * 1024 * 1024
 

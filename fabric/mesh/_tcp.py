@@ -1,5 +1,6 @@
 """Plain TCP peer links: the same length-prefixed frames as the agents' Unix socket
-(``StreamLink``), over TCP. Used between nodes when no CurveZMQ keys are configured.
+(``StreamLink``), over TCP. Used between nodes when no CurveZMQ keys are configured. The
+mesh holds these as plain ``Link``s, as it holds its ZeroMQ links (fabric/transports).
 
 Why not ZeroMQ here too: a ping-pong between two processes on this machine measured 220 µs
 p50 through ZeroMQ (each message is handed to and from libzmq's I/O threads) against 27 µs on
@@ -13,13 +14,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from typing_extensions import Buffer
-
-from ..errors import ConfigError, FabricError
+from ..errors import ConfigError
 from ..framing import PendingBudget
 from ..transports import StreamLink
 
-__all__ = ["TcpEnd", "dial_tcp", "listen_tcp", "split_tcp_url"]
+__all__ = ["dial_tcp", "listen_tcp", "split_tcp_url"]
 
 
 def split_tcp_url(url: str) -> tuple[str, int]:
@@ -34,43 +33,6 @@ def split_tcp_url(url: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ConfigError(f"peer URL {url!r} must be tcp://HOST:PORT")
     return host.strip("[]") or "0.0.0.0", int(port)
-
-
-class TcpEnd:
-    """Adapts one ``StreamLink`` to the mesh: frames in, a bounded non-blocking send out."""
-
-    def __init__(
-        self,
-        link: StreamLink,
-        limit: int,
-        on_frame: Callable[[TcpEnd, bytes, memoryview], None],
-        on_lost: Callable[[TcpEnd], None],
-    ) -> None:
-        self.link = link
-        self._limit = limit
-        self._on_frame = on_frame
-        self._on_lost = on_lost
-        link.handler = self
-
-    def frame_received(self, header: bytes, payload: memoryview) -> None:
-        self._on_frame(self, header, payload)
-
-    def link_lost(self, exc: BaseException | None) -> None:
-        self._on_lost(self)
-
-    def send(self, header: bytes, payload: Buffer = b"") -> bool:
-        """False when the link is closed or the peer is too far behind (memory stays bounded)."""
-        link = self.link
-        if link.closed or link.buffered() > self._limit:
-            return False
-        try:
-            link.send(header, payload)
-        except FabricError:
-            return False
-        return True
-
-    def close(self) -> None:
-        self.link.close()
 
 
 async def listen_tcp(
@@ -90,6 +52,7 @@ async def listen_tcp(
 
     def factory() -> StreamLink:
         link = StreamLink(max_payload, budget=budget, stall_timeout=stall_timeout)
+        link.transport = "tcp"
         on_accept(link)
         return link
 
@@ -107,6 +70,12 @@ async def dial_tcp(url: str, max_payload: int, timeout: float) -> StreamLink:
     host, port = split_tcp_url(url)
     loop = asyncio.get_running_loop()
     _, link = await asyncio.wait_for(
-        loop.create_connection(lambda: StreamLink(max_payload), host, port), timeout
+        loop.create_connection(lambda: _tcp_link(max_payload), host, port), timeout
     )
+    return link
+
+
+def _tcp_link(max_payload: int) -> StreamLink:
+    link = StreamLink(max_payload)
+    link.transport = "tcp"
     return link

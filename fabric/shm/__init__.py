@@ -30,8 +30,9 @@ from ._memfd import (
 )
 from ._pool import ClassStats, PoolStats, SlotPool, SlotState
 from ._region import SharedRegion
-from ._service import BlobHost, PoolService, SharedDelivery
+from ._service import BlobHost, PoolHandler, PoolService, SharedDelivery
 from ._settings import PAGE, PoolSettings, SlotClassSpec
+from ._stash import SlotStash
 
 __all__ = [
     "BLOB_SEALS",
@@ -43,6 +44,7 @@ __all__ = [
     "ClassStats",
     "Descriptor",
     "PoolGate",
+    "PoolHandler",
     "PoolLayout",
     "PoolService",
     "PoolSettings",
@@ -55,6 +57,7 @@ __all__ = [
     "SlotClassSpec",
     "SlotPool",
     "SlotRun",
+    "SlotStash",
     "SlotState",
     "create_blob",
     "create_segment",

@@ -14,7 +14,9 @@ connection is one request, ``msgpack({op, session, secret, ...})``:
   taken from the agent) and answers ``{ref, size}``; a blob already stored is kept and the new
   fd dropped;
 - ``op="blob-get"``, ``ref``: answer ``{ref, size}`` with the blob's fd, or ``{inline: true}``
-  (no fd, no hold taken) for a small blob the agent should fetch as bytes instead.
+  (no fd, no hold taken) for a small blob the agent should fetch as bytes instead;
+- any op in ``handlers`` (the state tier's ``PoolOp.STATE_TAKE`` / ``PoolOp.STATE_RESTORE``,
+  see docs/migration.md): the handler gets the request and its fds and answers on the socket.
 
 A refusal is ``{error: code, message}`` (codes of ``fabric/errors.py``).
 """
@@ -28,14 +30,14 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 import msgpack
 
 from ..errors import BadDescriptor, FabricError, PayloadTooLarge, RemoteProtocolError, StateError
-from ..wire import Flags
+from ..protocol import Flags, PoolOp, WelcomePool
 from ._batch import decode_release_batch
 from ._descriptor import Descriptor
 from ._gate import PoolGate
@@ -45,7 +47,7 @@ from ._pool import SlotPool
 from ._region import SharedRegion
 from ._settings import PoolSettings
 
-__all__ = ["BlobHost", "PoolService", "SharedDelivery"]
+__all__ = ["BlobHost", "PoolHandler", "PoolService", "SharedDelivery"]
 
 log = logging.getLogger("fabric.shm")
 
@@ -54,6 +56,11 @@ _MAX_REQUEST = 4096
 #: on a loaded host), which gets a budget of its own.
 _REQUEST_TIMEOUT = 5.0
 _BLOB_TIMEOUT = 120.0
+
+#: Serves one extra pool-socket op: ``(conn, session_id, request, fds)``; it owns the fds
+#: (closes them whatever happens), writes its answer on ``conn`` and returns how many fds it
+#: sent; raising a ``FabricError`` answers ``{error, message}``.
+PoolHandler = Callable[[socket.socket, int, dict[Any, Any], list[int]], Awaitable[int]]
 
 
 class BlobHost(Protocol):
@@ -130,10 +137,15 @@ class PoolService:
         attached: Callable[[int], bool],
         *,
         blobs: BlobHost | None = None,
+        handlers: Mapping[str, PoolHandler] | None = None,
     ) -> None:
         self.settings = settings
         #: Serves ``blob-put``/``blob-get``; None when the state backend keeps blobs elsewhere.
         self.blobs = blobs
+        self.handlers = dict(handlers or {})
+        #: File descriptors received with requests and sent with answers (all ops).
+        self.fds_received = 0
+        self.fds_sent = 0
         self.layout = PoolLayout.from_settings(settings)
         self._node_name = node_name
         self._attached = attached
@@ -178,6 +190,8 @@ class PoolService:
             "threshold": self.settings.threshold,
             "largest": self.settings.largest_slot,
             "when_full": self.settings.when_full,
+            # Per slot class, how many slots the agent may lease ahead of need.
+            WelcomePool.PRELEASE: list(self.settings.prelease_bounds()),
             # Blobs at least ``threshold`` bytes long go through sealed memfds.
             "blobs": self.blobs is not None,
         }
@@ -198,22 +212,23 @@ class PoolService:
                 async with asyncio.timeout(_REQUEST_TIMEOUT):
                     # recvmsg, not recv: a blob-put carries an fd, and a plain recv would make
                     # the kernel close it silently.
-                    raw, fds = await recv_fds_async(conn, _MAX_REQUEST, maxfds=1)
+                    raw, fds = await recv_fds_async(conn, _MAX_REQUEST, maxfds=2)
+                self.fds_received += len(fds)
                 request = msgpack.unpackb(raw, raw=False)
                 if not isinstance(request, dict):
                     raise RemoteProtocolError("a pool request is a msgpack map")
                 session_id = self._authenticate(request)
-                op = request.get("op", "pool")
-                if op == "pool":
-                    async with asyncio.timeout(_REQUEST_TIMEOUT):
-                        await send_fds_async(conn, msgpack.packb(self.layout.to_wire()), self._fds)
-                    self._attached(session_id)
-                elif op in ("blob-put", "blob-get") and self.blobs is not None:
+                op = request.get("op", PoolOp.LAYOUT)
+                serve = _POOL_OPS.get(op) if isinstance(op, str) else None
+                if serve is not None and (op == PoolOp.LAYOUT or self.blobs is not None):
                     received, fds = fds, []
+                    await serve(self, conn, session_id, request, received)
+                elif isinstance(op, str) and op in self.handlers:
+                    handler, received, fds = self.handlers[op], fds, []
                     async with asyncio.timeout(_BLOB_TIMEOUT):
-                        await self._serve_blob(conn, op, session_id, request, received)
+                        self.fds_sent += await handler(conn, session_id, request, received)
                 else:
-                    raise RemoteProtocolError(f"unknown pool request {op!r}")
+                    raise RemoteProtocolError(f"unknown pool request {str(op)[:100]!r}")
             except (TimeoutError, OSError, ValueError, KeyError, TypeError, FabricError) as exc:
                 # A state error (an unknown or already freed blob) is the agent's ordinary
                 # answer, not something the operator must hear about.
@@ -246,56 +261,72 @@ class PoolService:
                     conn, msgpack.packb({"error": code, "message": message})
                 )
 
-    async def _serve_blob(
-        self, conn: socket.socket, op: str, session_id: int, request: dict[Any, Any], fds: list[int]
+    async def _serve_layout(
+        self, conn: socket.socket, session_id: int, request: dict[Any, Any], fds: list[int]
     ) -> None:
-        """One blob-put or blob-get; closes ``fds`` whatever happens."""
+        """The pool layout with the segment fds; the session may be sent descriptors now."""
+        _close_all(fds)
+        async with asyncio.timeout(_REQUEST_TIMEOUT):
+            await send_fds_async(conn, msgpack.packb(self.layout.to_wire()), self._fds)
+        self.fds_sent += len(self._fds)
+        self._attached(session_id)
+
+    async def _serve_blob_put(
+        self, conn: socket.socket, session_id: int, request: dict[Any, Any], fds: list[int]
+    ) -> None:
+        """Store the blob in the one memfd attached; closes ``fds`` whatever happens."""
         assert self.blobs is not None
-        loop = asyncio.get_running_loop()
+        if len(fds) != 1:
+            _close_all(fds)
+            raise BadDescriptor("blob-put needs exactly one memfd attached")
         holder = str(session_id)
-        if op == "blob-put":
-            if len(fds) != 1:
-                for fd in fds:
-                    os.close(fd)
-                raise BadDescriptor("blob-put needs exactly one memfd attached")
-            fd = fds[0]
-            try:
-                mapping = SealedMapping(fd, int(request["size"]))
-            except BaseException:
-                os.close(fd)
-                raise
+        fd = fds[0]
+        try:
+            mapping = SealedMapping(fd, int(request["size"]))
+        except BaseException:
+            os.close(fd)
+            raise
+        async with asyncio.timeout(_BLOB_TIMEOUT):
             ref = await self.blobs.share_sealed(mapping, fd, holder)
             if not self._session_alive(session_id):
                 # The session ended while we hashed: its drop_holder may already have run.
                 await self.blobs.drop_blob(ref, holder)
                 return
             try:
-                await loop.sock_sendall(conn, msgpack.packb({"ref": ref, "size": request["size"]}))
+                answer = msgpack.packb({"ref": ref, "size": request["size"]})
+                await asyncio.get_running_loop().sock_sendall(conn, answer)
             except OSError:
                 # The agent gave up waiting: it does not know it holds the blob.
                 await self.blobs.drop_blob(ref, holder)
                 raise
-            return
-        for fd in fds:
-            os.close(fd)
+
+    async def _serve_blob_get(
+        self, conn: socket.socket, session_id: int, request: dict[Any, Any], fds: list[int]
+    ) -> None:
+        """The blob's fd, or ``{inline: true}`` for a small one; closes ``fds``."""
+        assert self.blobs is not None
+        _close_all(fds)
+        holder = str(session_id)
         ref = str(request["ref"])
-        got = await self.blobs.open_sealed(ref, holder, min_size=self.settings.threshold)
-        if got is None:
-            await loop.sock_sendall(conn, msgpack.packb({"inline": True}))
-            return
-        dup, size = got
-        try:
-            if not self._session_alive(session_id):
-                await self.blobs.drop_blob(ref, holder)
+        async with asyncio.timeout(_BLOB_TIMEOUT):
+            got = await self.blobs.open_sealed(ref, holder, min_size=self.settings.threshold)
+            if got is None:
+                await asyncio.get_running_loop().sock_sendall(conn, msgpack.packb({"inline": True}))
                 return
+            dup, size = got
             try:
-                await send_fds_async(conn, msgpack.packb({"ref": ref, "size": size}), [dup])
-            except OSError:
-                # The agent never got it, so it will never drop it.
-                await self.blobs.drop_blob(ref, holder)
-                raise
-        finally:
-            os.close(dup)
+                if not self._session_alive(session_id):
+                    await self.blobs.drop_blob(ref, holder)
+                    return
+                try:
+                    await send_fds_async(conn, msgpack.packb({"ref": ref, "size": size}), [dup])
+                    self.fds_sent += 1
+                except OSError:
+                    # The agent never got it, so it will never drop it.
+                    await self.blobs.drop_blob(ref, holder)
+                    raise
+            finally:
+                os.close(dup)
 
     def _session_alive(self, session_id: int) -> bool:
         return session_id in self._secrets
@@ -402,6 +433,8 @@ class PoolService:
             "reclaimed": s.reclaimed,
             "refused": s.refused,
             "too_large": s.too_large,
+            "fds_received": self.fds_received,
+            "fds_sent": self.fds_sent,
         }
 
     async def aclose(self) -> None:
@@ -418,3 +451,19 @@ class PoolService:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds = []
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+_PoolHandler = Callable[
+    [PoolService, socket.socket, int, dict[Any, Any], list[int]], Awaitable[None]
+]
+#: One handler per pool-socket request (``PoolOp``); each closes the fds it is handed.
+_POOL_OPS: dict[str, _PoolHandler] = {
+    PoolOp.LAYOUT: PoolService._serve_layout,
+    PoolOp.BLOB_PUT: PoolService._serve_blob_put,
+    PoolOp.BLOB_GET: PoolService._serve_blob_get,
+}

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ._backend import StateBackend
 from ._embedded import EmbeddedBackend
+from ._handover import HandoverStats, StateHandover, handover_for
 from ._lease import LeaseTable
 from ._service import STATE_PREFIX, StateService
 from ._store import StateStore, blob_ref
@@ -35,15 +36,18 @@ __all__ = [
     "STATE_PREFIX",
     "BytesLike",
     "EmbeddedBackend",
+    "HandoverStats",
     "HolderDropped",
     "Lease",
     "LeaseTable",
     "RedisBackend",
     "StateBackend",
+    "StateHandover",
     "StateService",
     "StateStats",
     "StateStore",
     "blob_ref",
+    "handover_for",
     "make_state_backend",
 ]
 

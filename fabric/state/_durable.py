@@ -17,6 +17,10 @@ Rules:
    second node started on the same file (the old one frozen, not dead) is refused instead of
    writing beside it. The kernel drops the lock when the holder dies, kill -9 included.
 
+6. Values of ``FILE_BYTES`` or more live in files of their own beside the database
+   (``_valuefiles.py``), so that a migration on this host can hard-link the old node's file
+   instead of writing the bytes again; their rows name the file.
+
 The choice of SQLite over LMDB, with the numbers, is in docs/state.md ("Durability").
 """
 
@@ -31,11 +35,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from ..errors import BackendUnavailable
+from ._valuefiles import FILE_BYTES, ValueFiles
 
 __all__ = ["DurableFile", "LeaseRow", "Sync", "ValueRow"]
 
@@ -62,6 +67,9 @@ class ValueRow:
     key: str
     version: int
     value: bytes | memoryview | None
+    #: A read-only fd of another store's file of this very value (a migration on this
+    #: host): the writer links it instead of writing the bytes, then closes it.
+    link_fd: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,18 +107,30 @@ class DurableFile:
             self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
             for statement in _SCHEMA:
                 self._db.execute(statement)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(vals)")}
+            if "file" not in columns:  # a file of an earlier release: values only in rows
+                self._db.execute("ALTER TABLE vals ADD COLUMN file TEXT")
+            self.values = ValueFiles(path)
         except (sqlite3.Error, OSError) as exc:
             os.close(self._lock)
             raise BackendUnavailable(f"cannot open the state file {path}: {exc}") from exc
         self._queue: queue.SimpleQueue[tuple[Row, Future[None]] | None] = queue.SimpleQueue()
         self._failed: BaseException | None = None
+        #: Per key, the value file its committed row names (read on the loop for exports).
+        self._files: dict[str, str] = {}
         self._thread = threading.Thread(target=self._run, name="fabric-state-file", daemon=True)
         self._thread.start()
 
     def load(self) -> Iterator[Row]:
         """Every row in the file (call before the first ``submit``)."""
-        for key, version, value in self._db.execute("SELECT key, version, value FROM vals"):
+        for key, version, value, file in self._db.execute(
+            "SELECT key, version, value, file FROM vals"
+        ):
+            if file is not None:
+                value = self.values.read(file)
+                self._files[key] = file
             yield ValueRow(key, version, value)
+        self.values.sweep(set(self._files.values()))
         for key, fence, owner, deadline in self._db.execute(
             "SELECT key, fence, owner, deadline FROM leases"
         ):
@@ -123,10 +143,18 @@ class DurableFile:
             BackendUnavailable: an earlier commit failed or the file is closed.
         """
         if self._failed is not None:
+            if isinstance(row, ValueRow) and row.link_fd is not None:
+                os.close(row.link_fd)
             raise BackendUnavailable(f"the state file {self.path} failed: {self._failed}")
         done: Future[None] = Future()
         self._queue.put((row, done))
         return done
+
+    def open_value(self, key: str, version: int) -> int | None:
+        """A read-only fd of the committed file of ``key`` at ``version``, for a migration
+        to link (the caller closes it); None when that value is not in a file of its own."""
+        name = self._files.get(key)
+        return None if name is None else self.values.open(name, key, version)
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the file. Never raises."""
@@ -176,27 +204,60 @@ class DurableFile:
 
     def _commit(self, batch: list[tuple[Row, Future[None]]]) -> None:
         error: BaseException | None = self._failed
+        files = _BatchFiles()
         if error is None:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 for row, _ in batch:
-                    self._write(row)
+                    self._write(row, files)
+                if files.created:
+                    self.values.sync_dir()
                 self._db.execute("COMMIT")
             except (sqlite3.Error, OSError) as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
+                for made in files.created:
+                    self.values.remove(made)
+                files = _BatchFiles()
                 # A store that could not write once cannot promise anything after: every
                 # later write fails too, rather than leaving a hole in the history.
                 error = self._failed = exc
+        for row, _ in batch:
+            if isinstance(row, ValueRow) and row.link_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(row.link_fd)
+        for old in files.replaced:
+            self.values.remove(old)  # after the commit (rule 6, _valuefiles.py rule 1)
+        for key, name in files.named.items():
+            if name is None:
+                self._files.pop(key, None)
+            else:
+                self._files[key] = name
         for _, done in batch:
             _settle(done, error)
 
-    def _write(self, row: Row) -> None:
+    def _write(self, row: Row, files: _BatchFiles) -> None:
         if isinstance(row, ValueRow):
+            name = None
+            value = row.value
+            if value is not None:
+                size = memoryview(value).nbytes
+                if row.link_fd is not None:
+                    name = self.values.link(row.key, row.version, size, row.link_fd)
+                if name is None and size >= FILE_BYTES:
+                    name = self.values.write(row.key, row.version, value)
+                if name is not None:
+                    files.created.append(name)
+                    value = None
+            found = self._db.execute("SELECT file FROM vals WHERE key = ?", (row.key,)).fetchone()
+            if found is not None and found[0] is not None:
+                files.replaced.append(found[0])
+            files.named[row.key] = name
             self._db.execute(
-                "INSERT INTO vals (key, version, value) VALUES (?, ?, ?) ON CONFLICT(key) DO "
-                "UPDATE SET version = excluded.version, value = excluded.value",
-                (row.key, row.version, row.value),
+                "INSERT INTO vals (key, version, value, file) VALUES (?, ?, ?, ?) ON CONFLICT(key)"
+                " DO UPDATE SET version = excluded.version, value = excluded.value,"
+                " file = excluded.file",
+                (row.key, row.version, value, name),
             )
         else:
             self._db.execute(
@@ -212,6 +273,15 @@ class DurableFile:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+
+
+@dataclass(slots=True)
+class _BatchFiles:
+    """Value files one transaction created and replaced, and what each key's row names."""
+
+    created: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    named: dict[str, str | None] = field(default_factory=dict)
 
 
 def _lock(path: Path) -> int:

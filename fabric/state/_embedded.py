@@ -96,6 +96,9 @@ class EmbeddedBackend:
         self._closed = False
         #: Blobs kept in sealed memfds, by ref.
         self._sealed: dict[str, _Sealed] = {}
+        #: Private values kept in sealed memfds (handed over by a migration), by key; an
+        #: entry whose mapping is no longer the key's value is closed on the next change.
+        self._sealed_values: dict[str, _Sealed] = {}
         #: The durable copy, or None for a store that lives only as long as the process.
         self._file: DurableFile | None = None
         #: Per key, the commit still under way of its latest change (reads wait for it).
@@ -122,14 +125,19 @@ class EmbeddedBackend:
             raise BackendUnavailable("the embedded state backend is closed")
         return self._clock()
 
-    async def _save(self, keys: list[str], *, value: bool, lease: bool) -> None:
+    async def _save(
+        self, keys: list[str], *, value: bool, lease: bool, link_fd: int | None = None
+    ) -> None:
         """Commit the current rows of ``keys`` (their value, their lease) before returning.
+        ``link_fd``: another store's file of the first key's value, to link (and close).
 
         Raises:
             BackendUnavailable: the commit failed; the store refuses every call after it.
         """
         file = self._file
         if file is None or not keys:
+            if link_fd is not None:
+                os.close(link_fd)
             return
         now = self._clock()
         futures = []
@@ -137,7 +145,8 @@ class EmbeddedBackend:
             for key in keys:
                 if value:
                     data, version = self.store.snapshot(key)
-                    futures.append(file.submit(ValueRow(key, version, data)))
+                    fd, link_fd = (link_fd, None) if data is not None else (None, link_fd)
+                    futures.append(file.submit(ValueRow(key, version, data, fd)))
                 if lease:
                     fence, owner, deadline = self.store.leases.snapshot(key)
                     row = LeaseRow(key, fence, owner, wall_deadline(deadline, now))
@@ -145,6 +154,9 @@ class EmbeddedBackend:
         except BackendUnavailable:
             self._closed = True
             raise
+        finally:
+            if link_fd is not None:
+                os.close(link_fd)
         done = asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         for key in keys:
             self._pending[key] = done
@@ -172,13 +184,98 @@ class EmbeddedBackend:
     ) -> int:
         """See ``StateBackend.put``."""
         version = self.store.put(key, value, expect=expect, token=token, now=self._now())
+        self._unseal_stale(key)
         await self._save([key], value=True, lease=False)
         return version
 
     async def restore(self, key: str, value: BytesLike, *, version: int, fence: int) -> None:
         """Adopt a migrating agent's key (see ``StateStore.restore``)."""
         self.store.restore(key, value, version=version, fence=fence, now=self._now())
+        self._unseal_stale(key)
         await self._save([key], value=True, lease=True)
+
+    async def export_sealed(self, key: str) -> tuple[int, int, int, int]:
+        """``key``'s value as a sealed memfd, for a migration on this host: ``(fd, size,
+        version, fence)``, the fd a duplicate for the caller to close. A value not yet in a
+        memfd is copied into one once (in a thread) and kept there from then on. The value
+        is committed (``durable_fd`` can then give its file).
+
+        Raises:
+            NotFound: the key holds no value. ValueError: the value is empty.
+            BackendUnavailable: closed, or no memory for the memfd.
+        """
+        await self._settled(key)
+        self._now()
+        value, version = self.store.get(key)
+        sealed = self._sealed_values.get(key)
+        if sealed is None or value.obj is not sealed.mapping:
+            try:
+                fd = await asyncio.to_thread(create_blob, "fabric-state", value)
+            except ConfigError as exc:
+                raise BackendUnavailable(f"cannot put {key} in shared memory: {exc}") from exc
+            sealed = _Sealed(fd, SealedMapping(fd, value.nbytes))
+            current, _ = self.store.snapshot(key)
+            if current is not value:
+                # Changed while we copied: this memfd holds the version read, for this
+                # export only.
+                try:
+                    return os.dup(fd), value.nbytes, version, self.store.leases.fence(key)
+                finally:
+                    sealed.close()
+            # The same bytes, now in the memfd: the store lets go of its copy.
+            self.store.load(key, memoryview(sealed.mapping), version)
+            self._sealed_values[key] = sealed
+        return os.dup(sealed.fd), sealed.mapping.size(), version, self.store.leases.fence(key)
+
+    def durable_fd(self, key: str, version: int) -> int | None:
+        """A read-only fd of the file that keeps ``key`` at ``version`` durable, for the new
+        node to link instead of writing the bytes again; None when there is none (memory
+        mode, a small value kept in its row, a newer version meanwhile)."""
+        return None if self._file is None else self._file.open_value(key, version)
+
+    async def adopt_sealed(
+        self,
+        key: str,
+        mapping: SealedMapping,
+        fd: int,
+        *,
+        version: int,
+        fence: int,
+        durable_fd: int | None = None,
+    ) -> None:
+        """``restore``, the value being a sealed memfd handed over on this host: the store
+        keeps a view of ``mapping``, no copy. ``durable_fd``, the old node's file of this
+        value, is linked into this store's directory instead of writing the bytes (when it
+        checks out, ``_valuefiles.py``). Takes ownership of ``mapping``, ``fd`` and
+        ``durable_fd``.
+
+        Raises:
+            As ``restore``.
+        """
+        sealed = _Sealed(fd, mapping)
+        try:
+            self.store.restore(
+                key, memoryview(mapping), version=version, fence=fence, now=self._now()
+            )
+        except BaseException:
+            sealed.close()
+            if durable_fd is not None:
+                os.close(durable_fd)
+            raise
+        old = self._sealed_values.pop(key, None)
+        if old is not None:
+            old.close()
+        self._sealed_values[key] = sealed
+        await self._save([key], value=True, lease=True, link_fd=durable_fd)
+
+    def _unseal_stale(self, key: str) -> None:
+        sealed = self._sealed_values.get(key)
+        if sealed is None:
+            return
+        current, _ = self.store.snapshot(key)
+        if current is None or current.obj is not sealed.mapping:
+            del self._sealed_values[key]
+            sealed.close()
 
     def fence(self, key: str) -> int:
         """The last fencing token issued for ``key``."""
@@ -195,6 +292,7 @@ class EmbeddedBackend:
     ) -> None:
         """See ``StateBackend.delete``."""
         self.store.delete(key, expect=expect, token=token, now=self._now())
+        self._unseal_stale(key)
         await self._save([key], value=True, lease=False)
 
     async def acquire(self, key: str, owner: str, ttl: float) -> Lease:
@@ -326,7 +424,7 @@ class EmbeddedBackend:
         """Refuse further calls (``BackendUnavailable``); the data stays for inspection, but
         the fds of blobs in memfds are closed (their mappings stay while the store does)."""
         self._closed = True
-        for sealed in self._sealed.values():
+        for sealed in (*self._sealed.values(), *self._sealed_values.values()):
             sealed.close_fd()
         if self._file is not None:
             file, self._file = self._file, None

@@ -1,16 +1,20 @@
-"""Links: one interface, several transports (Unix stream, ZeroMQ; shared memory and WebRTC
-plug in the same way). Everything above a ``Link`` is transport-agnostic."""
+"""Links: one interface, one driver per transport (Unix or TCP stream, ZeroMQ, WebRTC data
+channel), used by agents and nodes alike. Everything above a ``Link`` is transport-agnostic;
+``tests/transports/`` runs one conformance suite against every implementation."""
 
-from ._base import Link, LinkHandler
+from ._base import DEFAULT_LIMIT, Link, LinkHandler
 from ._stream import StreamLink, open_unix_link
-from ._zmq import ZmqDealerLink, ZmqRouterListener, open_zmq_link
+from ._zmq import ZmqDealerLink, ZmqPeerLink, ZmqRouterListener, dial_zmq, open_zmq_link
 
 __all__ = [
+    "DEFAULT_LIMIT",
     "Link",
     "LinkHandler",
     "StreamLink",
     "ZmqDealerLink",
+    "ZmqPeerLink",
     "ZmqRouterListener",
+    "dial_zmq",
     "open_unix_link",
     "open_zmq_link",
 ]

@@ -14,7 +14,13 @@ from typing import Protocol
 
 from typing_extensions import Buffer
 
-__all__ = ["Link", "LinkHandler", "settle"]
+from ..errors import ConnectionLost
+
+__all__ = ["DEFAULT_LIMIT", "Link", "LinkHandler", "settle"]
+
+#: Bytes a link may hold unsent before ``try_send`` refuses (the node's default
+#: ``slow_consumer_bytes``; owners set ``Link.limit`` from their settings).
+DEFAULT_LIMIT = 64 * 1024 * 1024
 
 
 class LinkHandler(Protocol):
@@ -39,11 +45,24 @@ def settle(waiters: list[asyncio.Future[None]], exc: BaseException | None) -> No
 
 
 class Link(abc.ABC):
-    """One bidirectional, ordered frame link."""
+    """One bidirectional, ordered frame link.
+
+    Every transport keeps the same promises (``tests/transports/`` checks each one):
+
+    - frames arrive whole and in order, whatever their size;
+    - ``send`` never blocks and never drops: what the kernel or library will not take yet is
+      held, and ``buffered()`` counts it, byte for byte;
+    - ``try_send`` refuses (False) once more than ``limit`` bytes are held: a slow consumer
+      costs bounded memory, and the owner decides what a refusal means (count, tell);
+    - after ``close()`` the link's own handler hears ``link_lost`` once, and ``send``
+      raises ``ConnectionLost``.
+    """
 
     handler: LinkHandler | None = None
     #: What the link runs over, for per-transport counters: "unix", "tcp", "webrtc".
     transport: str = "?"
+    #: Bytes held unsent past which ``try_send`` refuses.
+    limit: int = DEFAULT_LIMIT
 
     @abc.abstractmethod
     def send(self, header: bytes, payload: Buffer = b"") -> None:
@@ -52,6 +71,19 @@ class Link(abc.ABC):
         Raises:
             ConnectionLost: when the link is closed.
         """
+
+    def try_send(self, header: bytes, payload: Buffer = b"") -> bool:
+        """Send unless the link is closed or holds more than ``limit`` bytes unsent.
+
+        Returns whether the frame was taken; a refusal is the caller's to count.
+        """
+        if self.closed or self.buffered() > self.limit:
+            return False
+        try:
+            self.send(header, payload)
+        except ConnectionLost:
+            return False
+        return True
 
     @abc.abstractmethod
     def buffered(self) -> int:

@@ -9,19 +9,18 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import cast
 
 from typing_extensions import Buffer
 
 from ..errors import ConnectionLost, FabricError, RemoteProtocolError
-from ..framing import FrameDecoder, PendingBudget, frame_prefix
+from ..framing import FrameDecoder, PendingBudget
 from ._base import Link, LinkHandler, settle
+from ._batch import FrameBatch
 
 __all__ = ["StreamLink", "open_unix_link"]
-
-# Small frames go out as one write (one syscall); large payloads are written by reference.
-_COALESCE_LIMIT = 64 * 1024
 
 
 class StreamLink(asyncio.Protocol, Link):
@@ -49,11 +48,11 @@ class StreamLink(asyncio.Protocol, Link):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._peer = "unix"
         self._poll_sock: socket.socket | None = None
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self._batch = FrameBatch()
         #: close() was called; connection_lost (and link_lost) follows from the loop.
         self._closing = False
         self._flush_scheduled = False
+        self._vectored = False
         self._loop = asyncio.get_event_loop()
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -61,9 +60,14 @@ class StreamLink(asyncio.Protocol, Link):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        # uvloop (and asyncio from 3.12) write a list with one writev; 3.11's asyncio joins
+        # it, which would copy a large payload, so there two writes are cheaper.
+        self._vectored = type(transport).__module__.startswith("uvloop") or (
+            sys.version_info >= (3, 12)
+        )
         peer = transport.get_extra_info("peername")
         if peer:
-            self._peer = f"unix:{peer}"
+            self._peer = f"{self.transport}:{peer}"
 
     def data_received(self, data: bytes) -> None:
         decoder = self._decoder
@@ -108,6 +112,16 @@ class StreamLink(asyncio.Protocol, Link):
         """Raise (or lower) the largest frame accepted from now on (after a handshake)."""
         self._decoder.set_max_payload(max_payload)
 
+    def pause_reading(self) -> None:
+        """Stop delivering frames until ``resume_reading``: the kernel's buffers fill and the
+        sender meets backpressure (what a stopped process does)."""
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.resume_reading()
+
     def pause_writing(self) -> None:
         self._paused = True
 
@@ -121,32 +135,30 @@ class StreamLink(asyncio.Protocol, Link):
         transport = self._transport
         if self._closed or self._closing or transport is None:
             raise ConnectionLost("link to peer is closed")
-        size = len(payload)  # type: ignore[arg-type]  # payloads are byte-format buffers
-        pending = self._pending
-        pending.append(frame_prefix(len(header), size))
-        pending.append(header)
-        if size <= _COALESCE_LIMIT:
-            # Small frames sent in one loop iteration leave in one write (one syscall): a
-            # burst of publishes or a fan-out costs one wake-up of the reader, not one each.
-            pending.append(payload if type(payload) is bytes else bytes(payload))  # type: ignore[arg-type]
-            self._pending_bytes += size + len(header) + 8
-            if self._pending_bytes >= _COALESCE_LIMIT:
-                # A sender that never yields to the loop still writes (and so meets the
-                # transport's backpressure) instead of growing this list without bound.
-                self._flush()
-            elif not self._flush_scheduled:
+        now = self._batch.add(header, payload)
+        if now is None:
+            # Frames sent in one loop iteration leave in one write (fabric/transports/_batch.py).
+            if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
+            return
+        joined = self._batch.take()
+        if not len(now):  # type: ignore[arg-type]
+            transport.write(joined)
+        elif self._vectored:
+            # A large payload leaves with what was gathered, by reference, in one writev (the
+            # transport keeps what the kernel did not take).
+            transport.writelines([joined, now])  # type: ignore[list-item]
         else:
-            self._flush()
-            transport.write(payload)  # type: ignore[arg-type]  # large: by reference
+            transport.write(joined)
+            transport.write(now)  # type: ignore[arg-type]
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._pending and self._transport is not None and not self._closed:
-            self._transport.write(b"".join(self._pending))
-        self._pending.clear()
-        self._pending_bytes = 0
+        if self._batch:
+            data = self._batch.take()  # taken even when closed: nothing is held for nobody
+            if self._transport is not None and not self._closed:
+                self._transport.write(data)
 
     def flush_now(self) -> None:
         """Write what is queued at once, instead of at the end of this loop iteration (before
@@ -177,9 +189,11 @@ class StreamLink(asyncio.Protocol, Link):
         return True
 
     def buffered(self) -> int:
+        """Bytes sent and not yet taken by the kernel: the transport's buffer and the frames
+        of this loop iteration that are still to be written."""
         if self._transport is None:
-            return 0
-        return self._transport.get_write_buffer_size()
+            return self._batch.size
+        return self._transport.get_write_buffer_size() + self._batch.size
 
     async def drain(self) -> None:
         if self._closed:

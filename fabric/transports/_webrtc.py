@@ -152,6 +152,7 @@ class WebRtcLink(Link):
         self._closed = False
         self._drainers: list[asyncio.Future[None]] = []
         self._closing: asyncio.Task[None] | None = None
+        self._pump_scheduled = False
         channel.bufferedAmountLowThreshold = high_water // 4
         channel.on("message", self._on_message)
         channel.on("bufferedamountlow", self._pump)
@@ -198,7 +199,19 @@ class WebRtcLink(Link):
             # immutable bytes and are kept by reference.
             view = memoryview(bytes(view))
         self._writer.push(header, view)
-        self._pump()
+        if self._writer.pending >= self._writer.chunk_size:
+            self._pump()  # a whole data-channel message is ready: no reason to wait
+        elif not self._pump_scheduled:
+            # Frames sent in one loop iteration share data-channel messages: pumped once, at
+            # the end of this iteration (a lone frame still leaves in it).
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_pump)
+
+    def _scheduled_pump(self) -> None:
+        self._pump_scheduled = False
+        if not self._closed:
+            with contextlib.suppress(ConnectionLost):  # _pump reported it as link_lost
+                self._pump()
 
     def _pump(self) -> None:
         channel = self._channel
@@ -224,11 +237,15 @@ class WebRtcLink(Link):
             await waiter
 
     def close(self) -> None:
+        if not self._closed and self._writer.pending:
+            # Frames of this loop iteration still wait for their pump: hand them over first.
+            with contextlib.suppress(ConnectionLost):
+                self._pump()
         self._lose(None)
 
     async def aclose(self) -> None:
         """Close, and wait until the peer connection has released its sockets."""
-        self._lose(None)
+        self.close()
         if self._closing is not None:
             await asyncio.shield(self._closing)
 

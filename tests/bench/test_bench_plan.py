@@ -111,6 +111,7 @@ def test_scenario_limited_and_reference_systems_join_only_when_they_apply() -> N
     every = system_names()
     assert _systems_in_run(RunConfig(["fanout"], every, QUICK)) == [
         "fabric",
+        "fabric-crossnode",
         "fastapi",
         "aiohttp",
         "nats",
@@ -118,5 +119,7 @@ def test_scenario_limited_and_reference_systems_join_only_when_they_apply() -> N
     ]
     with_rr = _systems_in_run(RunConfig(["rr"], every, QUICK))
     assert "fabric-latency" in with_rr and "memcpy" not in with_rr
+    assert with_rr[-2:] == ["floor-unix", "floor-tcp"]  # the machine's floor for rr
+    assert "floor-unix" not in _systems_in_run(RunConfig(["fanout"], every, QUICK))
     with_big = _systems_in_run(RunConfig(["bigfan"], ["aiohttp"], QUICK))
     assert with_big == ["aiohttp", "memcpy"]

@@ -1,6 +1,6 @@
-"""The HTML report, checked on the generated files: one section per case with its table (a
-ratio column per fabric mode), a latency plot and a ratio plot; every PNG the same readable
-size; one colour per system in every plot."""
+"""The HTML report, checked on the generated files: one section per case with its table (each
+fabric row with p50 and p99 ratios against aiohttp and NATS), a latency plot and a ratio plot;
+every PNG the same readable size; one colour per system in every plot."""
 
 from __future__ import annotations
 
@@ -41,13 +41,21 @@ def test_one_section_per_case_with_its_table_and_both_plots(tmp_path: Path) -> N
         assert f'src="ratio-{slug}.png"' in body[slug]
     # Rates have no latency distribution, but keep their ratios.
     assert 'src="ratio-throughput-64b.png"' in body["throughput-64b"]
-    # Ratio columns for every fabric mode, in the table of each case.
+    # Each fabric row has its p50 and p99 ratio against aiohttp and NATS.
     rr = body["rr-64b"]
-    for header in ("fabric x", "latency x", "2 nodes x"):
+    for header in ("vs aiohttp", "vs NATS"):
         assert f"<th>{header}</th>" in rr
     rows = re.findall(r"<tr>(.*?)</tr>", rr)
-    aiohttp = next(r for r in rows if ">aiohttp<" in r)
-    assert aiohttp.count("x</td>") == 3  # fabric, latency mode and two nodes vs aiohttp
+    fabric = next(r for r in rows if ">fabric<" in r)
+    assert "<td>p50 1.65x · p99 1.65x</td><td>p50 1.62x · p99 1.62x</td>" in fabric
+    for row in rows:
+        if any(f">{name}<" in row for name in ("fabric", "fabric-latency", "fabric-crossnode")):
+            assert row.count("p50 ") == 2
+        else:
+            assert "p50 " not in row  # baselines carry no ratio of their own
+    throughput = re.findall(r"<tr>(.*?)</tr>", body["throughput-64b"])
+    fabric_tp = next(r for r in throughput if ">fabric<" in r)
+    assert '<span class="missing">n/a</span>' in fabric_tp  # aiohttp has no one-way message
     assert "docs/bench.md" in page
     summary = page[page.index("<h2>Summary</h2>") : page.index("<h2>Results by case</h2>")]
     assert "<td>rr/64B</td><td>fabric</td><td>1.42x faster than zenoh</td>" in summary

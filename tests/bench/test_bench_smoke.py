@@ -35,3 +35,15 @@ def test_fabric_bench_quick_runs_every_scenario_and_writes_valid_json(tmp_path: 
     assert all(r["status"] == "ok" for r in fabric), [
         (r["case"], r.get("reason")) for r in fabric if r["status"] != "ok"
     ]
+    # Across two nodes: every scenario but bigfan (shared memory is one host's).
+    crossnode = [r for r in document["results"] if r["system"] == "fabric-crossnode"]
+    assert {r["case"].split("/")[0] for r in crossnode} == {
+        "rr", "fanout", "map", "stream", "throughput"
+    }
+    assert all(r["status"] == "ok" for r in crossnode), [
+        (r["case"], r.get("reason")) for r in crossnode if r["status"] != "ok"
+    ]
+    # The floor rows sit under every rr case, and each fabric row has its ratio columns.
+    floors = {(r["case"], r["system"]) for r in document["results"] if "floor" in r["system"]}
+    assert ("rr/64B", "floor-unix") in floors and ("rr/1MiB", "floor-tcp") in floors
+    assert "vs aiohttp" in done.stdout and "vs NATS" in done.stdout

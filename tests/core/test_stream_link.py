@@ -57,7 +57,7 @@ async def test_a_sender_that_never_yields_still_writes() -> None:
     # sit in a list until the loop gets control back.
     for i in range(20_000):
         left.send(b"h", i.to_bytes(4, "little"))
-        assert left._pending_bytes < 65536 + 64
+        assert left._batch.size < 65536 + 64
     sink.want = 20_000
     await asyncio.wait_for(sink.arrived.wait(), 10)
     assert [int.from_bytes(p, "little") for _, p in sink.frames] == list(range(20_000))

@@ -143,7 +143,7 @@ async def test_a_blob_that_could_still_change_is_refused_and_the_node_goes_on(
 ) -> None:
     data = _blob(256 * 1024, 3)
     async with connect("mallory", node.url) as agent:
-        pool = agent._conn.shared
+        pool = agent._core.shared
         assert pool.blobs and pool._info is not None
         info, session = pool._info, pool._session
 
@@ -185,7 +185,7 @@ async def test_a_blob_that_could_still_change_is_refused_and_the_node_goes_on(
 
 async def test_the_pool_socket_refuses_a_wrong_secret(node: NodeProcess) -> None:
     async with connect("guest", node.url) as agent:
-        pool = agent._conn.shared
+        pool = agent._core.shared
         assert pool._info is not None
         forged = dict(pool._info, secret="0" * 32)
         with pytest.raises(RemoteProtocolError, match="secret"):
@@ -239,7 +239,7 @@ async def test_bytes_from_a_remote_agent_become_one_memfd_for_local_ones(
             connect("remote", f"tcp://127.0.0.1:{port}") as remote,
             connect("local", node.url) as local,
         ):
-            assert not remote._conn.shared.blobs
+            assert not remote._core.shared.blobs
             ref = await remote.state.share(data)  # bytes in a CONTROL frame
             assert not _blob_fds(node.pid), "stored as bytes until a local agent maps it"
             view = await local.state.open_blob(ref)

@@ -95,7 +95,7 @@ async def test_direct_socket_refuses_other_users(node):
 
         await target.serve("svc.secret", answer)
         await target.flush()
-        address = target._direct.address  # type: ignore[union-attr]
+        address = target._core.direct.address  # type: ignore[union-attr]
         header = encode_header(Header(Kind.MSG, subject="svc.secret", reply="x.y", sid=1))
         frame = frame_prefix(len(header), 0) + header
         probe = (

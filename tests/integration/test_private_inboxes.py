@@ -71,7 +71,7 @@ def _cred(creds: dict[str, str] | None, name: str) -> str | None:
 
 def _pending_reply(alice: Agent) -> str:
     """The reply subject of alice's request in flight, as an attacker who learnt it would."""
-    return f"{alice._inbox}.{max(alice._waiters)}"
+    return f"{alice._core.inbox.subject}.{max(alice._core.inbox.waiters)}"
 
 
 async def test_nobody_else_can_subscribe_to_an_inbox(secured) -> None:  # type: ignore[no-untyped-def]
@@ -82,8 +82,9 @@ async def test_nobody_else_can_subscribe_to_an_inbox(secured) -> None:  # type: 
         connect("mallory", url, credential=_cred(creds, "mallory")) as mallory,
     ):
         await svc.serve("svc.echo", lambda m: bytes(m.data))
-        root = alice._inbox.rsplit(".", 1)[0]
-        for pattern in ("_INBOX.>", "_INBOX.*.>", f"{alice._inbox}.>", f"{root}.>", root):
+        inbox = alice._core.inbox.subject
+        root = inbox.rsplit(".", 1)[0]
+        for pattern in ("_INBOX.>", "_INBOX.*.>", f"{inbox}.>", f"{root}.>", root):
             with pytest.raises(NotAuthorized):
                 await mallory.subscribe(pattern)
         # Wildcards that are not inbox patterns are not refused (without a permissions file)
@@ -169,12 +170,12 @@ async def test_forged_replies_on_the_direct_path_are_dropped(secured) -> None:  
             return "genuine"
 
         await svc.serve("svc.slow", slow)
-        assert alice._direct is not None
+        assert alice._core.direct is not None
         pending = asyncio.ensure_future(alice.request("svc.slow", b"", timeout=10))
         await started.wait()
         reply_to = _pending_reply(alice)
         # Mallory (same user, so the socket lets it in) writes a reply to alice's direct socket.
-        link = await open_unix_link(alice._direct.address, 1 << 20, _Sink())
+        link = await open_unix_link(alice._core.direct.address, 1 << 20, _Sink())
         try:
             for i in range(10):
                 forged = Header(Kind.MSG, subject=reply_to, sid=0, msg_id=i + 1)

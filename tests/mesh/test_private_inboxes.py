@@ -83,7 +83,7 @@ async def test_across_two_nodes_inboxes_cannot_be_read_or_forged(pair) -> None: 
             with pytest.raises(NotAuthorized):
                 await spy.subscribe("_INBOX.>")
             with pytest.raises(NotAuthorized):
-                await spy.subscribe(alice._inbox.rsplit(".", 1)[0] + ".>")
+                await spy.subscribe(alice._core.inbox.subject.rsplit(".", 1)[0] + ".>")
         watchers = []
         if creds is None:
             watchers = [await spy.subscribe(">") for spy in (near, far)]
@@ -102,7 +102,7 @@ async def test_across_two_nodes_inboxes_cannot_be_read_or_forged(pair) -> None: 
         # Forge from the responder's node and from the requester's node.
         pending = asyncio.ensure_future(alice.request("svc.slow", b"", timeout=20))
         await started.wait()
-        reply_to = f"{alice._inbox}.{max(alice._waiters)}"
+        reply_to = f"{alice._core.inbox.subject}.{max(alice._core.inbox.waiters)}"
         for spy in (near, far):
             for i in range(10):
                 await spy.publish(reply_to, f"forged-{i}")

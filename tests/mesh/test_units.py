@@ -4,7 +4,6 @@ placement, tallies, the mesh frames, permissions and the local-mesh plan."""
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from pathlib import Path
 
 import msgpack
@@ -35,100 +34,7 @@ from fabric.subjects import matches
 from sdk._agent import PREFER_HEADER as SDK_PREFER_HEADER
 from sdk._agent import with_prefer
 
-# -- a mesh of pure parts, wired in memory --------------------------------------------------
-
-
-class SimNode:
-    def __init__(self, name: str, role: Role) -> None:
-        self.name = name
-        self.strategy = strategy_for(role)
-        self.interest = MeshInterest(self.strategy)
-        self.kinds: dict[str, PeerKind] = {}
-
-
-class SimMesh:
-    def __init__(self, clouds: int, leaves: list[int]) -> None:
-        self.nodes: dict[str, SimNode] = {}
-        for i in range(clouds):
-            self.nodes[f"c{i}"] = SimNode(f"c{i}", Role.CLOUD)
-        for i in range(clouds):
-            for j in range(i + 1, clouds):
-                self.link(f"c{i}", f"c{j}", PeerKind.CLUSTER, PeerKind.CLUSTER)
-        for hub, count in enumerate(leaves):
-            for k in range(count):
-                name = f"e{hub}_{k}"
-                self.nodes[name] = SimNode(name, Role.EDGE)
-                self.link(f"c{hub % clouds}", name, PeerKind.LEAF, PeerKind.HUB)
-
-    def link(self, a: str, b: str, b_is: PeerKind, a_is: PeerKind) -> None:
-        na, nb = self.nodes[a], self.nodes[b]
-        na.kinds[b], nb.kinds[a] = b_is, a_is
-        full_ab = na.interest.peer_up(b, b_is)
-        full_ba = nb.interest.peer_up(a, a_is)
-        nb.interest.peer_replace(a, full_ab)
-        na.interest.peer_replace(b, full_ba)
-        self.pump()
-
-    def unlink(self, a: str, b: str) -> None:
-        for x, y in ((a, b), (b, a)):
-            self.nodes[x].kinds.pop(y)
-            self.nodes[x].interest.peer_down(y)
-        self.pump()
-
-    def pump(self) -> None:
-        for _ in range(100):
-            moved = False
-            for node in self.nodes.values():
-                for peer, delta in node.interest.take_deltas().items():
-                    moved = True
-                    self.nodes[peer].interest.peer_delta(node.name, delta.add, delta.remove)
-            if not moved:
-                return
-        raise AssertionError("interest announcements did not settle")
-
-    def publish(self, at: str, subject: str) -> tuple[Counter[str], Counter[str]]:
-        """Flood like the driver does; returns (visits, local deliveries) per node."""
-        visits: Counter[str] = Counter()
-        delivered: Counter[str] = Counter()
-        pending: list[tuple[str, str | None]] = [(at, None)]
-        hops = 0
-        while pending:
-            name, came_from = pending.pop()
-            hops += 1
-            assert hops < 10_000, "a loop"
-            node = self.nodes[name]
-            visits[name] += 1
-            if any(matches(k[0], subject) for k in node.interest.local):
-                delivered[name] += 1
-            origin = None if came_from is None else node.kinds[came_from]
-            targets = {e.peer for e in node.interest.trie.match(subject)}
-            for peer in targets:
-                if peer != came_from and node.strategy.may_forward(origin, node.kinds[peer]):
-                    pending.append((peer, name))
-        return visits, delivered
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    clouds=st.integers(1, 4),
-    leaves=st.lists(st.integers(0, 3), min_size=1, max_size=4),
-    subscribers=st.data(),
-)
-def test_every_subscriber_gets_exactly_one_copy_and_nothing_loops(
-    clouds: int, leaves: list[int], subscribers: st.DataObject
-) -> None:
-    mesh = SimMesh(clouds, leaves)
-    names = sorted(mesh.nodes)
-    subs = subscribers.draw(st.sets(st.sampled_from(names)))
-    for name in subs:
-        mesh.nodes[name].interest.local_add(("jobs.*", "", ()))
-    mesh.pump()
-    origin = subscribers.draw(st.sampled_from(names))
-    visits, delivered = mesh.publish(origin, "jobs.run")
-    assert set(delivered) == subs
-    assert all(n == 1 for n in visits.values()), visits  # no node sees a message twice
-    # nodes with no subscriber behind them are never bothered
-    assert set(visits) - {origin} <= subs | {n for n in names if n.startswith("c")}
+# -- forwarding rules (whole meshes of real nodes: tests/inprocess/test_topologies.py) -----
 
 
 def test_cluster_message_never_goes_to_another_cluster_peer() -> None:
@@ -147,49 +53,6 @@ def test_cluster_message_never_goes_to_another_cluster_peer() -> None:
                     assert s.exports(None, to) == s.may_forward(None, to)
                 else:
                     assert s.exports(src, to) == s.may_forward(to, src)
-
-
-def test_dead_peer_interest_is_withdrawn_everywhere() -> None:
-    mesh = SimMesh(3, [1])
-    mesh.nodes["e0_0"].interest.local_add(("a.b", "", ()))
-    mesh.pump()
-    assert ("a.b", "", ()) in mesh.nodes["c2"].interest.remote_keys("c0")
-    mesh.unlink("c0", "e0_0")
-    for name in ("c0", "c1", "c2"):
-        node = mesh.nodes[name]
-        assert all(("a.b", "", ()) not in node.interest.remote_keys(p) for p in node.kinds)
-        assert not node.interest.trie.match("a.b")
-
-
-@settings(max_examples=40, deadline=None)
-@given(st.data())
-def test_announced_interest_always_equals_the_exported_union(data: st.DataObject) -> None:
-    """After any sequence of subscribes, unsubscribes and link drops, what each node was told
-    by each peer is exactly the union of the sources that peer exports to it."""
-    mesh = SimMesh(3, [1, 1])
-    names = sorted(mesh.nodes)
-    keys = [("a.*", "", ()), ("a.b", "q", (("site", "x"),)), ("c.>", "", ())]
-    for _ in range(data.draw(st.integers(1, 25))):
-        node = mesh.nodes[data.draw(st.sampled_from(names))]
-        key = data.draw(st.sampled_from(keys))
-        if data.draw(st.booleans()) or not node.interest.local.get(key):
-            node.interest.local_add(key)
-        else:
-            node.interest.local_remove(key)
-        mesh.pump()
-    if data.draw(st.booleans()):
-        mesh.unlink("c0", "e0_0")
-    for node in mesh.nodes.values():
-        for peer in node.kinds:
-            other = mesh.nodes[peer]
-            expected = set()
-            for key, n in other.interest.local.items():
-                if n > 0 and other.strategy.exports(None, other.kinds[node.name]):
-                    expected.add(key)
-            for src, src_kind in other.kinds.items():
-                if src != node.name and other.strategy.exports(src_kind, other.kinds[node.name]):
-                    expected |= other.interest.remote_keys(src)
-            assert node.interest.remote_keys(peer) == expected, (node.name, peer)
 
 
 def test_interest_counts_only_announce_presence_changes() -> None:

@@ -49,10 +49,19 @@ async def test_hello_loses_host_local_keys_and_welcome_too() -> None:
     ((header, payload),) = await node_got.wait_for(1)
     assert decode_header(header).kind is Kind.HELLO
     assert msgpack.unpackb(payload) == {"name": "edge-1", "labels": {}}
-    welcome = {"node": "n1", "pool": {"path": "/run/pool"}, "heartbeat": 2.0}
+    welcome = {
+        "node": "n1",
+        "pool": {"path": "/run/pool"},
+        "heartbeat": 2.0,
+        "paths": {"shm": True, "direct": True},
+    }
     node.send(encode_header(Header(Kind.WELCOME, msg_id=7)), msgpack.packb(welcome))
     ((header, payload),) = await agent_got.wait_for(1)
-    assert msgpack.unpackb(payload) == {"node": "n1", "heartbeat": 2.0}
+    assert msgpack.unpackb(payload) == {
+        "node": "n1",
+        "heartbeat": 2.0,
+        "paths": {"shm": False, "direct": False},
+    }
     # After the handshake frames pass untouched and in order, both ways.
     for i in range(50):
         agent.send(encode_header(Header(Kind.PUB, subject="a.b", msg_id=i)), b"x" * i)
