@@ -606,23 +606,29 @@ class Node:
             grant = self.grants.grant
             for target, _ in targets:
                 grant(target.session, reply, expires)
-        for target, sid in targets:
+        out = b""
+        out_sid = -1  # the sid ``out`` was encoded for: agents number alike, so a fan-out
+        for target, sid in targets:  # to many agents mostly repeats one (encoded once)
             body: memoryview | bytes = payload
             flags = 0
             if shared is not None:
                 body, flags = shared.body_for(target.session)
-            out = encode_msg(
-                subject,
-                header.reply,
-                header.msg_id,
-                header.timeout_ms,
-                header.traceparent,
-                header.headers,
-                sid,
-                header.status,
-                header.seq,
-                flags,
-            )
+                out_sid = -1
+            if sid != out_sid:
+                out = encode_msg(
+                    subject,
+                    header.reply,
+                    header.msg_id,
+                    header.timeout_ms,
+                    header.traceparent,
+                    header.headers,
+                    sid,
+                    header.status,
+                    header.seq,
+                    flags,
+                )
+                if shared is None:
+                    out_sid = sid
             if target.session.held is not None:
                 if self._hold(target, out, body, sid):
                     reached += 1

@@ -21,6 +21,9 @@ class SessionState(Enum):
     ACTIVE = "active"  #: HELLO accepted; may subscribe and publish
     CLOSED = "closed"  #: link gone or dropped by the node
 
+    # Looked up per frame (``Session.check``): the identity hash is C, Enum's is Python.
+    __hash__ = object.__hash__
+
 
 # Kinds accepted in each state; HELLO moves HANDSHAKE → ACTIVE.
 _TRANSITIONS: dict[SessionState, frozenset[Kind]] = {

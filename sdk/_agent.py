@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from fabric.protocol import NODE_BARRIER, NODE_STATS
 from fabric.subjects import validate_pattern, validate_subject
 
 from ._chunks import DEFAULT_WINDOW
-from ._core import CONTROL_SID, AgentCore, AgentStats
+from ._core import CONTROL_SID, SEND_HIGH_WATER, AgentCore, AgentStats
 from ._deadline import effective_deadline
 from ._dial import parse_urls
 from ._handlers import Handler, dispatch
@@ -148,9 +149,9 @@ class Agent:
             PayloadTooLarge: larger than the node's limit.
             ConnectionLost: the node is unreachable for longer than the reconnect wait.
         """
-        validate_subject(subject)
-        payload = encode_payload(data)
         core = self._core
+        core.pub_headers.check(subject)
+        payload = encode_payload(data)
         if not core.conn.connected:
             await core.ensure_connected()
         flags = 0
@@ -166,7 +167,9 @@ class Agent:
                 core.send_pub(subject, payload, headers=headers, reply=reply, flags=flags)
             finally:
                 span.end()
-        await core.backpressure()
+        link = core.conn.link
+        if link is not None and link.buffered() > SEND_HIGH_WATER:
+            await link.drain()  # ``AgentCore.backpressure``, inline: this runs per publish
 
     async def subscribe(
         self,
@@ -245,7 +248,7 @@ class Agent:
     async def serve(self, subject: str, fn: Handler, *, queue: str | None = None) -> Subscription:
         """``handler`` as a call: subscribe ``fn`` now and return the subscription."""
         core = self._core
-        return await self.subscribe(subject, queue, callback=lambda m: dispatch(core, fn, m))
+        return await self.subscribe(subject, queue, callback=functools.partial(dispatch, core, fn))
 
     # -- request / reply ----------------------------------------------------------------
 
@@ -271,7 +274,7 @@ class Agent:
             ConnectionLost: the link dropped while waiting.
             InvalidSubject, PayloadTooLarge: before anything is sent.
         """
-        validate_subject(subject)
+        self._core.pub_headers.check(subject)  # validate_subject, remembered
         return await request(
             self._core,
             subject,

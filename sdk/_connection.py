@@ -170,6 +170,18 @@ class Connection:
         link.send(encode_header(header), payload)
         self._sent += 1
 
+    def send_encoded(self, header: bytes, payload: Buffer = b"") -> None:
+        """``send`` of a header already encoded (the SDK's cached PUB headers).
+
+        Raises:
+            ConnectionLost: while disconnected.
+        """
+        link = self.link
+        if link is None or self.state is not ConnectionState.CONNECTED:
+            raise ConnectionLost(f"not connected to a node ({self.state.value})")
+        link.send(header, payload)
+        self._sent += 1
+
     async def ready(self, deadline: float | None) -> None:
         """Wait until connected, at most until ``deadline`` (monotonic).
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from fabric.errors import ConnectionLost, FabricError, PayloadTooLarge
 from fabric.transports import Link, StreamLink
-from fabric.wire import Header, Kind, Status, encode_header
+from fabric.wire import Header, Kind, Status, encode_header, encode_msg
 
 from ._connection import Connection
 from ._deadline import timeout_ms
@@ -29,6 +29,7 @@ from ._dial import Dialer, dial
 from ._direct import DirectPaths
 from ._inbound import Inbound
 from ._inbox import Inbox
+from ._pubheader import PubHeaders
 from ._shared import SharedPool
 from ._tracing import AgentTracer
 
@@ -48,7 +49,7 @@ RETIRE_WAIT = 30.0
 #: Refused subscriptions remembered for ``flush()`` to raise.
 _MAX_REFUSALS = 64
 #: Bytes queued on the link before ``publish`` waits for the kernel to take them.
-_SEND_HIGH_WATER = 8 * 1024 * 1024
+SEND_HIGH_WATER = 8 * 1024 * 1024
 #: Subscription id of the agent's own control subject (user subscriptions count from 1).
 CONTROL_SID = 1 << 31
 
@@ -90,6 +91,8 @@ class AgentCore:
         self.owner = owner
         self.default_timeout = default_timeout
         self.stats = AgentStats()
+        #: Checked subjects and their encoded PUB header lead (the per-publish path).
+        self.pub_headers = PubHeaders()
         self.hello = hello
         self.dialer = dialer
         self.inbox = Inbox(name)
@@ -111,6 +114,9 @@ class AgentCore:
         self.refusals: list[FabricError] = []
         #: Links to nodes this agent migrated away from, open until their replies are out.
         self._retiring: set[Connection] = set()
+        # The loop the agent runs on, kept from ``open``: on Python 3.11 every
+        # ``asyncio.get_running_loop()`` (and ``ensure_future``) makes a getpid() syscall.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -120,6 +126,7 @@ class AgentCore:
         Raises:
             ConnectionLost, NotAuthorized (see ``connect``).
         """
+        self._loop = asyncio.get_running_loop()
         if self.direct is not None:
             try:
                 self.hello["direct"] = await self.direct.listen()
@@ -156,10 +163,15 @@ class AgentCore:
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a task of this agent (cancelled by ``aclose``)."""
-        task = asyncio.ensure_future(coro)
+        task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the agent runs on (the running one until ``open``)."""
+        return self._loop or asyncio.get_running_loop()
 
     # -- the node -----------------------------------------------------------------------
 
@@ -195,7 +207,7 @@ class AgentCore:
     async def backpressure(self) -> None:
         """Wait while the link holds more than its high-water mark of unsent bytes."""
         link = self.conn.link
-        if link is not None and link.buffered() > _SEND_HIGH_WATER:
+        if link is not None and link.buffered() > SEND_HIGH_WATER:
             await link.drain()
 
     # -- send paths ---------------------------------------------------------------------
@@ -226,18 +238,17 @@ class AgentCore:
             raise PayloadTooLarge(subject=subject, size=len(payload), limit=conn.max_payload)
         msg_id = conn.next_id()
         tracer = self.tracer
-        conn.send(
-            Header(
-                Kind.PUB,
-                subject=subject,
-                reply=reply,
-                msg_id=msg_id,
-                timeout_ms=timeout_ms(deadline),
-                traceparent=tracer.current_traceparent() if tracer else "",
-                headers=headers,
-                status=status,
-                seq=seq,
-                flags=flags,
+        conn.send_encoded(
+            self.pub_headers.encode(
+                subject,
+                reply,
+                msg_id,
+                timeout_ms(deadline) if deadline is not None else 0,
+                tracer.current_traceparent() if tracer else "",
+                headers,
+                status,
+                seq,
+                flags,
             ),
             payload,
         )
@@ -287,20 +298,18 @@ class AgentCore:
         seq: int = 0,
     ) -> None:
         """One request straight to local responders (one frame per link)."""
-        header = Header(
-            Kind.MSG,
-            subject=subject,
-            reply=reply,
-            msg_id=self.conn.next_id(),
-            timeout_ms=timeout_ms(deadline),
-            traceparent=self.traceparent(),
-            headers=headers,
-            status=status,
-            seq=seq,
-        )
+        msg_id = self.conn.next_id()
+        left = timeout_ms(deadline)
+        traceparent = self.traceparent()
+        header = b""
+        header_sid = -1  # agents number subscriptions alike: a gather mostly repeats one sid
         for link, sid in zip(links, sids, strict=True):
-            header.sid = sid
-            link.send(encode_header(header), payload)
+            if sid != header_sid:
+                header = encode_msg(
+                    subject, reply, msg_id, left, traceparent, headers, sid, status, seq, 0
+                )
+                header_sid = sid
+            link.send(header, payload)
         self.stats.published += 1
 
     def direct_name(self, link: Link) -> str:

@@ -12,13 +12,14 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from fabric.errors import Cancelled, ConnectionLost, FabricError, LocalProtocolError, RemoteError
 from fabric.transports import StreamLink
-from fabric.wire import Header, Kind, Status, encode_header
+from fabric.wire import Status, encode_msg
 
 from ._chunks import BATCH_HEADER, MAX_BATCH_BYTES, ChunkBatcher, Frame
 from ._deadline import current_deadline
@@ -35,6 +36,10 @@ log = logging.getLogger("sdk.agent")
 
 Handler = Callable[[Msg], Any]
 
+# Return values that are neither awaitable nor a stream: no ``inspect`` check (an ABC
+# ``isinstance``) needed for them.
+_PLAIN: frozenset[type] = frozenset({bytes, bytearray, memoryview, str, type(None), dict, list})
+
 
 def dispatch(core: AgentCore, fn: Handler, msg: Msg) -> None:
     """Run ``fn`` for ``msg`` in a task of the agent."""
@@ -48,11 +53,14 @@ async def run_handler(core: AgentCore, fn: Handler, msg: Msg) -> None:
     try:
         batches = msg.status == Status.STREAM_OPEN and msg.headers.pop(BATCH_HEADER, "") != ""
         result = fn(msg)
-        if inspect.isasyncgen(result):
-            await _serve_stream(core, msg, result, batches)
-            return
-        if inspect.isawaitable(result):
-            result = await result
+        if type(result) is CoroutineType:
+            result = await result  # an ``async def`` handler: tested first, C only
+        elif type(result) not in _PLAIN:
+            if inspect.isasyncgen(result):
+                await _serve_stream(core, msg, result, batches)
+                return
+            if inspect.isawaitable(result):
+                result = await result
         result = checked_reply(result, fn, msg.subject)
         if msg.reply:
             if msg.status == Status.STREAM_OPEN:
@@ -111,12 +119,11 @@ def send_reply_inline(
         # Answer on the link the request came from: the requester is waiting right there,
         # and the node would refuse a reply it did not route the request for (inline even
         # when large: a shared-memory slot is the node's to lease, not ours).
-        reply_header = Header(
-            Kind.MSG, subject=msg.reply, msg_id=core.conn.next_id(), status=status,
-            seq=seq, reply=reply,
+        reply_header = encode_msg(
+            msg.reply, reply, core.conn.next_id(), 0, "", None, 0, status, seq, 0
         )
         try:
-            via.send(encode_header(reply_header), payload)
+            via.send(reply_header, payload)
         except ConnectionLost:
             return  # the requester is gone; nothing will read the reply
         direct = core.direct

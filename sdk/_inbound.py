@@ -29,7 +29,7 @@ from fabric.protocol import DIR_INVALIDATE, SENDER_HEADER
 from fabric.transports import StreamLink
 from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_header
 
-from ._msg import Msg, Sender
+from ._msg import Sender, delivered
 from ._replies import RequestWaiter
 
 if TYPE_CHECKING:
@@ -72,18 +72,18 @@ class Inbound:
                 return  # a descriptor we cannot trust is never read
             data, desc = found
             lease = (shared, desc, shared.region)
-        msg = Msg(
+        msg = delivered(
             header.subject,
             data,
-            headers=header.headers,
-            reply=header.reply,
-            deadline=deadline,
-            status=header.status,
-            seq=header.seq,
-            msg_id=header.msg_id,
-            traceparent=header.traceparent,
-            agent=core.owner,
-            via=via,
+            header.headers,
+            header.reply,
+            deadline,
+            header.status,
+            header.seq,
+            header.msg_id,
+            header.traceparent,
+            core.owner,
+            via,
         )
         if header.reply:
             msg._conn = conn or core.conn
@@ -115,7 +115,7 @@ class Inbound:
         if sub.callback is not None:
             sub.delivered += 1
             result = sub.callback(msg)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 core.spawn(_await(result))
         else:
             sub._deliver(msg)

@@ -174,6 +174,43 @@ class Msg:
         raise TypeError("Msg is bound to a live connection and cannot be pickled")
 
 
+_new = object.__new__
+
+
+def delivered(
+    subject: str,
+    data: bytes | memoryview,
+    headers: dict[str, str] | None,
+    reply: str,
+    deadline: float | None,
+    status: int,
+    seq: int,
+    msg_id: int,
+    traceparent: str,
+    agent: Agent | None,
+    via: Link | None,
+) -> Msg:
+    """``Msg(...)`` for the SDK's per-delivery path: positional, so the eleven keyword
+    arguments are not matched by name for every message. Sets what ``__init__`` sets
+    (tests/core/test_msg_delivered.py holds them equal)."""
+    msg: Msg = _new(Msg)
+    msg.subject = subject
+    msg.data = data
+    msg.headers = headers or {}
+    msg.reply = reply
+    msg.deadline = deadline
+    msg.status = status
+    msg.seq = seq
+    msg.msg_id = msg_id
+    msg.traceparent = traceparent
+    msg.sender = None
+    msg._agent = agent
+    msg._release = None
+    msg._via = via
+    msg._conn = None
+    return msg
+
+
 def messages_like(
     template: Msg, datas: Iterable[bytes | memoryview], first_seq: int, status: int
 ) -> list[Msg]:

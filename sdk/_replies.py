@@ -73,9 +73,14 @@ class RequestWaiter(ReplyWaiter):
 
     __slots__ = ("future", "subject", "via")
 
-    def __init__(self, subject: str, via: Sequence[object] = ()) -> None:
+    def __init__(
+        self,
+        subject: str,
+        via: Sequence[object] = (),
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.subject = subject
-        self.future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self.future: asyncio.Future[Msg] = (loop or asyncio.get_running_loop()).create_future()
         #: Direct links the request went out on (their loss fails it at once).
         self.via = via
 
@@ -85,11 +90,15 @@ class RequestWaiter(ReplyWaiter):
     def deliver(self, msg: Msg) -> None:
         if self.future.done():
             return
-        error = msg.error
+        error = msg.error if msg.status == Status.ERROR else None
         if error is not None:
             self.future.set_exception(_named(error, self.subject))
         else:
             self.future.set_result(msg)
+
+    def timed_out(self) -> None:
+        """The deadline passed (the error is made only then, not for every request)."""
+        self.fail(Timeout("no reply before the deadline", subject=self.subject))
 
     def fail(self, exc: FabricError) -> None:
         if not self.future.done():
@@ -153,6 +162,7 @@ class GatherCollector(ReplyWaiter):
         *,
         direct: bool = False,
         links: Sequence[object] = (),
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.subject = subject
         self.quorum = quorum
@@ -162,7 +172,7 @@ class GatherCollector(ReplyWaiter):
         #: subscription was gone (a stale directory), not from the whole fabric.
         self.direct = direct
         self.result = GatherResult()
-        self.done = asyncio.get_running_loop().create_future()
+        self.done = (loop or asyncio.get_running_loop()).create_future()
         self._error: FabricError | None = None
 
     def _check(self) -> None:
@@ -178,7 +188,7 @@ class GatherCollector(ReplyWaiter):
         return self.links
 
     def deliver(self, msg: Msg) -> None:
-        error = msg.error
+        error = msg.error if msg.status == Status.ERROR else None
         if error is not None:
             self.result.errors.append(_named(error, self.subject))
         else:

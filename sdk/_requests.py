@@ -11,7 +11,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from fabric.errors import NoResponders, Timeout
+from fabric.errors import NoResponders
 from fabric.protocol import PREFER_HEADER, Flags
 
 from ._msg import Msg, Sender
@@ -34,18 +34,11 @@ def with_prefer(
     return out
 
 
-def _loop_time(deadline: float) -> float:
-    """Convert a ``time.monotonic()`` deadline to the running loop's clock."""
-    loop = asyncio.get_running_loop()
-    return loop.time() + (deadline - time.monotonic())
-
-
-def _arm(waiter: RequestWaiter, deadline: float) -> asyncio.TimerHandle:
-    return asyncio.get_running_loop().call_at(
-        _loop_time(deadline),
-        waiter.fail,
-        Timeout("no reply before the deadline", subject=waiter.subject),
-    )
+def _arm(
+    loop: asyncio.AbstractEventLoop, waiter: RequestWaiter, deadline: float
+) -> asyncio.TimerHandle:
+    """The waiter's timeout: ``deadline`` (``time.monotonic()``) on the loop's clock."""
+    return loop.call_at(loop.time() + (deadline - time.monotonic()), waiter.timed_out)
 
 
 async def request(
@@ -85,9 +78,10 @@ async def _request_via_node(
     deadline: float,
     shm: int,
 ) -> Msg:
-    waiter = RequestWaiter(subject)
+    loop = core.loop
+    waiter = RequestWaiter(subject, loop=loop)
     n, reply = core.inbox.new(waiter)
-    timer = _arm(waiter, deadline)
+    timer = _arm(loop, waiter, deadline)
     try:
         core.send_pub(
             subject,
@@ -116,9 +110,10 @@ async def _request_direct(
     if found is None:
         return None
     links, sids = found
-    waiter = RequestWaiter(subject, via=links)
+    loop = core.loop
+    waiter = RequestWaiter(subject, via=links, loop=loop)
     n, reply = core.inbox.new(waiter)
-    timer = _arm(waiter, deadline)
+    timer = _arm(loop, waiter, deadline)
     try:
         core.send_direct(links, sids, subject, payload, reply, deadline, headers=headers)
         if direct.spin:
@@ -153,7 +148,11 @@ async def gather(
     if not shm and not prefer:
         direct = await core.direct_targets(subject, until)
     collector = GatherCollector(
-        subject, quorum, direct=direct is not None, links=direct[0] if direct else ()
+        subject,
+        quorum,
+        direct=direct is not None,
+        links=direct[0] if direct else (),
+        loop=core.loop,
     )
     n, reply = core.inbox.new(collector)
     tracer = core.tracer

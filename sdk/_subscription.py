@@ -97,6 +97,8 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Msg:
+        if self._pending and self.dropped == self._dropped_reported:
+            return self._pending.popleft()  # ``next``'s first answer, without its coroutine
         return await self.next()
 
     async def next(self, timeout: float | None = None) -> Msg:
@@ -125,9 +127,14 @@ class Subscription:
                 raise self.refusal
             if self._closed:
                 raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._core.loop.create_future()
             try:
-                await asyncio.wait_for(self._waiter, timeout)
+                if timeout is None:
+                    # Not through wait_for: it asks for the running loop (a getpid() syscall
+                    # on Python 3.11) and wraps the wait, per message.
+                    await self._waiter
+                else:
+                    await asyncio.wait_for(self._waiter, timeout)
             except TimeoutError:
                 raise Timeout("no message before the timeout", subject=self.subject) from None
             finally:

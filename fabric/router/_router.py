@@ -58,6 +58,8 @@ MAX_HELD = 10_000
 #: Flags a held request may not carry: a gather is counted, not held; a shared-memory
 #: payload's slot is released once delivered, so it cannot wait.
 _NOT_HELD = Flags.COUNT | Flags.SHM
+#: Bound on cached plain routings (hot subjects fill it again after it is cleared).
+_PLAIN_ROUTES = 4096
 
 
 def role_for(role: str, leaf: bool) -> Role:
@@ -118,6 +120,12 @@ class Router:
         self._keys: dict[Hashable, dict[int, InterestKey]] = {}
         self._held: list[_Held] = []
         self._timers_moved = False
+        #: Routings of local agents' messages on subjects that match no queue group (here or
+        #: at a peer): the same every time until interest or peers change (nothing to pick,
+        #: no round-robin cursor to move).
+        self._plain: dict[str, Routing] = {}
+        #: The same for a peer's copies (no queue groups assigned), by subject and peer.
+        self._plain_from: dict[tuple[str, str], Routing] = {}
 
     # -- local interest -----------------------------------------------------------------
 
@@ -136,6 +144,7 @@ class Router:
             InvalidSubject: the pattern is malformed.
         """
         self.local.add(session, sid, pattern, queue)
+        self._forget_routes()
         own = self._labels[session] = self._labels_of(labels)
         keys = self._keys.setdefault(session, {})
         old = keys.pop(sid, None)
@@ -148,6 +157,7 @@ class Router:
 
     def unsubscribe(self, session: Hashable, sid: int, now: float) -> list[Action]:
         removed = self.local.remove(session, sid)
+        self._forget_routes()
         keys = self._keys.get(session)
         if keys and sid in keys:
             self.remote.local_remove(keys.pop(sid))
@@ -156,6 +166,7 @@ class Router:
     def drop(self, session: Hashable) -> list[Action]:
         """A local session is gone: its interest and held requests with it."""
         subs = self.local.drop_session(session)
+        self._forget_routes()
         for key in self._keys.pop(session, {}).values():
             self.remote.local_remove(key)
         self._labels.pop(session, None)
@@ -180,6 +191,7 @@ class Router:
                 self.settle.hub_found()
             self._timers_moved = True
         self._kinds[peer] = kind
+        self._forget_routes()
         return self.remote.peer_up(peer, kind)
 
     def peer_interest(
@@ -192,6 +204,7 @@ class Router:
     ) -> list[Action]:
         """``peer`` announced interest (its full set first, deltas after)."""
         add, remove = list(add), list(remove)
+        self._forget_routes()
         if full:
             self.remote.peer_replace(peer, add)
             self.settle.announced(peer)
@@ -202,6 +215,7 @@ class Router:
     def peer_down(self, peer: str, now: float) -> list[Action]:
         """``peer`` is gone: its interest goes, it counts 0 in every open tally."""
         kind = self._kinds.pop(peer, None)
+        self._forget_routes()
         self._rtt.pop(peer, None)
         lost = [k[0] for k in self.remote.remote_keys(peer)]
         self.settle.lost(peer, lost, now)
@@ -242,21 +256,40 @@ class Router:
         """Local targets and peer copies for one message (rules 1-3). Picking a queue member
         moves that group's round-robin cursor: call once per message."""
         subject = header.subject
-        prefer = decode_prefer(header.headers) if header.headers else {}
+        peer = origin if isinstance(origin, PeerOrigin) else None
+        if header.headers:
+            prefer = decode_prefer(header.headers)
+        else:
+            if peer is None:
+                cached = self._plain.get(subject)
+                if cached is not None:
+                    return cached  # the hot path: a local agent's repeated subject
+            elif not header.queue:
+                cached = self._plain_from.get((subject, peer.peer))
+                if cached is not None:
+                    return cached  # a peer's copy of a repeated subject
+            prefer = {}
         rank = None
         if prefer:
             labels = self._session_labels
             rank = lambda s: float(mismatch(prefer, labels(s.session)))  # noqa: E731
         local = self.local.route(subject, rank)
+        # Cacheable: a local agent's message, no prefer=, not a one-off reply subject, and no
+        # queue group anywhere (nothing to pick, no cursor to move); checked as we go.
+        plain = (
+            (peer is None or not header.queue)
+            and not prefer
+            and not subject.startswith(INBOX_PREFIX)
+            and not any(sub.queue for sub in local.targets)
+        )
         if not self._kinds:
-            return Routing(local.targets)  # the hot path of a node without peers
-        peer = origin if isinstance(origin, PeerOrigin) else None
+            return self._remember(subject, peer, Routing(local.targets), plain)
         inbox = subject.startswith(INBOX_PREFIX)
         remote = self.remote.trie.match(subject, cache=not inbox)
         if inbox and remote:
             remote = frozenset(e for e in remote if e.pattern.startswith(INBOX_PREFIX))
         if not remote and peer is None:
-            return Routing(local.targets)
+            return self._remember(subject, peer, Routing(local.targets), plain)
         kinds = self._kinds
         strategy = self.strategy
         came_from = peer.peer if peer is not None else None
@@ -280,7 +313,27 @@ class Router:
             site=self.site,
             rtt=lambda name: self._rtt.get(name, 1.0),  # unmeasured: behind the measured
         )
-        return Routing(plan.local, plan.peers)
+        routing = Routing(plan.local, plan.peers)
+        plain = plain and not any(e.queue for e in remote)
+        return self._remember(subject, peer, routing, plain)
+
+    def _forget_routes(self) -> None:
+        self._plain.clear()
+        self._plain_from.clear()
+
+    def _remember(
+        self, subject: str, peer: PeerOrigin | None, routing: Routing, plain: bool
+    ) -> Routing:
+        """Keep a plain routing for ``subject`` (from ``peer``) until interest or peers
+        change."""
+        if plain:
+            if len(self._plain) + len(self._plain_from) >= _PLAIN_ROUTES:
+                self._forget_routes()
+            if peer is None:
+                self._plain[subject] = routing
+            else:
+                self._plain_from[(subject, peer.peer)] = routing
+        return routing
 
     def routed(
         self,
@@ -377,7 +430,7 @@ class Router:
                 traceparent=header.traceparent,
                 headers=header.headers,
                 sid=corr,
-                queue=encode_groups(groups),
+                queue=encode_groups(groups) if groups else "",
                 status=header.status,
                 seq=header.seq,
                 flags=out_flags,

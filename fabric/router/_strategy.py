@@ -30,10 +30,15 @@ class PeerKind(Enum):
     LEAF = "leaf"  #: an edge node attached to this (cloud) node
     HUB = "hub"  #: the cloud node this (edge) node is attached to
 
+    # Looked up per forwarded message (``may_forward``): identity hash in C, not Enum's Python.
+    __hash__ = object.__hash__
+
 
 class Role(Enum):
     CLOUD = "cloud"
     EDGE = "edge"
+
+    __hash__ = object.__hash__  # as PeerKind's
 
 
 #: Stands for "an agent on this node" where a message's origin or interest's source is asked.

@@ -154,3 +154,84 @@ def test_local_interest_is_announced_with_labels_only_for_queue_members() -> Non
     }
     r.drop("s")
     assert r.take_announcements()["c2"].remove == delta.add
+
+
+def _publish(subject: str) -> Header:
+    return Header(Kind.PUB, subject=subject, msg_id=1)
+
+
+def test_a_repeated_subject_routes_the_same_until_local_interest_changes() -> None:
+    r = Router()
+    r.subscribe("a", 1, "tick.*", "", {}, NOW)
+    first = r.route("p", _publish("tick.x"))
+    assert [t.session for t in first.local] == ["a"]
+    assert r.route("p", _publish("tick.x")) is first  # the cached routing
+    r.subscribe("b", 1, "tick.x", "", {}, NOW)
+    assert {t.session for t in r.route("p", _publish("tick.x")).local} == {"a", "b"}
+    r.unsubscribe("a", 1, NOW)
+    assert [t.session for t in r.route("p", _publish("tick.x")).local] == ["b"]
+    r.drop("b")
+    assert r.route("p", _publish("tick.x")).local == []
+    r.subscribe("c", 1, ">", "", {}, NOW)
+    assert [t.session for t in r.route("p", _publish("tick.x")).local] == ["c"]
+
+
+def test_queue_groups_still_take_turns_on_a_repeated_subject() -> None:
+    r = Router()
+    for s in ("a", "b"):
+        r.subscribe(s, 1, "work", "q", {}, NOW)
+    picked = [r.route("p", _publish("work")).local[0].session for _ in range(4)]
+    assert sorted(picked) == ["a", "a", "b", "b"]
+
+
+def test_a_node_with_peers_does_not_use_plain_routings() -> None:
+    r = Router()
+    r.subscribe("a", 1, "tick.x", "", {}, NOW)
+    r.route("p", _publish("tick.x"))
+    linked(r, "n2", {("tick.x", "", ())})
+    assert set(r.route("p", _publish("tick.x")).peers) == {"n2"}
+
+
+def test_a_cached_routing_follows_peer_interest_and_peers() -> None:
+    r = Router()
+    r.subscribe("a", 1, "tick.x", "", {}, NOW)
+    linked(r, "n2", {("tick.x", "", ())})
+    first = r.route("p", _publish("tick.x"))
+    assert set(first.peers) == {"n2"} and r.route("p", _publish("tick.x")) is first
+    r.peer_interest("n2", False, (), [("tick.x", "", ())], NOW)
+    assert r.route("p", _publish("tick.x")).peers == {}
+    r.peer_interest("n2", False, [("tick.*", "", ())], (), NOW)
+    assert set(r.route("p", _publish("tick.x")).peers) == {"n2"}
+    r.peer_down("n2", NOW)
+    assert r.route("p", _publish("tick.x")).peers == {}
+    linked(r, "n3", {(">", "", ())})
+    assert set(r.route("p", _publish("tick.x")).peers) == {"n3"}
+
+
+def test_remote_queue_groups_and_peer_origins_are_routed_afresh() -> None:
+    r = Router()
+    linked(r, "n2", {("work", "q", ())})
+    first = r.route("p", _publish("work"))
+    assert first.peers == {"n2": [("work", "q")]}
+    assert r.route("p", _publish("work")) is not first
+    linked(r, "n3", {("tick.x", "", ())})
+    from_n3 = PeerOrigin("n3", PeerKind.CLUSTER)
+    assert r.route(from_n3, _publish("tick.x")).peers == {}  # never back where it came from
+    assert set(r.route("p", _publish("tick.x")).peers) == {"n3"}
+    assert r.route(from_n3, _publish("tick.x")).peers == {}
+
+
+def test_a_peers_plain_copies_are_cached_per_peer_until_interest_changes() -> None:
+    r = Router()
+    r.subscribe("a", 1, "tick.x", "", {}, NOW)
+    linked(r, "n2", {("tick.x", "", ())})
+    linked(r, "n3", {("tick.x", "", ())})
+    from_n2 = PeerOrigin("n2", PeerKind.CLUSTER)
+    first = r.route(from_n2, _publish("tick.x"))
+    assert [t.session for t in first.local] == ["a"] and first.peers == {}
+    assert r.route(from_n2, _publish("tick.x")) is first
+    assert r.route("p", _publish("tick.x")) is not first  # a local agent's: its own entry
+    r.unsubscribe("a", 1, NOW)
+    assert r.route(from_n2, _publish("tick.x")).local == []
+    assigned = Header(Kind.PUB, subject="tick.x", msg_id=2, queue="tick.x q")
+    assert r.route(from_n2, assigned) is not r.route(from_n2, assigned)  # groups assigned
