@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -123,6 +124,12 @@ class AgentCore:
         if self.direct is not None:
             try:
                 self.hello["direct"] = await self.direct.listen()
+                tcp_host = os.environ.get("FABRIC_DIRECT_TCP", "")
+                if tcp_host:
+                    # Opt-in: requesters on other hosts may reach us with a grant.
+                    self.hello["direct_tcp"] = await self.direct.listen_tcp(
+                        tcp_host, lambda: self.conn.welcome
+                    )
             except OSError as exc:
                 # Opened before the node says whether it could use it (its WELCOME), so a
                 # system without abstract sockets must not cost the agent its connection.
@@ -134,6 +141,7 @@ class AgentCore:
             await self.direct.aclose()
             self.direct = None
             self.hello.pop("direct", None)
+            self.hello.pop("direct_tcp", None)
         self.conn.send(Header(Kind.SUB, subject=self.inbox.pattern, sid=0))
 
     async def aclose(self) -> None:
@@ -271,6 +279,8 @@ class AgentCore:
         except ConnectionLost:
             direct.invalidate(subject)  # a responder went away: the node knows who is left
             return None
+        if route.grants:
+            direct.present(route, targets, links)
         return links, [sid for _, sid in targets]
 
     def send_direct(

@@ -25,6 +25,7 @@ from ..private import decode_names, encode_names
 from ..router import PeerKind, PeerOrigin, Role
 from ..transports import Link, StreamLink, ZmqDealerLink, ZmqPeerLink
 from ..wire import MAX_HEADER_BYTES, Flags, Header, Kind, Status, decode_header, encode_header
+from ._direct import RESOLVE, RESOLVED, MeshDirectory
 from ._host import MeshHost
 from ._links import CurveKeys, PeerListener, dial_peer
 from ._peer import LinkState, PeerLinkState
@@ -172,6 +173,8 @@ class Mesh:
         self._barriers: dict[int, tuple[str, asyncio.Future[None]]] = {}
         self._barrier_seq = _BARRIER_BASE
         self._started = time.monotonic()
+        #: Direct targets on peers, for requesters on this node (``_direct.py``).
+        self.directory = MeshDirectory(self)
         #: Messages forwarded to each peer, by name (metrics, ``/peers``).
         self.forwarded_to: dict[str, int] = {}
         self.stats = {
@@ -524,6 +527,9 @@ class Mesh:
                 # everything we sent on it (ZeroMQ shows it no close; TCP would).
                 self._send_refuse(end, reason)
             self._close_end(end)
+        elif subject in (RESOLVE, RESOLVED):
+            if end.peer and end.state.state is LinkState.UP:
+                self.directory.control(end.peer, header, payload)
         else:
             raise RemoteProtocolError(f"unknown mesh control {subject!r}")
 
@@ -702,6 +708,11 @@ class Mesh:
             return True
         self.stats["send_failed"] += 1
         return False
+
+    def send_control(self, name: str, header: Header, payload: Buffer = b"") -> bool:
+        """A mesh control frame to peer ``name``; False when it is gone."""
+        peer = self._peers.get(name)
+        return peer is not None and self._send_peer(peer, encode_header(header), payload)
 
     def send_count(
         self, name: str, corr: int, count: int, names: list[str] | None = None

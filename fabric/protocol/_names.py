@@ -75,6 +75,9 @@ class WelcomeKey:
     #: Which host-local data paths this session may use, a map of ``WelcomePath`` keys to
     #: bools; nodes before it said nothing and the SDK judged by its URL (sdk/_capabilities.py).
     PATHS = "paths"
+    #: Capability: the key this agent checks direct grants with (hex; fabric/grants.py),
+    #: sent only to an agent that said at HELLO it listens on TCP (``direct_tcp``).
+    GRANT_KEY = "grant_key"
 
 
 class WelcomePath:
