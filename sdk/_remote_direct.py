@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from fabric.errors import ConnectionLost, FabricError
 from fabric.grants import verify
-from fabric.protocol import WelcomeKey
+from fabric.protocol import DIRECT_GRANT, WelcomeKey
 from fabric.transports import LinkHandler, StreamLink
 from fabric.wire import Header, Kind, Status, decode_header, encode_header
 
@@ -32,7 +32,7 @@ __all__ = ["GRANT_HEADER", "GRANT_SUBJECT", "GrantedDoor", "open_tcp_link", "pre
 log = logging.getLogger("sdk.direct")
 
 #: The CONTROL frame that presents a grant on a direct TCP link.
-GRANT_SUBJECT = "$direct.grant"
+GRANT_SUBJECT = DIRECT_GRANT
 GRANT_HEADER = "grant"
 
 Frame = Callable[[StreamLink, bytes, memoryview], None]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from ..errors import FabricError, RemoteProtocolError
-from ..protocol import DirectTarget
+from ..protocol import MESH_RESOLVE, MESH_RESOLVED, DirectTarget
 from ..wire import Header, Kind
 
 if TYPE_CHECKING:
@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RESOLVE", "RESOLVED", "MeshDirectory"]
 
-RESOLVE = "$mesh.resolve"
-RESOLVED = "$mesh.resolved"
+RESOLVE = MESH_RESOLVE
+RESOLVED = MESH_RESOLVED
 
 #: A node's answer for its own responders to (asking peer, subject, requester): targets
 #: with grants, or None for "not direct".

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 __all__ = [
     "CONTROL_PREFIXES",
+    "DIRECT_GRANT",
     "INBOX_PREFIX",
     "MESH_HELLO",
     "MESH_INTEREST",
     "MESH_REFUSE",
+    "MESH_RESOLVE",
+    "MESH_RESOLVED",
     "MESH_WELCOME",
     "MIGRATE_PREFIX",
     "MIGRATE_SUFFIX",
@@ -50,6 +53,11 @@ MESH_HELLO = "$mesh.hello"
 MESH_WELCOME = "$mesh.welcome"
 MESH_REFUSE = "$mesh.refuse"
 MESH_INTEREST = "$mesh.interest"
+#: A node asks a peer for its direct TCP responders and grants (fabric/mesh/_direct.py).
+MESH_RESOLVE = "$mesh.resolve"
+MESH_RESOLVED = "$mesh.resolved"
+#: Requester → responder on a direct TCP link: the grant for the requests that follow.
+DIRECT_GRANT = "$direct.grant"
 
 
 def migrate_subject(name: str) -> str:
