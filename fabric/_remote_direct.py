@@ -16,6 +16,7 @@ before anything is asked (``resolve``); refused, no grant is ever issued.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from typing import TYPE_CHECKING
@@ -63,7 +64,8 @@ class GrantIssuer:
                 return None
             group = f"{sub.pattern} {sub.queue}" if sub.queue else ""
             token = sign(Grant(requester, subject, address, expires), self.key_for(address))
-            targets.append(DirectTarget(address, sub.sid, group, bound.session.name, token))
+            name = bound.session.name
+            targets.append(DirectTarget(address, sub.sid, group, name, token, node.settings.name))
         if _forwards_onward(node, subject, asker):
             return None
         node.stats.grants_issued += len(targets)
@@ -105,8 +107,11 @@ async def resolve_across(
         return ResolveAnswer(direct=False)
     budget = min(budget, _ASK_BUDGET)
     targets = list(local)
-    for peer in sorted(_peers_with_interest(node, subject)):
-        found = await mesh.directory.ask(peer, subject, requester, budget)
+    peers = sorted(_peers_with_interest(node, subject))
+    answers = await asyncio.gather(
+        *(mesh.directory.ask(peer, subject, requester, budget) for peer in peers)
+    )
+    for found in answers:
         if found is None:
             return ResolveAnswer(direct=False)
         targets.extend(found)

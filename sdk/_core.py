@@ -318,6 +318,14 @@ class AgentCore:
         direct = self.direct
         return direct.name_of(link) if direct is not None and isinstance(link, StreamLink) else ""
 
+    def direct_node(self, link: Link) -> str:
+        """The node of the agent behind a direct link (ours, unless it is on another host)."""
+        direct = self.direct
+        here = self.conn.node
+        if direct is None or not isinstance(link, StreamLink):
+            return here
+        return direct.node_of(link, here)
+
     def to_control(self, control: str, status: int, seq: int, via: Link | None) -> None:
         """Stream control (credit, cancel) to a responder: on the direct link the stream
         came on, else through the node."""

@@ -48,6 +48,8 @@ class DirectRoute:
     names: dict[str, str] = field(default_factory=dict)
     #: The grant to present for each ``tcp://`` target on another host (_remote_direct.py).
     grants: dict[str, str] = field(default_factory=dict)
+    #: The node of each target on another host (local targets share the requester's node).
+    nodes: dict[str, str] = field(default_factory=dict)
     _cursor: int = 0
 
     @property
@@ -70,6 +72,8 @@ class DirectRoute:
                 route.names[str(path)] = str(rest[0])
             if len(rest) > 1 and rest[1]:
                 route.grants[str(path)] = str(rest[1])
+            if len(rest) > 2 and rest[2]:
+                route.nodes[str(path)] = str(rest[2])
             if group:
                 groups.setdefault(str(group), []).append((str(path), int(sid)))
             else:
@@ -138,6 +142,8 @@ class DirectPaths:
         #: Agent names behind socket paths and behind the links we dialled (``Msg.sender``).
         self._path_names: dict[str, str] = {}
         self._link_names: dict[StreamLink, str] = {}
+        self._path_nodes: dict[str, str] = {}
+        self._link_nodes: dict[StreamLink, str] = {}
         #: Our TCP door for requesters on other hosts (``listen_tcp``), and the grants we
         #: presented on each link we dialled to one.
         self.door: GrantedDoor | None = None
@@ -195,8 +201,14 @@ class DirectPaths:
         """The agent we dialled on ``link`` ("" for a link we did not dial)."""
         return self._link_names.get(link, "")
 
+    def node_of(self, link: StreamLink, here: str) -> str:
+        """The node of the agent we dialled on ``link``: ``here`` unless it is on another
+        host."""
+        return self._link_nodes.get(link, here)
+
     def _outbound_lost(self, link: StreamLink) -> None:
         self._link_names.pop(link, None)
+        self._link_nodes.pop(link, None)
         self._presented.pop(link, None)
         for path, known in list(self._links.items()):
             if known is link:
@@ -236,9 +248,11 @@ class DirectPaths:
         if len(self._routes) > 4096:
             self._routes.clear()  # bounded; hot subjects come back on their next request
             self._path_names.clear()
+            self._path_nodes.clear()
         self._routes[subject] = route
         if route is not None:
             self._path_names.update(route.names)
+            self._path_nodes.update(route.nodes)
         return route
 
     def span_of(self, subject: str) -> str:
@@ -283,6 +297,8 @@ class DirectPaths:
         events.link = link
         self._links[path] = link
         self._link_names[link] = self._path_names.get(path, "")
+        if path in self._path_nodes:
+            self._link_nodes[link] = self._path_nodes[path]
         return link
 
     def spin_until(self, link: StreamLink, done: Callable[[], bool]) -> None:

@@ -104,8 +104,8 @@ class MeshDirectory:
         for t in targets_raw:
             if (
                 not isinstance(t, list)
-                or len(t) != 5
-                or not all(type(x) is str for x in (t[0], t[2], t[3], t[4]))
+                or len(t) != 6
+                or not all(type(x) is str for x in (t[0], t[2], t[3], t[4], t[5]))
                 or type(t[1]) is not int
             ):
                 raise RemoteProtocolError("malformed target in $mesh.resolved")

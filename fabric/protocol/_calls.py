@@ -127,13 +127,15 @@ class DirectTarget(NamedTuple):
     #: For a responder on another host (``path`` is ``tcp://host:port``): the grant its node
     #: signed for this requester and subject (fabric/grants.py); "" for a local one.
     grant: str = ""
+    #: The node a responder on another host is attached to (``Msg.sender`` of its replies).
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ResolveAnswer(PayloadMessage):
     """The directory's answer; usable until the node sends ``$dir.invalidate``."""
 
-    WIRE = "`{direct, targets?: [[path, sid, group, name, grant?]], span?}`"
+    WIRE = "`{direct, targets?: [[path, sid, group, name, grant?, node?]], span?}`"
 
     #: False whenever some responder is not reachable directly (remote agents, other nodes).
     direct: bool
@@ -164,7 +166,7 @@ class ResolveAnswer(PayloadMessage):
             raise RemoteProtocolError(f"answer to {subject} has no targets")
         out = []
         for t in targets:
-            if not isinstance(t, list) or len(t) not in (3, 4, 5):
+            if not isinstance(t, list) or len(t) not in (3, 4, 5, 6):
                 raise RemoteProtocolError(f"malformed target in answer to {subject}")
             path, sid, group, *name = t
             if type(path) is not str or type(sid) is not int or type(group) is not str or not all(

@@ -49,7 +49,7 @@ async def test_requests_go_direct_and_in_order(mesh_nodes: MeshNodes) -> None:
     async with connect("client", m.url("c1")) as client:
         first = await client.request("svc.echo", b"warm-up", timeout=10)
         assert first.text() == "warm-up"
-        assert first.sender.agent == "far-echo"
+        assert first.sender == ("far-echo", "c2")
         c1_before, c2_before = await _forwarded(m.url("c1")), await _forwarded(m.url("c2"))
         in_before = (await _stats(m.url("c2")))["frames_in"]
         # Several in flight at once: each reply answers its own request.
@@ -206,3 +206,19 @@ async def test_closing_the_direct_link_mid_request_is_a_typed_error(
                 await asyncio.wait_for(pending, 15)
             # The next request dials again, presents its grant again, and is answered.
             assert (await client.request("svc.ok", b"", timeout=10)).text() == "ok"
+
+
+async def test_gather_reaches_responders_on_both_nodes_directly(mesh_nodes: MeshNodes) -> None:
+    m = mesh_nodes
+    await _two_nodes(m)
+    await start_agent("reviewers", m.url("c2"), _tcp_env(m), "2", "far")
+    await start_agent("reviewers", m.url("c1"), _tcp_env(m), "1", "near")
+    await m.wait_interest("c1", "review.essay", peers=1)
+    async with connect("client", m.url("c1")) as client:
+        before = await _forwarded(m.url("c1"))
+        for _ in range(3):
+            replies = await client.gather("review.essay", b"essay", deadline=10)
+            expected = [("far-0", "c2"), ("far-1", "c2"), ("near-0", "c1")]
+            assert sorted(r.sender for r in replies) == expected
+            assert sorted(replies.expected or []) == expected
+        assert await _forwarded(m.url("c1")) == before
