@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -85,6 +84,7 @@ class AgentCore:
         direct: bool = True,
         spin: float = 0.0,
         dialer: Dialer = dial,
+        direct_tcp: str = "",
     ) -> None:
         self.name = name
         #: The public ``Agent`` messages are handed with (``Msg.respond`` publishes through it).
@@ -93,6 +93,8 @@ class AgentCore:
         self.stats = AgentStats()
         self.hello = hello
         self.dialer = dialer
+        #: Where our TCP door for requesters on other hosts listens ("" for none).
+        self.direct_tcp = direct_tcp
         self.inbox = Inbox(name)
         self.subs: dict[int, Subscription] = {}
         self._next_sid = 0
@@ -124,11 +126,10 @@ class AgentCore:
         if self.direct is not None:
             try:
                 self.hello["direct"] = await self.direct.listen()
-                tcp_host = os.environ.get("FABRIC_DIRECT_TCP", "")
-                if tcp_host:
+                if self.direct_tcp:
                     # Opt-in: requesters on other hosts may reach us with a grant.
                     self.hello["direct_tcp"] = await self.direct.listen_tcp(
-                        tcp_host, lambda: self.conn.welcome
+                        self.direct_tcp, lambda: self.conn.welcome
                     )
             except OSError as exc:
                 # Opened before the node says whether it could use it (its WELCOME), so a

@@ -147,7 +147,7 @@ class ResolveAnswer(PayloadMessage):
         out: dict[str, Any] = {"direct": self.direct}
         if self.direct:
             # A local target keeps its four fields: older SDKs read exactly those.
-            out["targets"] = [t if t.grant else t[:4] for t in self.targets]
+            out["targets"] = [t if t.grant or t.node else t[:4] for t in self.targets]
         if self.span is not None:
             out["span"] = self.span
         return cast(bytes, msgpack.packb(out))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -161,12 +162,13 @@ async def test_expired_grant_is_refused_and_the_requester_resolves_again(
         assert (await client.request("svc.echo", b"first", timeout=10)).text() == "first"
         before = await c1()
         sent = 0
+        give_up = time.monotonic() + 60
         # Grants run out every second: each time the responder refuses the stale one, this
         # request goes through the mesh and the next one resolves (a fresh grant) again.
         while (await c1())["remote_resolves"] < before["remote_resolves"] + 2:
             assert (await client.request("svc.echo", f"r{sent}", timeout=10)).text() == f"r{sent}"
             sent += 1
-            assert sent < 5000, "the requester never resolved again"
+            assert time.monotonic() < give_up, "the requester never resolved again"
         after = await c1()
     resolves = after["remote_resolves"] - before["remote_resolves"]
     fallbacks = after["forwarded"] - before["forwarded"]
@@ -176,13 +178,11 @@ async def test_expired_grant_is_refused_and_the_requester_resolves_again(
 
 
 async def test_closing_the_direct_link_mid_request_is_a_typed_error(
-    mesh_nodes: MeshNodes, monkeypatch: pytest.MonkeyPatch
+    mesh_nodes: MeshNodes,
 ) -> None:
     m = mesh_nodes
     await _two_nodes(m)
-    monkeypatch.setenv("FABRIC_DIRECT_TCP", "127.0.0.1")
-    async with connect("server", m.url("c2")) as server:
-        monkeypatch.delenv("FABRIC_DIRECT_TCP")
+    async with connect("server", m.url("c2"), direct_tcp="127.0.0.1") as server:
         started = asyncio.Event()
 
         async def slow(msg: Any) -> bytes:
