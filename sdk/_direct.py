@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from fabric.protocol import NODE_RESOLVE, ResolveRequest
 from fabric.transports import StreamLink, open_unix_link
 
-from ._remote_direct import GrantedDoor, open_tcp_link, present_grant
+from ._remote_direct import GrantedDoor, open_tcp_link, present_grant, renew_at
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -50,6 +50,9 @@ class DirectRoute:
     grants: dict[str, str] = field(default_factory=dict)
     #: The node of each target on another host (local targets share the requester's node).
     nodes: dict[str, str] = field(default_factory=dict)
+    #: Wall-clock second after which this route is resolved again, before its first grant
+    #: runs out (0: it holds no grant and never runs out).
+    renew_at: float = 0.0
     _cursor: int = 0
 
     @property
@@ -79,6 +82,8 @@ class DirectRoute:
             else:
                 route.plain.append((str(path), int(sid)))
         route.groups = [sorted(members) for _, members in sorted(groups.items())]
+        if route.grants:
+            route.renew_at = renew_at(route.grants.values(), time.time())
         return route
 
 
@@ -218,8 +223,12 @@ class DirectPaths:
     # -- directory ------------------------------------------------------------------------
 
     def cached(self, subject: str) -> DirectRoute | bool | None:
-        """The cached route, None when the node said "not direct", False when not cached."""
-        return self._routes.get(subject, False)
+        """The cached route, None when the node said "not direct", False when not cached
+        (or when its grants are about to run out: resolving again fetches fresh ones)."""
+        route = self._routes.get(subject, False)
+        if isinstance(route, DirectRoute) and route.renew_at and time.time() >= route.renew_at:
+            return False
+        return route
 
     async def resolve(
         self, conn: Connection, subject: str, timeout: float, traceparent: str = ""

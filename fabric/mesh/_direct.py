@@ -43,6 +43,8 @@ class MeshDirectory:
         #: Set by the node: its answer for its own responders (None: it never goes direct).
         self.answerer: Answerer | None = None
         self._asks: dict[int, asyncio.Future[list[DirectTarget] | None]] = {}
+        #: The peer each ask went to (a peer going down answers its asks "not direct").
+        self._asked: dict[int, str] = {}
         self._seq = 0
 
     async def ask(
@@ -56,6 +58,7 @@ class MeshDirectory:
             asyncio.get_running_loop().create_future()
         )
         self._asks[seq] = fut
+        self._asked[seq] = peer
         body = msgpack.packb({"subject": subject, "requester": requester})
         try:
             frame = Header(Kind.CONTROL, subject=RESOLVE, msg_id=seq)
@@ -67,6 +70,14 @@ class MeshDirectory:
             return None
         finally:
             self._asks.pop(seq, None)
+            self._asked.pop(seq, None)
+
+    def peer_down(self, peer: str) -> None:
+        """``peer`` is gone: its asks are answered "not direct" now, not at their deadline."""
+        for seq, asked in list(self._asked.items()):
+            fut = self._asks.get(seq)
+            if asked == peer and fut is not None and not fut.done():
+                fut.set_result(None)
 
     def control(self, peer: str, header: Header, payload: memoryview) -> None:
         """A ``$mesh.resolve`` or ``$mesh.resolved`` frame from ``peer``.

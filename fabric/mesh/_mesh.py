@@ -649,6 +649,7 @@ class Mesh:
         log.info("peer %s is down; dropping its interest", name)
         self.host.run(self.router.peer_down(name, self.clock()))
         self._peer_down_events.setdefault(name, asyncio.Event()).set()
+        self.directory.peer_down(name)
         for peer_name, fut in self._barriers.values():
             if peer_name == name and not fut.done():
                 fut.set_result(None)  # a dead peer forwards nothing more
