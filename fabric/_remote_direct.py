@@ -41,12 +41,12 @@ class GrantIssuer:
         self._secret = secrets.token_bytes(32)
         self.ttl = ttl
 
-    def key_for(self, address: str) -> bytes:
-        return responder_key(self._secret, address)
+    def key_for(self, session: Session) -> bytes:
+        return responder_key(self._secret, session.direct_tcp, session.id)
 
     def welcome_key(self, session: Session) -> str | None:
         """The key for an agent that listens on TCP, hex (None for others)."""
-        return self.key_for(session.direct_tcp).hex() if session.direct_tcp else None
+        return self.key_for(session).hex() if session.direct_tcp else None
 
     def local_targets(
         self, node: Node, asker: str, subject: str, requester: str
@@ -63,7 +63,8 @@ class GrantIssuer:
             if not address:
                 return None
             group = f"{sub.pattern} {sub.queue}" if sub.queue else ""
-            token = sign(Grant(requester, subject, address, expires), self.key_for(address))
+            key = self.key_for(bound.session)
+            token = sign(Grant(requester, subject, address, expires), key)
             name = bound.session.name
             targets.append(DirectTarget(address, sub.sid, group, name, token, node.settings.name))
         if _forwards_onward(node, subject, asker):

@@ -47,10 +47,13 @@ class Grant:
         return bytes(msgpack.packb([self.requester, self.subject, self.responder, self.expires]))
 
 
-def responder_key(node_secret: bytes, responder: str) -> bytes:
+def responder_key(node_secret: bytes, responder: str, session: int = 0) -> bytes:
     """The key a node gives the responder listening at ``responder`` (and signs with).
-    Derived, not stored: the node recomputes it for every grant it signs."""
-    return hmac.new(node_secret, _KEY_CONTEXT + responder.encode(), hashlib.sha256).digest()
+    Derived, not stored: the node recomputes it for every grant it signs. ``session`` (the
+    responder's session id on its node) makes it one agent's: an agent that once claimed an
+    address, and kept the key, cannot sign for whoever listens there later."""
+    material = _KEY_CONTEXT + responder.encode() + b"\0" + str(session).encode()
+    return hmac.new(node_secret, material, hashlib.sha256).digest()
 
 
 def sign(grant: Grant, key: bytes) -> str:

@@ -75,3 +75,19 @@ def test_garbage_is_refused_never_crashes(token: str) -> None:
 def test_a_refused_grant_is_not_authorized() -> None:
     assert issubclass(GrantRefused, NotAuthorized)
     assert GrantRefused.code == "grant_refused"
+
+
+sessions = st.integers(min_value=0, max_value=2**40)
+
+
+@given(secrets_, sessions, sessions)
+def test_a_later_agent_at_the_same_address_has_its_own_key(
+    secret: bytes, first: int, later: int
+) -> None:
+    # An agent that once listened at an address keeps its key; it must not sign for the next.
+    token = sign(Grant("a", "svc.x", ADDRESS, 10.0), responder_key(secret, ADDRESS, first))
+    if first != later:
+        with pytest.raises(GrantRefused):
+            verify(token, responder_key(secret, ADDRESS, later), ADDRESS, 0.0)
+    else:
+        assert verify(token, responder_key(secret, ADDRESS, later), ADDRESS, 0.0).subject == "svc.x"
