@@ -42,6 +42,9 @@ log = logging.getLogger("sdk.direct")
 GRANT_SUBJECT = DIRECT_GRANT
 GRANT_HEADER = "grant"
 
+#: Largest frame a direct TCP link may carry before it presented a valid grant.
+_UNGRANTED_MAX_PAYLOAD = 64 * 1024
+
 Frame = Callable[[StreamLink, bytes, memoryview], None]
 
 
@@ -88,7 +91,9 @@ class GrantedDoor:
 
     def _accept(self) -> StreamLink:
         events = _DoorEvents(self)
-        link = StreamLink(self._max_payload, events)
+        # Anyone on the network may connect: until it shows a grant, a link may send only
+        # small frames (a grant, a request that is refused).
+        link = StreamLink(_UNGRANTED_MAX_PAYLOAD, events)
         events.link = link
         self._grants[link] = {}
         return link
@@ -141,6 +146,8 @@ class GrantedDoor:
             return
         grants = self._grants.get(link)
         if grants is not None:
+            if not grants:
+                link.set_max_payload(self._max_payload)
             grants[grant.subject] = grant.expires
 
     async def aclose(self) -> None:
