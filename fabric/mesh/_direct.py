@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RESOLVE", "RESOLVED", "MeshDirectory"]
 
+#: How long a peer that let an ask time out is not asked again.
+SILENT_S = 60.0
+
 RESOLVE = MESH_RESOLVE
 RESOLVED = MESH_RESOLVED
 
@@ -45,6 +48,10 @@ class MeshDirectory:
         self._asks: dict[int, asyncio.Future[list[DirectTarget] | None]] = {}
         #: The peer each ask went to (a peer going down answers its asks "not direct").
         self._asked: dict[int, str] = {}
+        #: Peers that let an ask time out (older nodes do not know the call), and until when
+        #: (loop time) they are not asked again: a mixed-version mesh pays one wait per
+        #: ``SILENT_S``, and a peer that was only slow once is asked again after it.
+        self._silent: dict[str, float] = {}
         self._seq = 0
 
     async def ask(
@@ -52,11 +59,12 @@ class MeshDirectory:
     ) -> list[DirectTarget] | None:
         """``peer``'s direct targets for ``subject``, or None (not direct, no answer in time,
         peer gone)."""
+        loop = asyncio.get_running_loop()
+        if self._silent.get(peer, 0.0) > loop.time():
+            return None
         self._seq += 1
         seq = self._seq
-        fut: asyncio.Future[list[DirectTarget] | None] = (
-            asyncio.get_running_loop().create_future()
-        )
+        fut: asyncio.Future[list[DirectTarget] | None] = loop.create_future()
         self._asks[seq] = fut
         self._asked[seq] = peer
         body = msgpack.packb({"subject": subject, "requester": requester})
@@ -67,13 +75,16 @@ class MeshDirectory:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     return await fut
+            self._silent[peer] = loop.time() + SILENT_S
             return None
         finally:
             self._asks.pop(seq, None)
             self._asked.pop(seq, None)
 
     def peer_down(self, peer: str) -> None:
-        """``peer`` is gone: its asks are answered "not direct" now, not at their deadline."""
+        """``peer`` is gone: its asks are answered "not direct" now, not at their deadline;
+        when it comes back (perhaps upgraded) it is asked again."""
+        self._silent.pop(peer, None)
         for seq, asked in list(self._asked.items()):
             fut = self._asks.get(seq)
             if asked == peer and fut is not None and not fut.done():

@@ -73,6 +73,13 @@ async def test_no_answer_times_out_and_a_peer_going_down_ends_it_at_once() -> No
     pair = _Pair()
     pair.deliver = False
     assert await pair.a.ask("b", "svc.x", "client", 0.05) is None
+    # A peer that stayed silent (an older node) is not asked again for a while.
+    pair.deliver = True
+    pair.b.answerer = lambda peer, subject, requester: [TARGET]
+    assert await pair.a.ask("b", "svc.x", "client", 5.0) is None
+    pair.a.peer_down("b")
+    assert await pair.a.ask("b", "svc.x", "client", 5.0) == [TARGET]
+    pair.deliver = False
     pending = asyncio.ensure_future(pair.a.ask("b", "svc.x", "client", 60.0))
     await asyncio.sleep(0)
     pair.a.peer_down("b")
