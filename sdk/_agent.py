@@ -22,6 +22,7 @@ from fabric.private import control_subject
 from fabric.protocol import NODE_BARRIER, NODE_STATS
 from fabric.subjects import validate_pattern, validate_subject
 
+from ._chunks import DEFAULT_WINDOW
 from ._core import CONTROL_SID, AgentCore, AgentStats
 from ._deadline import effective_deadline
 from ._dial import parse_urls
@@ -361,14 +362,15 @@ class Agent:
         data: Payload = b"",
         *,
         timeout: float | None = None,
-        window: int = 64,
+        window: int = DEFAULT_WINDOW,
         headers: dict[str, str] | None = None,
         prefer: dict[str, str] | None = None,
     ) -> StreamReply:
         """Stream a reply: ``async for chunk in agent.stream(...)``.
 
         The responder sends at most ``window`` chunks ahead of the reader (credit-based
-        backpressure); leaving the loop early cancels the responder's generator.
+        backpressure); leaving the loop early cancels the responder's generator. The reader
+        may buffer a whole window: for large chunks (hundreds of KiB), pass a smaller one.
 
         Raises (while iterating):
             NoResponders, Timeout, ConnectionLost, or the responder's typed error.

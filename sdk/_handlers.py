@@ -20,6 +20,7 @@ from fabric.errors import Cancelled, ConnectionLost, FabricError, LocalProtocolE
 from fabric.transports import StreamLink
 from fabric.wire import Header, Kind, Status, encode_header
 
+from ._chunks import BATCH_HEADER, MAX_BATCH_BYTES, ChunkBatcher, Frame
 from ._deadline import current_deadline
 from ._msg import Msg
 from ._payload import checked_reply, encode_payload
@@ -45,9 +46,10 @@ async def run_handler(core: AgentCore, fn: Handler, msg: Msg) -> None:
     tracer = core.tracer
     span = tracer.start_handle(msg) if tracer else None
     try:
+        batches = msg.status == Status.STREAM_OPEN and msg.headers.pop(BATCH_HEADER, "") != ""
         result = fn(msg)
         if inspect.isasyncgen(result):
-            await _serve_stream(core, msg, result)
+            await _serve_stream(core, msg, result, batches)
             return
         if inspect.isawaitable(result):
             result = await result
@@ -78,6 +80,33 @@ async def send_reply(
 ) -> None:
     payload = encode_payload(data)
     via = msg._via
+    if via is None or via.closed:
+        came = msg._conn
+        conn = came if came is not None and came.connected else core.conn
+        if len(payload) >= conn.shared.threshold:
+            try:
+                payload, flags = await conn.shared.put(payload, msg.deadline, msg.subject)
+                core.send_pub(
+                    msg.reply, payload, status=status, seq=seq, reply=reply,
+                    deadline=msg.deadline, flags=flags, conn=conn,
+                )
+            except ConnectionLost:
+                log.debug("reply to %s lost: link down", msg.subject)
+            return
+    send_reply_inline(core, msg, payload, status, seq=seq, reply=reply)
+
+
+def send_reply_inline(
+    core: AgentCore,
+    msg: Msg,
+    payload: bytes | memoryview,
+    status: int,
+    *,
+    seq: int = 0,
+    reply: str = "",
+) -> None:
+    """A reply whose payload goes in the frame (never through shared memory)."""
+    via = msg._via
     if via is not None and not via.closed:
         # Answer on the link the request came from: the requester is waiting right there,
         # and the node would refuse a reply it did not route the request for (inline even
@@ -97,18 +126,9 @@ async def send_reply(
     try:
         came = msg._conn
         conn = came if came is not None and came.connected else core.conn
-        flags = 0
-        if len(payload) >= conn.shared.threshold:
-            payload, flags = await conn.shared.put(payload, msg.deadline, msg.subject)
         core.send_pub(
-            msg.reply,
-            payload,
-            status=status,
-            seq=seq,
-            reply=reply,
-            deadline=msg.deadline,
-            flags=flags,
-            conn=conn,
+            msg.reply, payload, status=status, seq=seq, reply=reply,
+            deadline=msg.deadline, conn=conn,
         )
     except ConnectionLost:
         log.debug("reply to %s lost: link down", msg.subject)
@@ -124,7 +144,7 @@ async def _send_error(core: AgentCore, msg: Msg, exc: BaseException) -> None:
     await send_reply(core, msg, msgpack.packb((code, text)), Status.ERROR)
 
 
-async def _serve_stream(core: AgentCore, msg: Msg, chunks: Any) -> None:
+async def _serve_stream(core: AgentCore, msg: Msg, chunks: Any, batches: bool = False) -> None:
     if msg.status != Status.STREAM_OPEN or not msg.reply:
         await chunks.aclose()
         raise LocalProtocolError(
@@ -136,13 +156,36 @@ async def _serve_stream(core: AgentCore, msg: Msg, chunks: Any) -> None:
     task = asyncio.current_task()
     gate.on_cancel = task.cancel if task is not None else None
     n, control = core.inbox.new(gate)
+    batcher = ChunkBatcher(min(MAX_BATCH_BYTES, core.conn.max_payload)) if batches else None
+    flush = _ChunkFlush(core, msg, control, batcher) if batcher is not None else None
     seq = 0
     try:
         async for item in chunks:
-            await gate.take(msg.deadline)
-            item = checked_reply(item, chunks, msg.subject)
+            if gate.credit > 0 and not gate.cancelled:
+                gate.credit -= 1  # gate.take's fast path, without a coroutine per chunk
+            else:
+                if flush is not None:
+                    flush()  # what we hold must reach the reader before it grants more
+                await gate.take(msg.deadline)
+            if type(item) is not bytes:  # bytes pass both checks unchanged: skipped per chunk
+                item = checked_reply(item, chunks, msg.subject)
+            if flush is not None and batcher is not None:
+                payload = item if type(item) is bytes else encode_payload(item)
+                if batcher.fits(payload):
+                    if type(payload) is not bytes:
+                        payload = bytes(payload)  # the generator may reuse its buffer
+                    frames = batcher.offer(payload, seq)
+                    if frames:
+                        for frame in frames:
+                            flush.send(frame)
+                    flush.at_next_tick()
+                    seq += 1
+                    continue
+                flush()
             await send_reply(core, msg, item, Status.STREAM_CHUNK, seq=seq, reply=control)
             seq += 1
+        if flush is not None:
+            flush()
         await send_reply(core, msg, b"", Status.STREAM_END, reply=control)
     except asyncio.CancelledError:
         if not gate.cancelled:
@@ -150,8 +193,51 @@ async def _serve_stream(core: AgentCore, msg: Msg, chunks: Any) -> None:
     except Cancelled:
         pass  # the requester left; the generator is closed below
     finally:
+        if flush is not None and gate.cancelled:
+            flush.drop()
+        elif flush is not None:
+            flush()  # chunks yielded before an error reach the reader ahead of it
         core.inbox.pop(n)
         await chunks.aclose()
+
+
+class _ChunkFlush:
+    """Sends the chunks a stream's batcher holds as one frame (a lone chunk as a plain one):
+    called when the batch is full, before waiting for credit, at the end, and at the next
+    turn of the loop so a generator that pauses never holds chunks back."""
+
+    __slots__ = ("_batcher", "_control", "_core", "_msg", "_scheduled")
+
+    def __init__(self, core: AgentCore, msg: Msg, control: str, batcher: ChunkBatcher) -> None:
+        self._core = core
+        self._msg = msg
+        self._control = control
+        self._batcher = batcher
+        self._scheduled: asyncio.Handle | None = None
+
+    def at_next_tick(self) -> None:
+        if self._scheduled is None:
+            self._scheduled = asyncio.get_running_loop().call_soon(self)
+
+    def __call__(self) -> None:
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        frame = self._batcher.flush()
+        if frame is not None:
+            self.send(frame)
+
+    def drop(self) -> None:
+        """The reader is gone: send nothing more."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        self._batcher.flush()
+
+    def send(self, frame: Frame) -> None:
+        send_reply_inline(
+            self._core, self._msg, frame.payload, frame.status, seq=frame.seq, reply=self._control
+        )
 
 
 def _log_handler_error(fn: Any, msg: Msg, exc: Exception) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import msgpack
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from ._agent import Agent
 
-__all__ = ["Msg", "Sender"]
+__all__ = ["Msg", "Sender", "messages_like"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -172,3 +172,41 @@ class Msg:
 
     def __getstate__(self) -> Any:
         raise TypeError("Msg is bound to a live connection and cannot be pickled")
+
+
+def messages_like(
+    template: Msg, datas: Iterable[bytes | memoryview], first_seq: int, status: int
+) -> list[Msg]:
+    """Messages that differ from ``template`` only in their data, ``status`` and ``seq``
+    (numbered from ``first_seq``): the chunks of one stream batch.
+
+    A reader pays this once per chunk, so the slots are set directly: about a third of what
+    ``Msg(...)`` with its keyword arguments costs. Each gets its own empty headers map, as
+    ``Msg(...)`` would give it.
+    """
+    new = object.__new__
+    subject, headers, reply = template.subject, template.headers, template.reply
+    deadline, msg_id, traceparent = template.deadline, template.msg_id, template.traceparent
+    sender, agent, via, conn = template.sender, template._agent, template._via, template._conn
+    out: list[Msg] = []
+    append = out.append
+    seq = first_seq
+    for data in datas:
+        msg = new(Msg)
+        msg.subject = subject
+        msg.data = data
+        msg.headers = headers or {}
+        msg.reply = reply
+        msg.deadline = deadline
+        msg.status = status
+        msg.seq = seq
+        msg.msg_id = msg_id
+        msg.traceparent = traceparent
+        msg.sender = sender
+        msg._agent = agent
+        msg._release = None
+        msg._via = via
+        msg._conn = conn
+        append(msg)
+        seq += 1
+    return out

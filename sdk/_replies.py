@@ -18,11 +18,13 @@ from fabric.errors import (
     Cancelled,
     FabricError,
     NoResponders,
+    RemoteProtocolError,
     Timeout,
 )
 from fabric.protocol import INBOX_PREFIX, Status
 
-from ._msg import Msg, Sender
+from ._chunks import unpack_chunks
+from ._msg import Msg, Sender, messages_like
 
 __all__ = [
     "CreditGate",
@@ -214,11 +216,29 @@ class _StreamState:
     error: FabricError | None = None
 
 
+def _split_batch(msg: Msg) -> list[Msg]:
+    """The chunks of one ``STREAM_CHUNKS`` frame, each its own ``Msg`` numbered in order."""
+    data = msg.data
+    if msg.shared:
+        # The views would outlive the slot: copy them out and give the slot back now.
+        data = bytes(data)
+        msg.release()
+    return messages_like(msg, unpack_chunks(data), msg.seq, Status.STREAM_CHUNK)
+
+
 class StreamReceiver(ReplyWaiter):
     """Chunks of one streamed reply. Bounded by the credit window the requester grants."""
 
-    def __init__(self, subject: str, links: Sequence[object] = ()) -> None:
+    def __init__(
+        self,
+        subject: str,
+        links: Sequence[object] = (),
+        cancel: Callable[[str, Any], None] | None = None,
+    ) -> None:
         self.subject = subject
+        #: Tells a responder (control subject, direct link) to stop: for a batch we cannot
+        #: split, after which the stream has ended and nothing else would tell it.
+        self.cancel = cancel
         #: The direct links the stream request went out on.
         self.links = links
         self.state = _StreamState()
@@ -252,6 +272,14 @@ class StreamReceiver(ReplyWaiter):
                 return
         if msg.status == Status.STREAM_CHUNK:
             state.queue.append(msg)
+        elif msg.status == Status.STREAM_CHUNKS:
+            try:
+                state.queue.extend(_split_batch(msg))
+            except RemoteProtocolError as exc:
+                state.error = RemoteProtocolError(exc.message, subject=self.subject)
+                state.ended = True
+                if msg.reply and self.cancel is not None:
+                    self.cancel(msg.reply, msg._via)  # it would go on sending
         elif msg.status == Status.STREAM_END:
             state.ended = True
         else:

@@ -30,13 +30,14 @@ from fabric.errors import (
     RemoteProtocolError,
     error_from_wire,
 )
-from fabric.protocol import POOL_ALLOC, POOL_RELEASE, AllocRequest, Flags, PoolOp
+from fabric.protocol import POOL_ALLOC, POOL_RELEASE, AllocRequest, Flags, PoolOp, WelcomePool
 from fabric.shm import (
     Descriptor,
     PoolLayout,
     ReleaseBatcher,
     SealedMapping,
     SharedRegion,
+    SlotStash,
     create_blob,
     encode_release_batch,
     recv_fds_async,
@@ -56,6 +57,8 @@ log = logging.getLogger("sdk.shm")
 _NO_THRESHOLD = 1 << 62
 #: Above this, writing a blob into its memfd runs in a thread so the agent's loop keeps going.
 _WRITE_IN_THREAD = 1024 * 1024
+#: How long a background pre-lease may wait for a slot (the node's ``when_full="wait"``).
+_LEASE_WAIT = 0.5
 
 
 async def pool_request(
@@ -142,6 +145,11 @@ class SharedPool:
         self.bad_descriptors = 0
         self._info: dict[str, Any] | None = None
         self._session = 0
+        #: Slots leased ahead of need (none until the node announces bounds).
+        self.stash: SlotStash | None = None
+        #: ``POOL_ALLOC`` round trips a put waited for (background refills not counted).
+        self.alloc_calls = 0
+        self._refills: set[asyncio.Task[None]] = set()
 
     async def attach(
         self,
@@ -169,6 +177,9 @@ class SharedPool:
         self.threshold = int(info.get("threshold", _NO_THRESHOLD))
         self.largest = int(info.get("largest", 0))
         self.when_full = str(info.get("when_full", "wait"))
+        bounds = info.get(WelcomePool.PRELEASE)
+        if isinstance(bounds, list) and len(bounds) == len(self.region.layout.class_sizes):
+            self.stash = SlotStash(self.region.layout.class_sizes, [int(b) for b in bounds])
 
     def detach(self) -> None:
         """Forget the pool of a node we are no longer connected to."""
@@ -176,6 +187,9 @@ class SharedPool:
             self._flush_handle.cancel()
             self._flush_handle = None
         self._batcher.drain()  # the node reclaims a gone session's slots itself
+        for task in self._refills:
+            task.cancel()
+        self.stash = None  # pre-leased slots too: they were that session's
         if self.region is not None:
             self.region.close()  # unmapped once the last view of it is gone
         self.region = None
@@ -209,19 +223,53 @@ class SharedPool:
                 hint="that is the pool's largest slot: add a larger class to [pool] classes in "
                 "the node's config (docs/shared-memory.md)",
             )
-        wait = 30.0 if deadline is None else max(0.001, deadline - time.monotonic())
-        try:
-            ask = POOL_ALLOC.encode_request(AllocRequest(size))
-            raw = await call(POOL_ALLOC.subject, ask, wait)
-        except PoolExhausted:
-            if self.when_full == "copy":
-                return payload, 0
-            raise
-        desc = Descriptor.decode(raw)
-        if self.region is not region:
-            raise PoolExhausted("reconnected while allocating", subject=subject)
+        stash = self.stash
+        desc = stash.take(size) if stash is not None else None
+        if desc is None:
+            wait = 30.0 if deadline is None else max(0.001, deadline - time.monotonic())
+            self.alloc_calls += 1
+            try:
+                ask = POOL_ALLOC.encode_request(AllocRequest(size))
+                raw = await call(POOL_ALLOC.subject, ask, wait)
+            except PoolExhausted:
+                if self.when_full == "copy":
+                    return payload, 0
+                raise
+            desc = Descriptor.decode(raw)
+            if self.region is not region:
+                raise PoolExhausted("reconnected while allocating", subject=subject)
         region.write(desc, payload)
+        if stash is not None:
+            self._refill(stash, call)
         return desc.encode(), int(Flags.SHM)
+
+    def _refill(self, stash: SlotStash, call: PoolCall) -> None:
+        """Lease what the stash is missing, in the background."""
+        for size in stash.to_lease():
+            task = asyncio.ensure_future(self._lease_ahead(stash, call, size))
+            self._refills.add(task)
+            task.add_done_callback(self._refills.discard)
+
+    async def refilled(self) -> None:
+        """Until the background leases started so far have come in (or failed)."""
+        while self._refills:
+            await asyncio.wait(set(self._refills))
+
+    async def _lease_ahead(self, stash: SlotStash, call: PoolCall, size: int) -> None:
+        try:
+            # Briefly: a full class is not worth waiting on from the background.
+            ask = POOL_ALLOC.encode_request(AllocRequest(size))
+            raw = await call(POOL_ALLOC.subject, ask, _LEASE_WAIT)
+            desc = Descriptor.decode(raw)
+        except (FabricError, ValueError):
+            stash.failed(size)
+            return
+        except asyncio.CancelledError:
+            stash.failed(size)
+            raise
+        if self.stash is stash:
+            stash.leased(desc)
+        # Else the connection went meanwhile: its node reclaimed the slot with the session.
 
     @property
     def blobs(self) -> bool:

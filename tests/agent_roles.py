@@ -158,6 +158,18 @@ async def big_reader(url: str, name: str, subject: str, hold: str = "") -> None:
                 msg.release()
 
 
+async def big_publisher(url: str, subject: str, size: str) -> None:
+    """Publishes one ``size``-byte payload on ``subject`` (through shared memory), then prints
+    ``stocked N`` once its pre-leased slots are in, then ``ready``, and waits to be killed."""
+    async with connect("big-publisher", url) as agent:
+        await agent.publish(subject, b"\x05" * int(size))
+        shared = agent._core.shared
+        await shared.refilled()
+        say("stocked", shared.stash.held() if shared.stash is not None else 0)
+        say("ready", os.getpid())
+        await asyncio.Event().wait()
+
+
 async def blob_holder(url: str, name: str) -> None:
     """Shares and opens state-tier blobs on command, one stdin line each, keeping every view:
     ``share SIZE SEED`` → ``shared REF``; ``open REF`` → ``opened SHA256 READONLY MAPPED NBYTES``
@@ -262,6 +274,7 @@ ROLES = {
     "steady-publisher": steady_publisher,
     "blob-holder": blob_holder,
     "big-reader": big_reader,
+    "big-publisher": big_publisher,
     "state-writer": state_writer,
     "echo": echo,
     "reviewers": reviewers,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,22 @@ from ._direct import RESOLVE, RESOLVED, MeshDirectory
 from ._host import MeshHost
 from ._links import CurveKeys, PeerListener, dial_peer
 from ._peer import LinkState, PeerLinkState
+from ._peer_link import (
+    DUPLICATE,
+    NO_HANDSHAKE,
+    Action,
+    Close,
+    Flush,
+    Frame,
+    PeerDown,
+    PeerLinkMachine,
+    PeerSwitched,
+    PeerUp,
+    Ping,
+    SendRefuse,
+    SendWelcome,
+    Verdict,
+)
 from ._protocol import (
     HELLO,
     INTEREST,
@@ -76,23 +92,18 @@ class _End:
 
     link: Link
     dialed: bool
+    #: The link's record in the lifecycle machine (``Mesh.peerlinks``): its state is there.
     state: PeerLinkState
-    peer: str = ""
+    #: Set once the transport is closed (the link may live on as SWITCHING for a while).
     closed: asyncio.Event = field(default_factory=asyncio.Event)
-    refused: str = ""
-    #: Replaced by a duplicate link to the same peer. Interest frames still in flight on it
-    #: are older than the full set the peer sends on the kept link, and the two links are
-    #: not ordered with each other: applying them late would roll the peer's interest back.
-    superseded: bool = False
-    #: We refused this link as a duplicate after it was up. We send nothing more on it, but
-    #: the peer may have sent messages on it before our REFUSE reached it (to the peer it
-    #: was its live link): they are read and delivered until the peer answers our REFUSE,
-    #: closes, or ``_drain_bound`` runs out. Closing at once lost them (and their replies).
-    draining: bool = False
     #: Called once the peer's handshake is accepted (lifts the pre-handshake frame limit).
     on_up: Callable[[], None] | None = None
     #: Called when the end is closed (the mesh forgets it).
     on_close: Callable[[], None] | None = None
+
+    @property
+    def peer(self) -> str:
+        return self.state.peer
 
     def send(self, header: bytes, payload: Buffer = b"") -> bool:
         """False when the link is closed or the peer is too far behind (``Link.limit``):
@@ -103,9 +114,9 @@ class _End:
         if self.on_close is not None:
             self.on_close()
         link = self.link
-        if isinstance(link, ZmqDealerLink) and self.refused == "duplicate":
-            # After a duplicate REFUSE, what we sent last on the link (our answer included)
-            # must still go out: the peer drains it. Otherwise drop at once.
+        if isinstance(link, ZmqDealerLink) and self.state.state is LinkState.SWITCHING:
+            # Entering SWITCHING, what we sent last on the link (our answer to the peer's
+            # REFUSE) must still go out: the peer drains it. Otherwise drop at once.
             link.close(linger_ms=_DUPLICATE_LINGER_MS)
         else:
             link.close()
@@ -124,18 +135,20 @@ class _EndHandler:
         self.mesh._frame(self.end, header, payload)
 
     def link_lost(self, exc: BaseException | None) -> None:
-        self.mesh._close_end(self.end)
+        self.mesh._transport_lost(self.end)
+
+
+#: A frame held for a peer that is switching links: (header, payload copy).
+_Held = tuple[bytes, bytes]
 
 
 @dataclass(eq=False, slots=True)
 class _Peer:
     info: PeerInfo
     kind: PeerKind
+    #: The end of the peer's link (UP, or SWITCHING while it moves to the link it kept).
     end: _End
     origin: PeerOrigin
-    #: While the peer switches to the duplicate link it kept (ours was refused before that
-    #: one came up here): frames to forward once it is up. None when not switching.
-    backlog: list[tuple[bytes, Any]] | None = None
 
 
 class Mesh:
@@ -152,8 +165,24 @@ class Mesh:
         labels = dict(settings.labels)
         if host.metrics_url is not None:
             labels.setdefault("metrics", host.metrics_url)  # `fabric top --mesh` finds it
-        self.info = PeerInfo(settings.name, settings.site, self.role, labels)
+        self.info = PeerInfo(settings.name, settings.site, self.role, labels, os.urandom(8).hex())
         self._peers: dict[str, _Peer] = {}
+        # Pings queue behind data on a busy link, so silence must last a while to mean death;
+        # a refused duplicate is drained, and a switch waited for, as long.
+        dead_after = max(3 * settings.mesh_heartbeat, settings.mesh_dead_after)
+        #: Every peer link's lifecycle (docs/mesh.md, "Peer links"); this class drives it.
+        self.peerlinks: PeerLinkMachine[_Held] = PeerLinkMachine(
+            settings.name,
+            handshake_s=_HANDSHAKE_S,
+            dead_after_s=dead_after,
+            drain_s=dead_after,
+            switch_s=dead_after,
+            max_held=_BACKLOG,
+        )
+        #: The transport end of each open link, by the machine's link id.
+        self._ends: dict[int, _End] = {}
+        #: Set (and replaced) whenever a peer comes up or goes down: dial loops look again.
+        self._peers_moved = asyncio.Event()
         self._ends_by_identity: dict[bytes, _End] = {}
         self._listener: PeerListener | None = None
         # ZeroMQ carries CURVE; without keys, plain TCP frames are far cheaper (see _tcp.py).
@@ -168,11 +197,10 @@ class Mesh:
         self._tcp_ends: set[_End] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._flush_scheduled = False
-        self._peer_down_events: dict[str, asyncio.Event] = {}
         # Barrier pings in flight: seq -> (peer, future). Their seqs live above heartbeats'.
         self._barriers: dict[int, tuple[str, asyncio.Future[None]]] = {}
         self._barrier_seq = _BARRIER_BASE
-        self._started = time.monotonic()
+        self._started = self.clock()
         #: Direct targets on peers, for requesters on this node (``_direct.py``).
         self.directory = MeshDirectory(self)
         #: Messages forwarded to each peer, by name (metrics, ``/peers``).
@@ -299,12 +327,7 @@ class Mesh:
     def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        for peer in list(self._peers.values()):
-            self._close_end(peer.end)
-        for end in list(self._ends_by_identity.values()):
-            self._close_end(end)
-        for end in list(self._tcp_ends):
-            self._close_end(end)
+        self._run(self.peerlinks.shutdown(self.clock()))
         if self._listener is not None:
             self._listener.close()
         if self._tcp_server is not None:
@@ -318,9 +341,12 @@ class Mesh:
     # -- dialling -----------------------------------------------------------------------
 
     def _end(self, link: Link, dialed: bool) -> _End:
-        """Wrap a new peer link: its frames go to ``_frame``, its loss to ``_close_end``."""
+        """Wrap a new peer link, opened as a link in the lifecycle machine: its frames go to
+        ``_frame``, its loss to ``_transport_lost``."""
         link.limit = self.settings.slow_consumer_bytes
-        end = _End(link, dialed, PeerLinkState(last_rx=self.clock()))
+        state = self.peerlinks.open(dialed, self.clock())
+        end = _End(link, dialed, state)
+        self._ends[state.id] = end
         link.handler = _EndHandler(self, end)
         return end
 
@@ -344,7 +370,8 @@ class Mesh:
             end.send(encode_header(Header(Kind.CONTROL, subject=HELLO)), encode_info(self.info))
 
     async def _dial_once(self, text: str) -> _End | None:
-        """Dial, send HELLO until WELCOME or the handshake time runs out."""
+        """Dial, send HELLO until WELCOME or the handshake time runs out. Returns the end if
+        the peer said who it is (whatever became of the link since), else None."""
         url, server_key = parse_peer_url(text)
         if self.transport == "tcp":
             try:
@@ -367,6 +394,7 @@ class Mesh:
         sent = False
         while end.state.state is LinkState.HANDSHAKE and not end.closed.is_set():
             if loop.time() > until:
+                self._run(self.peerlinks.give_up(end.state, self.clock()))
                 break
             # ZeroMQ drops sends until it has connected (IMMEDIATE), so HELLO repeats there;
             # a TCP stream delivers the first one or fails.
@@ -374,43 +402,34 @@ class Mesh:
                 sent = end.send(hello, payload)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(end.closed.wait(), 0.1)
-        if end.state.state is LinkState.UP:
+        if end.peer:
             return end
-        if end.refused:
-            return end
-        self._dial_failed()
-        self._close_end(end)
+        if not end.state.refused:
+            self._dial_failed()
         return None
 
     def _dial_failed(self) -> None:
-        starting = time.monotonic() - self._started < _START_GRACE_S
+        starting = self.clock() - self._started < _START_GRACE_S
         self.stats["dial_retries" if starting else "dial_failures"] += 1
 
     async def _dial_loop(self, seed: str) -> None:
         delay = 0.1
         while True:
             end = await self._dial_once(seed)
-            if end is not None and end.refused == "duplicate":
-                await self._until_down(end.peer)
-                delay = 0.1
+            if end is None:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
                 continue
-            if end is not None and end.state.state is LinkState.UP:
+            await end.closed.wait()
+            # Dial again once the peer is down here, not before: while it is up on another
+            # link (the one kept of a duplicate pair), a new link would only be refused.
+            while not self.peerlinks.may_redial(end.state):
+                await self._peers_moved.wait()
+            if end.state.refused not in ("", DUPLICATE):
+                await asyncio.sleep(delay)  # it took us, then refused us: do not hammer it
+                delay = min(delay * 2, 2.0)
+            else:
                 delay = 0.1
-                await end.closed.wait()
-                if end.refused == "duplicate" or (
-                    end.peer in self._peers and self._peers[end.peer].end is not end
-                ):
-                    await self._until_down(end.peer)
-                continue
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-    async def _until_down(self, peer: str) -> None:
-        """The other direction carries this peer: redial once it is gone. Bounded, because
-        the other side may hold a dead link it has not noticed yet (the peer restarted)."""
-        down = self._peer_down_events.setdefault(peer, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(down.wait(), max(5.0, 2 * self.settings.mesh_dead_after))
 
     async def _hub_loop(self, urls: list[str]) -> None:
         i = 0
@@ -440,42 +459,54 @@ class Mesh:
         self._ends_by_identity[identity] = end
 
     def _frame(self, end: _End, raw: bytes, payload: memoryview) -> None:
-        if end.state.state is LinkState.CLOSED:
+        if end.closed.is_set():
             return
-        now = time.monotonic()
-        end.state.received(now)
+        now = self.clock()
         try:
             header = decode_header(raw)
             kind = header.kind
             if kind is Kind.PUB:
-                end.state.check("pub")
-                self._peer_publish(end, header, payload)
+                if self._admit(end, Frame.PUB, now):
+                    self._peer_publish(end, header, payload)
             elif kind is Kind.STATUS:
-                end.state.check("status")
-                self._peer_status(end, header, payload)
+                if self._admit(end, Frame.STATUS, now):
+                    self._peer_status(end, header, payload)
             elif kind is Kind.PING:
-                if header.msg_id >= _BARRIER_BASE and end.peer:
+                if not self._admit(end, Frame.PING, now):
+                    return
+                if header.msg_id >= _BARRIER_BASE:
                     self._spawn(self._relay_barrier(end, header.msg_id))
                 else:
                     end.send(encode_header(Header(Kind.PONG, msg_id=header.msg_id)), b"")
             elif kind is Kind.PONG:
-                if not self._barrier_answered(header.msg_id):
+                if self._admit(end, Frame.PONG, now) and not self._barrier_answered(
+                    header.msg_id
+                ):
                     end.state.pong(header.msg_id, now)
                     self.router.peer_rtt(end.peer, end.state.rtt)
             elif kind is Kind.CONTROL:
-                self._control(end, header, payload)
+                self._control(end, header, payload, now)
             else:
                 raise RemoteProtocolError(f"{kind.name} is not a mesh frame")
         except FabricError as exc:
             self.stats["malformed"] += 1
             log.warning("bad frame from peer %s: %s", end.peer or "?", exc)
 
-    def _control(self, end: _End, header: Header, payload: memoryview) -> None:
+    def _admit(self, end: _End, frame: Frame, now: float) -> bool:
+        verdict = self.peerlinks.admit(end.state, frame, now)
+        if verdict is Verdict.TAKE:
+            return True
+        if verdict is Verdict.EARLY:
+            # The dialer believes this link is up: it was, with an earlier run of this node.
+            self._run(self.peerlinks.reject(end.state, NO_HANDSHAKE, now))
+        return False
+
+    def _control(self, end: _End, header: Header, payload: memoryview, now: float) -> None:
         subject = header.subject
+        link = end.state
         if subject == INTEREST:
-            end.state.check("interest")
-            if end.superseded or end.draining:
-                return  # the peer sends its full set on the link we kept
+            if not self._admit(end, Frame.INTEREST, now):
+                return  # a superseded link: the peer sends its full set on the link we kept
             ann = decode_announce(payload)
             actions = self.router.peer_interest(
                 end.peer, ann.full, ann.add, ann.remove, self.clock()
@@ -483,52 +514,36 @@ class Mesh:
             self._schedule_flush()
             self.host.run(actions)
         elif subject == HELLO:
-            end.state.check("hello")
-            if end.dialed:
-                raise RemoteProtocolError("HELLO on a link we dialled")
             info = decode_info(payload)
             kind = self.strategy.accepts(info.role)
             if kind is None or info.name == self.info.name:
-                self._refuse(end, f"a {self.role.value} node does not take {info.role.value} peers")
+                if link.state is LinkState.HANDSHAKE:
+                    reason = f"a {self.role.value} node does not take {info.role.value} peers"
+                    self._run(self.peerlinks.reject(link, reason, now))
                 return
-            if end.state.state is LinkState.UP:
-                # Our WELCOME was lost and the dialer repeats itself: answer again.
-                self._welcome(end)
-                return
-            self._welcome(end)
-            self._link_up(end, info, kind)
+            self._run(self.peerlinks.hello(link, info, kind, now))
+            if end.on_up is not None and link.peer and not end.closed.is_set():
+                end.on_up()
+                end.on_up = None
         elif subject == WELCOME:
-            end.state.check("welcome")
             info = decode_info(payload)
-            if end.state.state is LinkState.UP:
-                return  # answer to a repeated HELLO
             if info.role is Role.CLOUD and self.role is Role.CLOUD:
                 kind = PeerKind.CLUSTER
             elif info.role is Role.CLOUD and self.role is Role.EDGE:
                 kind = PeerKind.HUB
             else:
-                self._refuse(end, "peer role does not fit")
+                if link.state is LinkState.HANDSHAKE:
+                    self._run(self.peerlinks.reject(link, "peer role does not fit", now))
                 return
-            self._link_up(end, info, kind)
+            self._run(self.peerlinks.welcome(link, info, kind, now))
         elif subject == REFUSE:
-            end.state.check("refuse")
-            if end.draining:
-                # The peer's last frame on a link we refused (its answer to our REFUSE, or
-                # its own refusal crossing ours): everything it sent here has been read.
-                self._close_end(end)
-                return
             reason = _refuse_reason(payload)
-            end.refused = reason
-            if reason != "duplicate":
+            if reason != DUPLICATE and link.state in (LinkState.HANDSHAKE, LinkState.UP):
+                self.stats["refused"] += 1
                 log.warning("peer %s refused the link: %s", end.peer or "?", reason)
-            self.stats["duplicates" if reason == "duplicate" else "refused"] += 1
-            if reason == "duplicate" and end.state.state is LinkState.UP:
-                # Answer last on this link, so the peer, which drains it, knows it has read
-                # everything we sent on it (ZeroMQ shows it no close; TCP would).
-                self._send_refuse(end, reason)
-            self._close_end(end)
+            self._run(self.peerlinks.refused(link, reason, now))
         elif subject in (RESOLVE, RESOLVED):
-            if end.peer and end.state.state is LinkState.UP:
+            if end.peer and link.state is LinkState.UP:
                 self.directory.control(end.peer, header, payload)
         else:
             raise RemoteProtocolError(f"unknown mesh control {subject!r}")
@@ -543,75 +558,65 @@ class Mesh:
             encode_header(Header(Kind.CONTROL, subject=REFUSE)), msgpack.packb({"reason": reason})
         )
 
-    def _refuse(self, end: _End, reason: str) -> None:
-        end.refused = reason
-        self._send_refuse(end, reason)
-        if reason == "duplicate" and end.state.state is LinkState.UP:
-            # The peer may already send on this link (to it, it is up and maybe its only
-            # one): read on until it answers the REFUSE or closes, then close (bounded).
-            end.draining = True
-            self._spawn(self._drain(end))
+    # -- the lifecycle machine's actions ------------------------------------------------
+
+    def _transport_lost(self, end: _End) -> None:
+        self._run(self.peerlinks.transport_lost(end.state, self.clock()))
+
+    def _run(self, actions: list[Action[_Held]]) -> None:
+        """Carry out what the lifecycle machine decided, in its order."""
+        ends = self._ends
+        for action in actions:
+            match action:
+                case PeerUp(name, link, info, kind):
+                    self._peer_up(name, ends[link.id], info, kind)
+                case PeerSwitched(name, link, info):
+                    peer = self._peers[name]
+                    peer.end = ends[link.id]
+                    peer.info = info
+                    log.info("peer %s switched to its kept link", name)
+                    self._send_full(name)
+                    for seq, (asked, fut) in self._barriers.items():
+                        if asked == name and not fut.done():  # its answer may be lost
+                            peer.end.send(encode_header(Header(Kind.PING, msg_id=seq)), b"")
+                case Flush(link, frames):
+                    end = ends[link.id]
+                    for frame_header, frame_payload in frames:
+                        end.send(frame_header, frame_payload)
+                case PeerDown(name, why):
+                    self._peer_down(name, why)
+                case SendWelcome(link):
+                    self._welcome(ends[link.id])
+                case SendRefuse(link, reason):
+                    if link.state is LinkState.SUPERSEDED:
+                        self.stats["duplicates"] += 1  # we refused it: one link kept of two
+                    self._send_refuse(ends[link.id], reason)
+                case Ping(link, seq):
+                    ends[link.id].send(encode_header(Header(Kind.PING, msg_id=seq)), b"")
+                case Close(link):
+                    closing = ends.pop(link.id, None)
+                    if closing is not None:
+                        self._close_end(closing)
+
+    def _close_end(self, end: _End) -> None:
+        """Close the transport (the machine has already moved the link on)."""
+        if end.closed.is_set():
             return
-        self._close_end(end)
+        end.closed.set()
+        end.close_transport()
 
-    def _drain_bound(self) -> float:
-        return max(3 * self.settings.mesh_heartbeat, self.settings.mesh_dead_after)
+    # -- peers up and down --------------------------------------------------------------
 
-    async def _drain(self, end: _End) -> None:
-        """Close a refused duplicate link once the peer is done with it, or after a bound (a
-        peer that died meanwhile never answers)."""
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(end.closed.wait(), self._drain_bound())
-        finally:
-            self._close_end(end)  # also when the mesh closes meanwhile (this task cancelled)
-
-    # -- links up and down --------------------------------------------------------------
-
-    def _link_up(self, end: _End, info: PeerInfo, kind: PeerKind) -> None:
-        if end.on_up is not None:
-            end.on_up()
-        end.peer = info.name
-        end.state.up(time.monotonic())
-        existing = self._peers.get(info.name)
-        if existing is not None and existing.backlog is not None:
-            # The link the peer kept is up: the switch is over, nothing was lost.
-            backlog, existing.backlog = existing.backlog, None
-            existing.end = end
-            existing.info = info
-            self._send_full(info.name)
-            for frame_header, payload in backlog:
-                end.send(frame_header, payload)
-            return
-        if existing is not None and existing.end is not end:
-            if self._keeps(existing.end, end, info.name):
-                self._refuse(end, "duplicate")
-                return
-            old = existing.end
-            old.superseded = True
-            existing.end = end
-            existing.info = info
-            self._refuse(old, "duplicate")
-            self._send_full(info.name)
-            return
-        peer = _Peer(info, kind, end, PeerOrigin(info.name, kind))
-        self._peers[info.name] = peer
-        self._peer_down_events.pop(info.name, None)
-        log.info("peer %s (%s, site %s) is up", info.name, kind.value, info.site)
-        self._send_full(info.name)
+    def _peer_up(self, name: str, end: _End, info: PeerInfo, kind: PeerKind) -> None:
+        self._peers[name] = _Peer(info, kind, end, PeerOrigin(name, kind))
+        log.info("peer %s (%s, site %s) is up", name, kind.value, info.site)
+        self._send_full(name)
         self._schedule_flush()
+        self._peers_changed()
 
-    def _keeps(self, old: _End, new: _End, peer: str) -> bool:
-        """With two links to one peer, keep the one dialled by the lower name (both ends agree);
-        with two dialled by the same side, the newer (the older is stale)."""
-        me = self.info.name
-
-        def dialer(e: _End) -> str:
-            return me if e.dialed else peer
-
-        if dialer(old) == dialer(new):
-            return False
-        return dialer(old) == min(me, peer)
+    def _peers_changed(self) -> None:
+        self._peers_moved.set()
+        self._peers_moved = asyncio.Event()
 
     def _send_full(self, name: str) -> None:
         peer = self._peers[name]
@@ -619,65 +624,24 @@ class Mesh:
         header = encode_header(Header(Kind.CONTROL, subject=INTEREST))
         peer.end.send(header, encode_announce(True, full, set()))
 
-    def _close_end(self, end: _End) -> None:
-        if end.state.state is LinkState.CLOSED:
-            return
-        end.state.close()
-        end.close_transport()
-        end.closed.set()
-        peer = self._peers.get(end.peer)
-        if peer is not None and peer.end is end:
-            if end.refused == "duplicate" and peer.backlog is None:
-                # The peer refused this link because it keeps another one to us that is not
-                # up here yet (a link is up at its acceptor on HELLO, at its dialer only on
-                # WELCOME). That is a switch, not a death: counting it as one would answer
-                # every open request "no responders" and drop the peer's interest.
-                peer.backlog = []
-                self._spawn(self._switch_or_down(peer, end))
-            else:
-                self._peer_down(end.peer)
-
-    async def _switch_or_down(self, peer: _Peer, old: _End) -> None:
-        """Give a switching peer until ``mesh_dead_after`` for its kept link to come up."""
-        await asyncio.sleep(max(3 * self.settings.mesh_heartbeat, self.settings.mesh_dead_after))
-        if self._peers.get(peer.info.name) is peer and peer.end is old:
-            peer.backlog = None
-            self._peer_down(peer.info.name)
-
-    def _peer_down(self, name: str) -> None:
+    def _peer_down(self, name: str, why: str = "") -> None:
         self._peers.pop(name, None)
-        log.info("peer %s is down; dropping its interest", name)
+        log.info("peer %s is down (%s); dropping its interest", name, why or "closed")
         self.host.run(self.router.peer_down(name, self.clock()))
-        self._peer_down_events.setdefault(name, asyncio.Event()).set()
         self.directory.peer_down(name)
         for peer_name, fut in self._barriers.values():
             if peer_name == name and not fut.done():
                 fut.set_result(None)  # a dead peer forwards nothing more
         self._schedule_flush()
+        self._peers_changed()
 
     async def _heartbeat(self) -> None:
         interval = self.settings.mesh_heartbeat
-        # Pings queue behind data on a busy link, so silence must last a while to mean death.
-        dead_after = max(3 * interval, self.settings.mesh_dead_after)
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
-            for peer in list(self._peers.values()):
-                end = peer.end
-                if end.state.silent(now, dead_after):
-                    log.warning("peer %s missed its heartbeats", peer.info.name)
-                    self._close_end(end)
-                    continue
-                seq = end.state.ping(now)
-                end.send(encode_header(Header(Kind.PING, msg_id=seq)), b"")
-            for end in list(self._tcp_ends):
-                if end.state.state is LinkState.HANDSHAKE and end.state.silent(now, _HANDSHAKE_S):
-                    self._close_end(end)
-            for identity, end in list(self._ends_by_identity.items()):
-                if end.state.state is LinkState.HANDSHAKE and end.state.silent(now, _HANDSHAKE_S):
-                    self._close_end(end)
-                elif end.state.state is LinkState.CLOSED:
-                    self._ends_by_identity.pop(identity, None)
+            now = self.clock()
+            # Heartbeats, and every lifecycle timer: handshake, silence, drain, switch.
+            self._run(self.peerlinks.tick(now))
 
     # -- interest and messages (the router decides; this carries it to peers) ------------
 
@@ -697,7 +661,8 @@ class Mesh:
         header = encode_header(Header(Kind.CONTROL, subject=INTEREST))
         for name, delta in self.router.take_announcements().items():
             peer = self._peers.get(name)
-            if peer is not None:
+            # A switching peer gets the full set on its kept link (deltas included).
+            if peer is not None and peer.end.state.state is LinkState.UP:
                 peer.end.send(header, encode_announce(False, delta.add, delta.remove))
 
     def forward(self, name: str, header: bytes, payload: Buffer) -> bool:
@@ -726,11 +691,12 @@ class Mesh:
 
     def _peer_publish(self, end: _End, header: Header, payload: memoryview) -> None:
         peer = self._peers.get(end.peer)
-        if peer is None or (peer.end is not end and not end.draining):
+        if peer is None:
             self.stats["stale"] += 1
             return  # a link of a peer that is gone
-        # On a link we are draining, a message the peer sent before it saw our REFUSE: it
-        # was sent once, on that link only, so delivering it duplicates nothing.
+        # On a SUPERSEDED link (the machine admitted it), a message the peer sent before it
+        # saw our REFUSE: it was sent once, on that link only, so delivering it duplicates
+        # nothing.
         if header.flags & ~(Flags.COUNT | Flags.NO_RESPONDERS):
             raise RemoteProtocolError("a forwarded message carries only counting flags")
         self.stats["received"] += 1
@@ -745,11 +711,10 @@ class Mesh:
     def _send_peer(self, peer: _Peer, header: bytes, payload: Buffer) -> bool:
         """Send a message or count to ``peer``; while it switches links, hold it for the link
         it kept (a count lost there would leave the upstream waiting for the deadline)."""
-        if peer.backlog is not None and len(peer.backlog) < _BACKLOG:
-            # A copy: the payload may be a view of a receive buffer that is reused.
-            peer.backlog.append((header, bytes(payload)))
-            return True
-        return peer.end.send(header, payload)
+        if peer.end.state.state is LinkState.UP:
+            return peer.end.send(header, payload)
+        # A copy: the payload may be a view of a receive buffer that is reused.
+        return self.peerlinks.hold(peer.info.name, (header, bytes(payload)))
 
     # -- introspection ------------------------------------------------------------------
 

@@ -1,7 +1,5 @@
-"""One peer link's bookkeeping: its handshake state, liveness and round trip. Pure.
-
-States and the frames each accepts live in ``_ACCEPTS`` (the h11 way): before the handshake
-only the handshake frames are allowed, anything else is the remote's protocol error.
+"""One peer link's record: its lifecycle state, who is at the other end, liveness and round
+trip. Pure. The transitions between the states are ``_peer_link.PeerLinkMachine``'s alone.
 """
 
 from __future__ import annotations
@@ -9,56 +7,46 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from ..errors import RemoteProtocolError
-
 __all__ = ["LinkState", "PeerLinkState"]
 
 
 class LinkState(Enum):
     HANDSHAKE = "handshake"  #: link open, hello/welcome not exchanged yet
-    UP = "up"  #: peer known; interest and messages flow
+    UP = "up"  #: the peer's live link: interest and messages flow
+    #: The peer refused this link as a duplicate: it keeps another one that is not up here
+    #: yet. What we forward to the peer is held until that one is up. Transport closed.
+    SWITCHING = "switching"
+    #: We refused this link as a duplicate once it was up: we send nothing more on it but
+    #: read what the peer sent before it saw the refusal, until the peer answers or closes.
+    SUPERSEDED = "superseded"
     CLOSED = "closed"
 
-
-_ACCEPTS: dict[LinkState, frozenset[str]] = {
-    LinkState.HANDSHAKE: frozenset({"hello", "welcome", "refuse", "ping", "pong"}),
-    # hello/welcome repeat while the dialer waits for its answer; both are idempotent.
-    LinkState.UP: frozenset(
-        {"interest", "pub", "status", "ping", "pong", "refuse", "hello", "welcome"}
-    ),
-    LinkState.CLOSED: frozenset(),
-}
 
 #: Weight of a new round-trip sample in the moving average.
 _ALPHA = 0.25
 
 
-@dataclass(slots=True)
+@dataclass(eq=False, slots=True)
 class PeerLinkState:
-    """Liveness and round trip of one link; every method takes ``now`` (monotonic seconds)."""
+    """One link as the lifecycle machine sees it; every method takes ``now`` (monotonic s)."""
 
+    #: The machine's handle for this link (actions name links by it).
+    id: int
+    #: We dialled it (else we accepted it).
+    dialed: bool
     last_rx: float
     state: LinkState = LinkState.HANDSHAKE
+    #: When the link entered its state (handshake, drain and switch timers run from here).
+    since: float = 0.0
+    #: The peer's name and incarnation, known once its hello/welcome was accepted.
+    peer: str = ""
+    boot: str = ""
+    #: The reason the peer gave when it refused this link ("" if it did not).
+    refused: str = ""
     #: Smoothed round trip in seconds (None until the first PONG).
     rtt: float | None = None
     _pings: dict[int, float] = field(default_factory=dict)
     _seq: int = 0
-
-    def check(self, what: str) -> None:
-        """Raise unless a frame of type ``what`` is allowed in the current state.
-
-        Raises:
-            RemoteProtocolError: the frame has no place in this state.
-        """
-        if what not in _ACCEPTS[self.state]:
-            raise RemoteProtocolError(f"mesh {what} not allowed in state {self.state.value}")
-
-    def up(self, now: float) -> None:
-        self.state = LinkState.UP
-        self.last_rx = now
-
-    def close(self) -> None:
-        self.state = LinkState.CLOSED
 
     def received(self, now: float) -> None:
         self.last_rx = now

@@ -3,7 +3,7 @@
 
 | frame                       | meaning                                                      |
 |-----------------------------|--------------------------------------------------------------|
-| CONTROL ``$mesh.hello``     | dialer → listener: ``{name, site, role, labels}``            |
+| CONTROL ``$mesh.hello``     | dialer → listener: ``{name, site, role, labels, boot}``      |
 | CONTROL ``$mesh.welcome``   | listener → dialer: the same map about the listener           |
 | CONTROL ``$mesh.refuse``    | either way: ``{reason}``; the link is closed                 |
 | CONTROL ``$mesh.interest``  | ``{full, add, remove}``, keys as ``[pattern, queue, labels]`` |
@@ -57,6 +57,9 @@ class PeerInfo:
     site: str
     role: Role
     labels: dict[str, str]
+    #: This run of the node (random per process; "" from nodes that predate it): a link from
+    #: a new incarnation replaces the old one's links at once (docs/mesh.md, peer links).
+    boot: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +79,10 @@ def _unpack(payload: bytes | memoryview) -> Any:
 
 
 def encode_info(info: PeerInfo) -> bytes:
-    return msgpack.packb(  # type: ignore[no-any-return]
-        {"name": info.name, "site": info.site, "role": info.role.value, "labels": info.labels}
-    )
+    raw = {"name": info.name, "site": info.site, "role": info.role.value, "labels": info.labels}
+    if info.boot:
+        raw["boot"] = info.boot  # additive: older nodes ignore keys they do not know
+    return msgpack.packb(raw)  # type: ignore[no-any-return]
 
 
 def decode_info(payload: bytes | memoryview) -> PeerInfo:
@@ -97,7 +101,10 @@ def decode_info(payload: bytes | memoryview) -> PeerInfo:
         type(k) is str and type(v) is str for k, v in labels.items()
     ):
         raise RemoteProtocolError("mesh hello labels must map strings to strings")
-    return PeerInfo(name, site, role_enum, labels)
+    boot = raw.get("boot", "")
+    if type(boot) is not str or len(boot) > 64:
+        raise RemoteProtocolError("mesh hello boot must be a short string")
+    return PeerInfo(name, site, role_enum, labels, boot)
 
 
 def _key_out(key: InterestKey) -> list[Any]:

@@ -7,6 +7,7 @@ this module holds the prefixes, header names and reserved subjects around them.
 from __future__ import annotations
 
 __all__ = [
+    "CHUNKS_HEADER",
     "CONTROL_PREFIXES",
     "DIRECT_GRANT",
     "INBOX_PREFIX",
@@ -25,6 +26,7 @@ __all__ = [
     "PoolOp",
     "WelcomeKey",
     "WelcomePath",
+    "WelcomePool",
     "migrate_subject",
 ]
 
@@ -47,6 +49,9 @@ CONTROL_PREFIXES = ("$node.", "$agent.", "$pool.", "$dir.", STATE_PREFIX)
 SENDER_HEADER = "fabric-sender"
 #: User header of a request that prefers queue members with these labels: ``k=v,k2=v2``.
 PREFER_HEADER = "fabric-prefer"
+#: User header of a stream-open whose requester splits ``STREAM_CHUNKS`` batches (value
+#: ``1``); the responder's SDK removes it before the handler sees the request.
+CHUNKS_HEADER = "fabric-chunks"
 
 #: Node-to-node CONTROL subjects (fabric/mesh/_protocol.py has their payloads).
 MESH_HELLO = "$mesh.hello"
@@ -95,6 +100,15 @@ class WelcomePath:
     SHM = "shm"
     #: The node took the agent's direct socket (its directory may send local requesters to it).
     DIRECT = "direct"
+
+
+class WelcomePool:
+    """Keys of the WELCOME's ``pool`` map that more than one side reads (fabric/shm/_service.py
+    writes the map)."""
+
+    #: Per slot class, how many slots the agent may lease ahead of need (nodes before it
+    #: said nothing: no pre-leasing).
+    PRELEASE = "prelease"
 
 
 class PoolOp:

@@ -64,6 +64,9 @@ class Status(IntEnum):
     ROUTED = 202  #: STATUS: the PUB reached ``seq`` responders
     STREAM_END = 204  #: responder → requester: no more chunks
     STREAM_CHUNK = 206  #: responder → requester: chunk number ``seq``
+    #: responder → requester: several chunks, the first numbered ``seq`` (sdk/_chunks.py);
+    #: only to a requester that asked for it in its stream-open (``CHUNKS_HEADER``)
+    STREAM_CHUNKS = 207
     NOT_AUTHORIZED = 403
     #: STATUS node → agent: ``seq`` messages for subscription ``sid`` were dropped because
     #: the agent fell behind (sent once its backlog drained; docs/limits.md)

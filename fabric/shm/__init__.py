@@ -32,6 +32,7 @@ from ._pool import ClassStats, PoolStats, SlotPool, SlotState
 from ._region import SharedRegion
 from ._service import BlobHost, PoolHandler, PoolService, SharedDelivery
 from ._settings import PAGE, PoolSettings, SlotClassSpec
+from ._stash import SlotStash
 
 __all__ = [
     "BLOB_SEALS",
@@ -56,6 +57,7 @@ __all__ = [
     "SlotClassSpec",
     "SlotPool",
     "SlotRun",
+    "SlotStash",
     "SlotState",
     "create_blob",
     "create_segment",

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import msgpack
 
 from ..errors import BadDescriptor, FabricError, PayloadTooLarge, RemoteProtocolError, StateError
-from ..protocol import Flags, PoolOp
+from ..protocol import Flags, PoolOp, WelcomePool
 from ._batch import decode_release_batch
 from ._descriptor import Descriptor
 from ._gate import PoolGate
@@ -190,6 +190,8 @@ class PoolService:
             "threshold": self.settings.threshold,
             "largest": self.settings.largest_slot,
             "when_full": self.settings.when_full,
+            # Per slot class, how many slots the agent may lease ahead of need.
+            WelcomePool.PRELEASE: list(self.settings.prelease_bounds()),
             # Blobs at least ``threshold`` bytes long go through sealed memfds.
             "blobs": self.blobs is not None,
         }

@@ -201,7 +201,7 @@ def test_protocol_doc_table_matches_the_definitions() -> None:
 # -- one spelling ------------------------------------------------------------------------
 
 _SHARED = re.compile(
-    r"^(\$(node|agent|pool|dir|state|mesh)\.|_INBOX\.|_FABRIC\.|fabric-(prefer|sender)$)"
+    r"^(\$(node|agent|pool|dir|state|mesh)\.|_INBOX\.|_FABRIC\.|fabric-(prefer|sender|chunks)$)"
 )
 
 

@@ -19,6 +19,7 @@ import pytest
 from fabric.config import load_settings
 from fabric.mesh._mesh import Mesh, _End
 from fabric.mesh._peer import LinkState
+from fabric.mesh._protocol import HELLO, WELCOME
 from fabric.node import Node
 from fabric.wire import Header, Kind, encode_header
 
@@ -69,15 +70,19 @@ Hook = Callable[[_End], None]
 
 
 def _hook_link_up(mesh: Mesh, before: Hook, after: Hook) -> None:
-    """Run ``before``/``after`` around ``mesh``'s handling of a link coming up (same loop turn)."""
-    original = mesh._link_up
+    """Run ``before``/``after`` around ``mesh``'s handling of the HELLO or WELCOME that brings a
+    link up, the machine's decision and its actions included (same loop turn)."""
+    original = mesh._control
 
-    def link_up(end: _End, info: Any, kind: Any) -> None:
-        before(end)
-        original(end, info, kind)
-        after(end)
+    def control(end: _End, header: Any, payload: Any, now: float) -> None:
+        up = header.subject in (HELLO, WELCOME) and end.state.state is LinkState.HANDSHAKE
+        if up:
+            before(end)
+        original(end, header, payload, now)
+        if up:
+            after(end)
 
-    mesh._link_up = link_up  # type: ignore[method-assign]
+    mesh._control = control  # type: ignore[method-assign]
 
 
 async def _closed(end: _End) -> None:
@@ -101,7 +106,7 @@ async def test_messages_sent_on_a_link_the_peer_just_refused_are_delivered(
         if sent or m2._peers["c1"].end is not end:
             return
         # c2 now keeps c1's link and has refused b; to c1, b is still the live link.
-        assert b.refused == "duplicate"
+        assert b.state.state is LinkState.SUPERSEDED
         sent.extend(i for i in range(N) if b_at_c1.send(_pub(i), b"request"))
 
     _hook_link_up(m2, lambda end: None, after)
@@ -142,7 +147,7 @@ async def test_messages_in_flight_on_the_superseded_link_are_delivered(
     def after_c1(end: _End) -> None:
         if m1._peers["c2"].end is end and not switched:
             switched.append(end)
-            assert b_at_c1.superseded
+            assert b_at_c1.state.state is LinkState.SUPERSEDED
             transport.resume_reading()
 
     _hook_link_up(m2, before_c2, lambda end: None)

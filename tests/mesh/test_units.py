@@ -157,11 +157,7 @@ def test_tally_closes_on_answers_peer_loss_and_deadline() -> None:
 
 
 def test_link_state_round_trip_and_silence() -> None:
-    link = PeerLinkState(last_rx=0.0)
-    with pytest.raises(RemoteProtocolError):
-        link.check("pub")
-    link.up(0.0)
-    link.check("pub")
+    link = PeerLinkState(1, dialed=True, last_rx=0.0)
     seq = link.ping(1.0)
     link.pong(seq, 1.010)
     assert link.rtt == pytest.approx(0.010)
