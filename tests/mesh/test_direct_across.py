@@ -16,6 +16,7 @@ import pytest
 from procs import start_agent
 
 from sdk import ConnectionLost, NotAuthorized, Timeout, connect
+from sdk._direct import DirectRoute
 
 from .conftest import MeshNodes, cloud_toml, free_port
 
@@ -197,6 +198,11 @@ async def test_a_responder_refuses_a_stale_grant_and_the_requester_recovers(
             give_up = time.monotonic() + 60
             while door.refused == refused:
                 assert (await client.request("svc.ok", b"", timeout=10)).text() == "ok"
+                # Interest changes elsewhere (the probes leaving) may have made it resolve
+                # again: hold whatever route it has now past its renewal too.
+                route = client._core.direct.cached("svc.ok")  # type: ignore[union-attr]
+                if isinstance(route, DirectRoute):
+                    route.renew_at = time.time() + 3600
                 assert time.monotonic() < give_up, "the responder never refused"
             # Refused, answered through the mesh; the next request resolves and goes direct.
             assert client._core.direct.cached("svc.ok") is False  # type: ignore[union-attr]
