@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ._remote_direct import resolve_across
 from .errors import BadDescriptor, FabricError, RemoteProtocolError, Timeout
 from .protocol import (
     AGENT_HOLD,
@@ -34,6 +35,7 @@ from .protocol import (
     Kind,
     NodeStatus,
     ResolveAnswer,
+    ResolveRequest,
     control_call,
 )
 from .subjects import validate_subject
@@ -80,7 +82,33 @@ def _stats(node: Node, bound: _SessionLink, header: Header, payload: memoryview)
 
 def _resolve(node: Node, bound: _SessionLink, header: Header, payload: memoryview) -> None:
     ask = NODE_RESOLVE.decode_request(header.headers)
-    answer = resolve(node, bound, ask.subject)
+    local = local_targets(node, bound, ask.subject)
+    if local is not None and node.router.remote_interest(ask.subject):
+        if ask.remote and node.mesh is not None:
+            # Peers serve it too: ask them for their responders and grants (an await).
+            budget = header.timeout_ms / 1000 if header.timeout_ms else 2.0
+            _spawn(node, _resolve_across(node, bound, header, ask, local, budget))
+            return
+        local = None
+    answer = ResolveAnswer(False) if local is None else ResolveAnswer(True, tuple(local))
+    _answer_resolve(node, bound, header, ask, answer)
+
+
+async def _resolve_across(
+    node: Node,
+    bound: _SessionLink,
+    header: Header,
+    ask: ResolveRequest,
+    local: list[DirectTarget],
+    budget: float,
+) -> None:
+    answer = await resolve_across(node, bound.session.name, ask.subject, local, budget)
+    _answer_resolve(node, bound, header, ask, answer)
+
+
+def _answer_resolve(
+    node: Node, bound: _SessionLink, header: Header, ask: ResolveRequest, answer: ResolveAnswer
+) -> None:
     node.stats.directory_lookups += 1
     if node._tracer is not None:
         span = node._tracer.directory(
@@ -96,7 +124,21 @@ def resolve(node: Node, bound: _SessionLink, subject: str) -> ResolveAnswer:
     The answer is usable only while interest does not change: the asker is told
     ``$dir.invalidate`` when it does (``Node._interest_changed``). ``direct`` is False whenever
     a responder is not reachable directly (remote agents, other nodes): then requests go
-    through the node.
+    through the node. (A requester that asks with ``remote`` is also given responders on
+    peers, with grants: ``_resolve``, fabric/_remote_direct.py.)
+    """
+    local = local_targets(node, bound, subject)
+    if local is None or node.router.remote_interest(subject):
+        return ResolveAnswer(direct=False)
+    return ResolveAnswer(direct=True, targets=tuple(local))
+
+
+def local_targets(node: Node, bound: _SessionLink, subject: str) -> list[DirectTarget] | None:
+    """This node's agents serving ``subject`` at their direct sockets; None when one of
+    them has none (it is not on this host).
+
+    Raises:
+        InvalidSubject, NotAuthorized: the asker may not publish there.
     """
     validate_subject(subject)
     if node.auth is not None:
@@ -108,13 +150,11 @@ def resolve(node: Node, bound: _SessionLink, subject: str) -> ResolveAnswer:
         if target is None:
             continue
         if not target.session.direct:
-            return ResolveAnswer(direct=False)
+            return None
         group = f"{sub.pattern} {sub.queue}" if sub.queue else ""
         # The name lets the requester say who answered (``Msg.sender``) on a direct reply.
         targets.append(DirectTarget(target.session.direct, sub.sid, group, target.session.name))
-    if node.router.remote_interest(subject):
-        return ResolveAnswer(direct=False)
-    return ResolveAnswer(direct=True, targets=tuple(targets))
+    return targets
 
 
 # -- $agent.hold, $agent.release, $node.barrier: migration -------------------------------

@@ -56,6 +56,12 @@ class NodeSettings(BaseSettings):
         10.0, gt=0, description="Seconds a partial frame may go without a byte before its "
         "connection is closed.",
     )
+    direct_grant_ttl: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds a grant for a direct request from another host stays valid "
+        "(the requester then resolves again).",
+    )
     shm: bool = Field(
         True, description="Serve a shared-memory pool to agents on this host (Linux memfd)."
     )

@@ -23,6 +23,7 @@ __all__ = [
     "ConnectionLost",
     "FabricError",
     "Fenced",
+    "GrantRefused",
     "InvalidSubject",
     "LeaseExpired",
     "LeaseHeld",
@@ -235,6 +236,12 @@ class NotAuthorized(FabricError):
     """The credential is unknown, or the agent may not use this subject this way."""
 
     code = "not_authorized"
+
+
+class GrantRefused(NotAuthorized):
+    """A responder refused a direct grant: forged, for someone else, or expired."""
+
+    code = "grant_refused"
 
 
 class SlowConsumer(FabricError):

@@ -22,6 +22,7 @@ import msgpack
 from typing_extensions import Buffer
 
 from . import _node_control
+from ._remote_direct import GrantIssuer
 from .auth import Authorizer
 from .config import NodeSettings
 from .errors import (
@@ -110,6 +111,9 @@ class NodeStats:
     state_errors: int = 0
     migrations: int = 0
     directory_lookups: int = 0
+    #: Directory answers that reached responders on peers, and grants signed for them.
+    remote_resolves: int = 0
+    grants_issued: int = 0
     #: Publishes into an inbox by a session the request was never routed to (refused).
     forged_replies: int = 0
     #: ``dropped_slow`` by the transport of the agent that fell behind.
@@ -195,6 +199,8 @@ class Node:
         self.handover: StateHandover | None = None
         #: Peer links and forwarding (fabric/mesh); None when no cluster or hub is configured.
         self.mesh: Mesh | None = None
+        #: Keys and grants for direct requests from other hosts (fabric/_remote_direct.py).
+        self.direct_grants = GrantIssuer(self.settings.direct_grant_ttl)
         #: Agent credentials and subject permissions; None when no auth file is configured.
         self.auth: Authorizer | None = None
         #: This node's exclusive claim on its Unix socket; set by ``start()``.
@@ -268,6 +274,10 @@ class Node:
             )
             await self.pool.start(path.with_name(path.name + ".pool"))
         self.mesh = await start_mesh(self, self.settings)
+        if self.mesh is not None:
+            self.mesh.directory.answerer = lambda peer, subject, requester: (
+                self.direct_grants.local_targets(self, peer, subject, requester)
+            )
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -533,6 +543,9 @@ class Node:
         direct = info.get("direct")
         if isinstance(direct, str) and isinstance(bound.link, StreamLink):
             bound.session.direct = direct
+        direct_tcp = info.get("direct_tcp")
+        if isinstance(direct_tcp, str) and direct_tcp.startswith("tcp://"):
+            bound.session.direct_tcp = direct_tcp
         welcome = {
             WelcomeKey.NODE: self.settings.name,
             WelcomeKey.SITE: self.settings.site,
@@ -554,6 +567,9 @@ class Node:
             WelcomePath.SHM: WelcomeKey.POOL in welcome,
             WelcomePath.DIRECT: bool(bound.session.direct),
         }
+        grant_key = self.direct_grants.welcome_key(bound.session)
+        if grant_key is not None:
+            welcome[WelcomeKey.GRANT_KEY] = grant_key
         self._send(bound, Header(Kind.WELCOME, msg_id=header.msg_id), msgpack.packb(welcome))
 
     def publish_from_peer(self, origin: PeerOrigin, header: Header, payload: memoryview) -> None:

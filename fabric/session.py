@@ -57,6 +57,8 @@ class Session:
     shm: bool = False
     #: The agent's own Unix socket for direct requests from agents on this host, if any.
     direct: str = ""
+    #: Its TCP address for direct requests from other hosts (``tcp://host:port``), if any.
+    direct_tcp: str = ""
     #: Deliveries held back while the agent migrates (``$agent.hold``): encoded MSG headers
     #: and payloads, in order; None when delivering normally.
     held: list[tuple[bytes, bytes | memoryview]] | None = None

@@ -57,6 +57,7 @@ class Agent:
         reconnect: bool = True,
         direct: bool = True,
         latency_mode: bool | None = None,
+        direct_tcp: str | None = None,
     ) -> None:
         validate_subject(name)  # names appear in subjects; same rules
         self.name = name
@@ -68,6 +69,8 @@ class Agent:
         if latency_mode is None:
             latency_mode = os.environ.get("FABRIC_LATENCY_MODE", "") not in ("", "0", "false")
         spin = float(os.environ.get("FABRIC_SPIN_US", "200")) / 1e6 if latency_mode else 0.0
+        if direct_tcp is None:
+            direct_tcp = os.environ.get("FABRIC_DIRECT_TCP", "")
         self._core = AgentCore(
             name,
             parse_urls(url or default_url()),
@@ -77,6 +80,7 @@ class Agent:
             reconnect=reconnect,
             direct=direct,
             spin=spin,
+            direct_tcp=direct_tcp,
         )
         self.stats: AgentStats = self._core.stats
         #: Handler registrations (``@handler``) still on their way to the node.
@@ -441,6 +445,7 @@ async def connect(
     reconnect: bool = True,
     direct: bool = True,
     latency_mode: bool | None = None,
+    direct_tcp: str | None = None,
 ) -> AsyncIterator[Agent]:
     """Join the fabric as ``name``; the agent is closed when the block exits.
 
@@ -448,7 +453,10 @@ async def connect(
     ``tcp://host:port``); None means ``FABRIC_URL`` or the local node's default socket.
     ``direct`` lets requests to agents on the same host skip the node (the node stays the
     directory); ``latency_mode`` (default: ``FABRIC_LATENCY_MODE``) spins briefly for replies
-    instead of sleeping, trading CPU for latency.
+    instead of sleeping, trading CPU for latency. ``direct_tcp`` (default:
+    ``FABRIC_DIRECT_TCP``), an address of this host on the cluster network, opens a TCP door
+    there so requesters on other hosts reach this agent directly, with a grant their nodes
+    issued (docs/mesh.md, "Direct paths across hosts"); "" keeps it closed.
 
     Raises:
         ConnectionLost: no node in the list answered. NotAuthorized: the node refused us.
@@ -463,6 +471,7 @@ async def connect(
         reconnect=reconnect,
         direct=direct,
         latency_mode=latency_mode,
+        direct_tcp=direct_tcp,
     )
     try:
         await agent._open()

@@ -85,6 +85,7 @@ class AgentCore:
         direct: bool = True,
         spin: float = 0.0,
         dialer: Dialer = dial,
+        direct_tcp: str = "",
     ) -> None:
         self.name = name
         #: The public ``Agent`` messages are handed with (``Msg.respond`` publishes through it).
@@ -95,6 +96,8 @@ class AgentCore:
         self.pub_headers = PubHeaders()
         self.hello = hello
         self.dialer = dialer
+        #: Where our TCP door for requesters on other hosts listens ("" for none).
+        self.direct_tcp = direct_tcp
         self.inbox = Inbox(name)
         self.subs: dict[int, Subscription] = {}
         self._next_sid = 0
@@ -130,6 +133,11 @@ class AgentCore:
         if self.direct is not None:
             try:
                 self.hello["direct"] = await self.direct.listen()
+                if self.direct_tcp:
+                    # Opt-in: requesters on other hosts may reach us with a grant.
+                    self.hello["direct_tcp"] = await self.direct.listen_tcp(
+                        self.direct_tcp, lambda: self.conn.welcome
+                    )
             except OSError as exc:
                 # Opened before the node says whether it could use it (its WELCOME), so a
                 # system without abstract sockets must not cost the agent its connection.
@@ -141,6 +149,7 @@ class AgentCore:
             await self.direct.aclose()
             self.direct = None
             self.hello.pop("direct", None)
+            self.hello.pop("direct_tcp", None)
         self.conn.send(Header(Kind.SUB, subject=self.inbox.pattern, sid=0))
 
     async def aclose(self) -> None:
@@ -282,6 +291,8 @@ class AgentCore:
         except ConnectionLost:
             direct.invalidate(subject)  # a responder went away: the node knows who is left
             return None
+        if route.grants:
+            direct.present(route, targets, links)
         return links, [sid for _, sid in targets]
 
     def send_direct(
@@ -316,6 +327,14 @@ class AgentCore:
         """The agent behind a direct link, as the node's directory named it."""
         direct = self.direct
         return direct.name_of(link) if direct is not None and isinstance(link, StreamLink) else ""
+
+    def direct_node(self, link: Link) -> str:
+        """The node of the agent behind a direct link (ours, unless it is on another host)."""
+        direct = self.direct
+        here = self.conn.node
+        if direct is None or not isinstance(link, StreamLink):
+            return here
+        return direct.node_of(link, here)
 
     def to_control(self, control: str, status: int, seq: int, via: Link | None) -> None:
         """Stream control (credit, cancel) to a responder: on the direct link the stream

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 from fabric.protocol import NODE_RESOLVE, ResolveRequest
 from fabric.transports import StreamLink, open_unix_link
 
+from ._remote_direct import GrantedDoor, open_tcp_link, present_grant, renew_at
+
 if TYPE_CHECKING:
     from ._connection import Connection
 
@@ -44,6 +46,13 @@ class DirectRoute:
     groups: list[list[tuple[str, int]]] = field(default_factory=list)
     #: The agent name behind each socket path, as the node's directory said.
     names: dict[str, str] = field(default_factory=dict)
+    #: The grant to present for each ``tcp://`` target on another host (_remote_direct.py).
+    grants: dict[str, str] = field(default_factory=dict)
+    #: The node of each target on another host (local targets share the requester's node).
+    nodes: dict[str, str] = field(default_factory=dict)
+    #: Wall-clock second after which this route is resolved again, before its first grant
+    #: runs out (0: it holds no grant and never runs out).
+    renew_at: float = 0.0
     _cursor: int = 0
 
     @property
@@ -64,11 +73,17 @@ class DirectRoute:
         for path, sid, group, *rest in targets:
             if rest:
                 route.names[str(path)] = str(rest[0])
+            if len(rest) > 1 and rest[1]:
+                route.grants[str(path)] = str(rest[1])
+            if len(rest) > 2 and rest[2]:
+                route.nodes[str(path)] = str(rest[2])
             if group:
                 groups.setdefault(str(group), []).append((str(path), int(sid)))
             else:
                 route.plain.append((str(path), int(sid)))
         route.groups = [sorted(members) for _, members in sorted(groups.items())]
+        if route.grants:
+            route.renew_at = renew_at(route.grants.values(), time.time())
         return route
 
 
@@ -132,6 +147,12 @@ class DirectPaths:
         #: Agent names behind socket paths and behind the links we dialled (``Msg.sender``).
         self._path_names: dict[str, str] = {}
         self._link_names: dict[StreamLink, str] = {}
+        self._path_nodes: dict[str, str] = {}
+        self._link_nodes: dict[StreamLink, str] = {}
+        #: Our TCP door for requesters on other hosts (``listen_tcp``), and the grants we
+        #: presented on each link we dialled to one.
+        self.door: GrantedDoor | None = None
+        self._presented: dict[StreamLink, set[str]] = {}
 
     async def listen(self) -> str:
         """Open this agent's direct socket; returns its address for HELLO.
@@ -150,6 +171,27 @@ class DirectPaths:
         self.address = "@" + name
         return self.address
 
+    async def listen_tcp(self, host: str, welcome: Callable[[], dict[str, Any]]) -> str:
+        """Open a TCP door for requesters on other hosts (they need a grant); returns its
+        address for HELLO (``direct_tcp``)."""
+        self.door = GrantedDoor(self._on_frame, welcome, _MAX_PAYLOAD)
+        return await self.door.listen(host)
+
+    def present(
+        self, route: DirectRoute, targets: list[tuple[str, int]], links: list[StreamLink]
+    ) -> None:
+        """Before a request on a route with grants: show each ``tcp://`` link its grant,
+        once per grant (the responder keeps it for the link until it expires)."""
+        for (path, _), link in zip(targets, links, strict=True):
+            token = route.grants.get(path)
+            if token:
+                shown = self._presented.setdefault(link, set())
+                if token not in shown:
+                    if len(shown) > 64:
+                        shown.clear()  # bounded: expired grants need not be remembered
+                    present_grant(link, token)
+                    shown.add(token)
+
     def _accept(self) -> StreamLink:
         events = _LinkEvents(self._on_frame, self._inbound_lost)
         link = _SameUserLink(_MAX_PAYLOAD, events)
@@ -164,8 +206,15 @@ class DirectPaths:
         """The agent we dialled on ``link`` ("" for a link we did not dial)."""
         return self._link_names.get(link, "")
 
+    def node_of(self, link: StreamLink, here: str) -> str:
+        """The node of the agent we dialled on ``link``: ``here`` unless it is on another
+        host."""
+        return self._link_nodes.get(link, here)
+
     def _outbound_lost(self, link: StreamLink) -> None:
         self._link_names.pop(link, None)
+        self._link_nodes.pop(link, None)
+        self._presented.pop(link, None)
         for path, known in list(self._links.items()):
             if known is link:
                 del self._links[path]
@@ -174,8 +223,12 @@ class DirectPaths:
     # -- directory ------------------------------------------------------------------------
 
     def cached(self, subject: str) -> DirectRoute | bool | None:
-        """The cached route, None when the node said "not direct", False when not cached."""
-        return self._routes.get(subject, False)
+        """The cached route, None when the node said "not direct", False when not cached
+        (or when its grants are about to run out: resolving again fetches fresh ones)."""
+        route = self._routes.get(subject, False)
+        if isinstance(route, DirectRoute) and route.renew_at and time.time() >= route.renew_at:
+            return False
+        return route
 
     async def resolve(
         self, conn: Connection, subject: str, timeout: float, traceparent: str = ""
@@ -188,7 +241,7 @@ class DirectPaths:
         Raises:
             NotAuthorized, InvalidSubject, Timeout, ConnectionLost: as the node answers.
         """
-        ask = NODE_RESOLVE.encode_request(ResolveRequest(subject, traceparent))
+        ask = NODE_RESOLVE.encode_request(ResolveRequest(subject, traceparent, remote=True))
         _, payload = await conn.call(NODE_RESOLVE.subject, ask, timeout=timeout)
         answer = NODE_RESOLVE.decode_answer(None, payload)
         span = answer.span
@@ -204,9 +257,11 @@ class DirectPaths:
         if len(self._routes) > 4096:
             self._routes.clear()  # bounded; hot subjects come back on their next request
             self._path_names.clear()
+            self._path_nodes.clear()
         self._routes[subject] = route
         if route is not None:
             self._path_names.update(route.names)
+            self._path_nodes.update(route.nodes)
         return route
 
     def span_of(self, subject: str) -> str:
@@ -244,10 +299,15 @@ class DirectPaths:
 
     async def _open(self, path: str) -> StreamLink:
         events = _LinkEvents(self._on_frame, self._outbound_lost)
-        link = await open_unix_link(path, _MAX_PAYLOAD, events)
+        if path.startswith("tcp://"):
+            link = await open_tcp_link(path, _MAX_PAYLOAD, events)
+        else:
+            link = await open_unix_link(path, _MAX_PAYLOAD, events)
         events.link = link
         self._links[path] = link
         self._link_names[link] = self._path_names.get(path, "")
+        if path in self._path_nodes:
+            self._link_nodes[link] = self._path_nodes[path]
         return link
 
     def spin_until(self, link: StreamLink, done: Callable[[], bool]) -> None:
@@ -267,6 +327,8 @@ class DirectPaths:
                 return
 
     async def aclose(self) -> None:
+        if self.door is not None:
+            await self.door.aclose()
         if self._server is not None:
             self._server.close()
         for link in [*self._links.values(), *self._inbound]:

@@ -102,7 +102,7 @@ class Inbound:
                     msg.sender = Sender(*parse_sender(stamp))
             elif via in waiter.sent_on():
                 msg.headers.pop(SENDER_HEADER, None)  # a claim; the directory knows better
-                msg.sender = Sender(core.direct_name(via), core.conn.node)
+                msg.sender = Sender(core.direct_name(via), core.direct_node(via))
             else:
                 # On our direct socket, but not on a link this exchange went out on.
                 stats.forged_replies += 1

@@ -161,8 +161,7 @@ async def gather(
         if direct is not None:
             # The directory already says who is reached: no count from the node needed.
             links, sids = direct
-            node = core.conn.node
-            names = [Sender(core.direct_name(link), node) for link in links]
+            names = [Sender(core.direct_name(link), core.direct_node(link)) for link in links]
             collector.routed(len(links), names)
             core.send_direct(links, sids, subject, payload, reply, until, headers=headers)
         else:

@@ -25,6 +25,7 @@ from ..private import decode_names, encode_names
 from ..router import PeerKind, PeerOrigin, Role
 from ..transports import Link, StreamLink, ZmqDealerLink, ZmqPeerLink
 from ..wire import MAX_HEADER_BYTES, Flags, Header, Kind, Status, decode_header, encode_header
+from ._direct import RESOLVE, RESOLVED, MeshDirectory
 from ._host import MeshHost
 from ._links import CurveKeys, PeerListener, dial_peer
 from ._peer import LinkState, PeerLinkState
@@ -200,6 +201,8 @@ class Mesh:
         self._barriers: dict[int, tuple[str, asyncio.Future[None]]] = {}
         self._barrier_seq = _BARRIER_BASE
         self._started = self.clock()
+        #: Direct targets on peers, for requesters on this node (``_direct.py``).
+        self.directory = MeshDirectory(self)
         #: Messages forwarded to each peer, by name (metrics, ``/peers``).
         self.forwarded_to: dict[str, int] = {}
         self.stats = {
@@ -539,6 +542,9 @@ class Mesh:
                 self.stats["refused"] += 1
                 log.warning("peer %s refused the link: %s", end.peer or "?", reason)
             self._run(self.peerlinks.refused(link, reason, now))
+        elif subject in (RESOLVE, RESOLVED):
+            if end.peer and link.state is LinkState.UP:
+                self.directory.control(end.peer, header, payload)
         else:
             raise RemoteProtocolError(f"unknown mesh control {subject!r}")
 
@@ -622,6 +628,7 @@ class Mesh:
         self._peers.pop(name, None)
         log.info("peer %s is down (%s); dropping its interest", name, why or "closed")
         self.host.run(self.router.peer_down(name, self.clock()))
+        self.directory.peer_down(name)
         for peer_name, fut in self._barriers.values():
             if peer_name == name and not fut.done():
                 fut.set_result(None)  # a dead peer forwards nothing more
@@ -667,6 +674,11 @@ class Mesh:
             return True
         self.stats["send_failed"] += 1
         return False
+
+    def send_control(self, name: str, header: Header, payload: Buffer = b"") -> bool:
+        """A mesh control frame to peer ``name``; False when it is gone."""
+        peer = self._peers.get(name)
+        return peer is not None and self._send_peer(peer, encode_header(header), payload)
 
     def send_count(
         self, name: str, corr: int, count: int, names: list[str] | None = None

@@ -108,6 +108,9 @@ class ResolveRequest(HeaderMessage):
     subject: str
     #: The asking request's span, so a tracing node records its answer in that trace.
     traceparent: str = ""
+    #: The asker can reach responders on other hosts over TCP with a grant (older SDKs
+    #: leave it out and are answered "not direct" whenever a responder is remote).
+    remote: bool = False
 
 
 class DirectTarget(NamedTuple):
@@ -121,13 +124,18 @@ class DirectTarget(NamedTuple):
     group: str
     #: The responder's agent name (``Msg.sender`` of a direct reply).
     name: str = ""
+    #: For a responder on another host (``path`` is ``tcp://host:port``): the grant its node
+    #: signed for this requester and subject (fabric/grants.py); "" for a local one.
+    grant: str = ""
+    #: The node a responder on another host is attached to (``Msg.sender`` of its replies).
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ResolveAnswer(PayloadMessage):
     """The directory's answer; usable until the node sends ``$dir.invalidate``."""
 
-    WIRE = "`{direct, targets?: [[path, sid, group, name]], span?}`"
+    WIRE = "`{direct, targets?: [[path, sid, group, name, grant?, node?]], span?}`"
 
     #: False whenever some responder is not reachable directly (remote agents, other nodes).
     direct: bool
@@ -138,7 +146,8 @@ class ResolveAnswer(PayloadMessage):
     def to_payload(self) -> bytes:
         out: dict[str, Any] = {"direct": self.direct}
         if self.direct:
-            out["targets"] = list(self.targets)
+            # A local target keeps its four fields: older SDKs read exactly those.
+            out["targets"] = [t if t.grant or t.node else t[:4] for t in self.targets]
         if self.span is not None:
             out["span"] = self.span
         return cast(bytes, msgpack.packb(out))
@@ -157,7 +166,7 @@ class ResolveAnswer(PayloadMessage):
             raise RemoteProtocolError(f"answer to {subject} has no targets")
         out = []
         for t in targets:
-            if not isinstance(t, list) or len(t) not in (3, 4):
+            if not isinstance(t, list) or len(t) not in (3, 4, 5, 6):
                 raise RemoteProtocolError(f"malformed target in answer to {subject}")
             path, sid, group, *name = t
             if type(path) is not str or type(sid) is not int or type(group) is not str or not all(

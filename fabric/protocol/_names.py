@@ -9,10 +9,13 @@ from __future__ import annotations
 __all__ = [
     "CHUNKS_HEADER",
     "CONTROL_PREFIXES",
+    "DIRECT_GRANT",
     "INBOX_PREFIX",
     "MESH_HELLO",
     "MESH_INTEREST",
     "MESH_REFUSE",
+    "MESH_RESOLVE",
+    "MESH_RESOLVED",
     "MESH_WELCOME",
     "MIGRATE_PREFIX",
     "MIGRATE_SUFFIX",
@@ -55,6 +58,11 @@ MESH_HELLO = "$mesh.hello"
 MESH_WELCOME = "$mesh.welcome"
 MESH_REFUSE = "$mesh.refuse"
 MESH_INTEREST = "$mesh.interest"
+#: A node asks a peer for its direct TCP responders and grants (fabric/mesh/_direct.py).
+MESH_RESOLVE = "$mesh.resolve"
+MESH_RESOLVED = "$mesh.resolved"
+#: Requester → responder on a direct TCP link: the grant for the requests that follow.
+DIRECT_GRANT = "$direct.grant"
 
 
 def migrate_subject(name: str) -> str:
@@ -80,6 +88,9 @@ class WelcomeKey:
     #: Which host-local data paths this session may use, a map of ``WelcomePath`` keys to
     #: bools; nodes before it said nothing and the SDK judged by its URL (sdk/_capabilities.py).
     PATHS = "paths"
+    #: Capability: the key this agent checks direct grants with (hex; fabric/grants.py),
+    #: sent only to an agent that said at HELLO it listens on TCP (``direct_tcp``).
+    GRANT_KEY = "grant_key"
 
 
 class WelcomePath:
