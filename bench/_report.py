@@ -40,6 +40,7 @@ _COLOURS = {
     "fabric": "#1f77b4",
     "fabric-latency": "#17becf",
     "fabric-crossnode": "#9467bd",
+    "fabric-crossnode-direct": "#bcbd22",
     "fastapi": "#ff7f0e",
     "aiohttp": "#d62728",
     "nats": "#2ca02c",
@@ -50,8 +51,9 @@ _MEANING = {
     "fabric": "the fabric on one host",
     "fabric-latency": "the fabric in latency mode",
     "fabric-crossnode": "the fabric across two nodes",
+    "fabric-crossnode-direct": "the fabric across two nodes, direct TCP with grants",
 }
-_SPARE = ("#e377c2", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39")
+_SPARE = ("#e377c2", "#393b79", "#637939", "#8c6d31", "#843c39")
 
 
 def system_colour(system: str) -> str:

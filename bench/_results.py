@@ -36,7 +36,12 @@ SCHEMA = "agent-fabric.bench/1"
 #: The system the ratios are about.
 SUBJECT = "fabric"
 #: Every system that gets ratios against the baselines (the fabric in each of its modes).
-SUBJECTS: tuple[str, ...] = (SUBJECT, "fabric-latency", "fabric-crossnode")
+SUBJECTS: tuple[str, ...] = (
+    SUBJECT,
+    "fabric-latency",
+    "fabric-crossnode",
+    "fabric-crossnode-direct",
+)
 #: Baselines by family, for the end-of-run summary (names as in bench/systems): the HTTP
 #: stacks the seed compares against, and the other brokers (the fabric's peers).
 HTTP_SYSTEMS: tuple[str, ...] = ("fastapi", "aiohttp")

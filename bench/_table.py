@@ -67,6 +67,7 @@ RATIO_HEADERS: dict[str, str] = {
     "fabric": "fabric x",
     "fabric-latency": "latency x",
     "fabric-crossnode": "2 nodes x",
+    "fabric-crossnode-direct": "2 nodes direct x",
 }
 DOCS = "docs/bench.md"
 

@@ -6,7 +6,12 @@ from typing import Any
 
 from bench.systems._aiohttp import AiohttpSystem
 from bench.systems._base import Client, System, WorkerInfo
-from bench.systems._fabric import FabricCrossNodeSystem, FabricLatencySystem, FabricSystem
+from bench.systems._fabric import (
+    FabricCrossNodeDirectSystem,
+    FabricCrossNodeSystem,
+    FabricLatencySystem,
+    FabricSystem,
+)
 from bench.systems._fastapi import FastapiSystem
 from bench.systems._floor import FloorTcpSystem, FloorUnixSystem
 from bench.systems._memcpy import MemcpySystem
@@ -23,6 +28,7 @@ SYSTEMS: dict[str, type[System]] = {
         FabricSystem,
         FabricLatencySystem,
         FabricCrossNodeSystem,
+        FabricCrossNodeDirectSystem,
         FastapiSystem,
         AiohttpSystem,
         NatsSystem,

@@ -105,6 +105,7 @@ class FabricSystem(System):
                         agent_plan.name,
                         url=env.get("worker_url") or env["url"],
                         latency_mode=_mode(env),
+                        direct_tcp=env.get("direct_tcp"),
                     )
                 )
                 keep.extend(await _register_roles(agent, agent_plan.name, agent_plan.roles))
@@ -307,7 +308,10 @@ class FabricCrossNodeSystem(FabricSystem):
 
     name = "fabric-crossnode"
     label = "Agent Fabric, two nodes"
-    only_scenarios = ("rr", "fanout", "map", "stream", "throughput")
+    only_scenarios: ClassVar[tuple[str, ...]] = ("rr", "fanout", "map", "stream", "throughput")
+    #: Host the responders open a direct TCP port on (``connect(direct_tcp=...)``); ""
+    #: leaves it closed, so every message goes through both nodes.
+    direct_tcp: ClassVar[str] = ""
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
@@ -343,12 +347,30 @@ class FabricCrossNodeSystem(FabricSystem):
             )
             urls.append(f"unix://{socket_path}")
         await _wait_linked(urls[0], "bench1")
-        return {"url": urls[0], "worker_url": urls[1], "latency_mode": False}
+        return {
+            "url": urls[0],
+            "worker_url": urls[1],
+            "latency_mode": False,
+            "direct_tcp": self.direct_tcp,
+        }
 
     async def stop_env(self) -> None:
         nodes, self._nodes = self._nodes, []
         for node in nodes:
             await node.stop()
+
+
+
+class FabricCrossNodeDirectSystem(FabricCrossNodeSystem):
+    """The same two nodes, the responders also listening on TCP (``FABRIC_DIRECT_TCP``):
+    requests and gathers go agent to agent with a node-signed grant, no node on the path
+    (docs/mesh.md, "Direct paths across hosts"). Streams, publishes and shared-memory
+    payloads still cross the nodes, so only the request patterns are measured."""
+
+    name = "fabric-crossnode-direct"
+    label = "Agent Fabric, two nodes, direct"
+    only_scenarios = ("rr", "fanout", "map")
+    direct_tcp = "127.0.0.1"
 
 
 def _free_port() -> int:

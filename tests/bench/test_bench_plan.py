@@ -93,7 +93,14 @@ def test_adding_a_scenario_is_one_function_and_names_are_unique() -> None:
 
 def test_systems_and_profiles() -> None:
     assert system_names() == [
-        "fabric", "fabric-latency", "fabric-crossnode", "fastapi", "aiohttp", "nats", "zenoh"
+        "fabric",
+        "fabric-latency",
+        "fabric-crossnode",
+        "fabric-crossnode-direct",
+        "fastapi",
+        "aiohttp",
+        "nats",
+        "zenoh",
     ]
     assert "memcpy" in system_names(include_reference=True)
     quick = QUICK.params(4000, 300)
@@ -112,6 +119,7 @@ def test_scenario_limited_and_reference_systems_join_only_when_they_apply() -> N
     assert _systems_in_run(RunConfig(["fanout"], every, QUICK)) == [
         "fabric",
         "fabric-crossnode",
+        "fabric-crossnode-direct",
         "fastapi",
         "aiohttp",
         "nats",

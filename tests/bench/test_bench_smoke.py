@@ -43,6 +43,12 @@ def test_fabric_bench_quick_runs_every_scenario_and_writes_valid_json(tmp_path: 
     assert all(r["status"] == "ok" for r in crossnode), [
         (r["case"], r.get("reason")) for r in crossnode if r["status"] != "ok"
     ]
+    # The direct path across the two nodes: the request patterns only.
+    direct = [r for r in document["results"] if r["system"] == "fabric-crossnode-direct"]
+    assert {r["case"].split("/")[0] for r in direct} == {"rr", "fanout", "map"}
+    assert all(r["status"] == "ok" for r in direct), [
+        (r["case"], r.get("reason")) for r in direct if r["status"] != "ok"
+    ]
     # The floor rows sit under every rr case, and each fabric row has its ratio columns.
     floors = {(r["case"], r["system"]) for r in document["results"] if "floor" in r["system"]}
     assert ("rr/64B", "floor-unix") in floors and ("rr/1MiB", "floor-tcp") in floors
