@@ -128,6 +128,8 @@ class FrameDecoder:
         self._big_header = b""
         self._big: memoryview | None = None
         self._big_filled = 0
+        # Taken once: a decoder is read in the thread that made it (the thread of its link's
+        # event loop), like the link itself.
         self._scratch = _read_buffer()
 
     @property
@@ -162,15 +164,13 @@ class FrameDecoder:
 
     # -- reading into the decoder (asyncio.BufferedProtocol) -----------------------------
 
-    def get_buffer(self) -> memoryview:
-        """Where the next read should go: the rest of a large payload, or the shared read
-        buffer. Valid until ``buffer_updated``."""
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Where the next read should go: the rest of a large payload, or the read buffer.
+        Valid until ``buffer_updated``. (``sizehint`` is asyncio's, and unused: a large
+        payload's rest is read whole, anything else at most ``READ_SIZE`` at a time.)"""
         big = self._big
         if big is not None:
             return big[self._big_filled :]
-        # Looked up on every read, not kept from __init__: a decoder made in one thread may
-        # be read in another's event loop.
-        self._scratch = _read_buffer()
         return self._scratch
 
     def buffer_updated(self, n: int) -> list[tuple[bytes, memoryview]]:
@@ -186,25 +186,24 @@ class FrameDecoder:
         elif self._buf:
             frames = self._feed(self._scratch[:n])
         else:
-            frames = self._fresh(n)
-        self._charge()
-        return frames
-
-    def _fresh(self, n: int) -> list[tuple[bytes, memoryview]]:
-        """Frames from ``n`` bytes in the read buffer, nothing held before them: the frames
-        that arrived whole leave in one ``bytes`` copy; the start of a large payload goes
-        straight from the read buffer into that payload's own buffer."""
-        scratch = self._scratch
-        pos = 0
-        while n - pos >= PREFIX_SIZE:
-            header_len, payload_len = _PREFIX.unpack_from(scratch, pos)
-            end = pos + PREFIX_SIZE + header_len + payload_len
-            if end > n:
-                break
-            pos = end  # lengths are checked by _feed
-        frames = self._feed(bytes(scratch[:pos])) if pos else []
-        if pos < n:
-            frames += self._feed(scratch[pos:n])
+            # Nothing held before these bytes: the frames that arrived whole leave in one
+            # ``bytes`` copy of them; the start of a large payload goes from the read buffer
+            # straight into that payload's own buffer (_feed, on the rest).
+            scratch = self._scratch
+            pos = 0
+            while n - pos >= PREFIX_SIZE:
+                header_len, payload_len = _PREFIX.unpack_from(scratch, pos)
+                end = pos + PREFIX_SIZE + header_len + payload_len
+                if end > n:
+                    break
+                pos = end  # lengths are checked by _feed
+            if pos == n:
+                frames = self._feed(scratch[:n].tobytes())
+            else:
+                frames = self._feed(scratch[:pos].tobytes()) if pos else []
+                frames += self._feed(scratch[pos:n])
+        if self._budget is not None:
+            self._charge()
         return frames
 
     # -- feeding received bytes ----------------------------------------------------------
@@ -229,7 +228,8 @@ class FrameDecoder:
             data = view[take:]
         if len(data):  # type: ignore[arg-type]  # byte-format buffers
             frames += self._feed(data)
-        self._charge()
+        if self._budget is not None:
+            self._charge()
         return frames
 
     def _charge(self) -> None:

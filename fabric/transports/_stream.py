@@ -11,6 +11,7 @@ the next hop) gets a view of (fabric/protocol/_framing.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -25,6 +26,8 @@ from ._base import Link, LinkHandler, settle
 from ._batch import FrameBatch
 
 __all__ = ["StreamLink", "open_unix_link"]
+
+_UNIX_SNDBUF = 1 << 20
 
 
 class StreamLink(asyncio.BufferedProtocol, Link):
@@ -58,6 +61,8 @@ class StreamLink(asyncio.BufferedProtocol, Link):
         self._flush_scheduled = False
         self._vectored = False
         self._loop = asyncio.get_event_loop()
+        # The loop asks the decoder where to read, with no call in between (once per read).
+        self.get_buffer = self._decoder.get_buffer  # type: ignore[method-assign]
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -69,12 +74,16 @@ class StreamLink(asyncio.BufferedProtocol, Link):
         self._vectored = type(transport).__module__.startswith("uvloop") or (
             sys.version_info >= (3, 12)
         )
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family == socket.AF_UNIX:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _UNIX_SNDBUF)
         peer = transport.get_extra_info("peername")
         if peer:
             self._peer = f"{self.transport}:{peer}"
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._decoder.get_buffer()
+        return self._decoder.get_buffer()  # replaced per instance in __init__
 
     def buffer_updated(self, nbytes: int) -> None:
         decoder = self._decoder

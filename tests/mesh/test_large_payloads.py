@@ -24,7 +24,8 @@ MiB = 1024 * 1024
 
 async def two_nodes(m: MeshNodes) -> None:
     m.cluster = {n: f"tcp://127.0.0.1:{free_port()}" for n in ("c1", "c2")}
-    await asyncio.gather(*(m.start(n, cloud_toml(n, m.cluster, "shm = false\n")) for n in m.cluster))
+    toml = {n: cloud_toml(n, m.cluster, "shm = false\n") for n in m.cluster}
+    await asyncio.gather(*(m.start(n, t) for n, t in toml.items()))
     await m.wait_links({"c1": {"c2"}, "c2": {"c1"}})
 
 
