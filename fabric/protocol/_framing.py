@@ -140,7 +140,7 @@ class FrameDecoder:
     @property
     def partial(self) -> bool:
         """Whether a frame has begun and not ended."""
-        return bool(self._buf) or self._big is not None
+        return bool(self._buf) or self._big is not None or self._need_header >= 0
 
     @property
     def max_payload(self) -> int:
@@ -183,7 +183,9 @@ class FrameDecoder:
             frames: list[tuple[bytes, memoryview]] = []
             if self._big_filled == len(big):
                 frames.append(self._big_done(big))
-        elif self._buf:
+        elif self._buf or self._need_header >= 0:
+            # A frame began in an earlier read (perhaps only its prefix, which left nothing
+            # held): these bytes continue it.
             frames = self._feed(self._scratch[:n])
         else:
             # Nothing held before these bytes: the frames that arrived whole leave in one
@@ -245,7 +247,8 @@ class FrameDecoder:
             self._charged = held
 
     def _big_done(self, big: memoryview) -> tuple[bytes, memoryview]:
-        frame = (self._big_header, big)
+        # Read-only, like every other payload view (and so hashable, and not for writing).
+        frame = (self._big_header, big.toreadonly())
         self._big = None
         self._big_header = b""
         self._big_filled = 0

@@ -6,7 +6,7 @@ is given back when frames end (fabric/protocol/_framing.py)."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fabric.errors import PayloadTooLarge, RemoteProtocolError
@@ -33,7 +33,10 @@ EDGES = [
 
 sizes = st.one_of(st.sampled_from(EDGES), st.integers(0, 3 * READ_SIZE))
 frames_st = st.lists(st.tuples(st.integers(1, 40), sizes), min_size=1, max_size=5)
-splits_st = st.lists(st.one_of(st.integers(1, 16), st.integers(1, 3 * READ_SIZE)), min_size=1)
+splits_st = st.lists(
+    st.one_of(st.integers(1, 16), st.sampled_from([8, 11]), st.integers(1, 3 * READ_SIZE)),
+    min_size=1,
+)
 
 
 def make(frames: list[tuple[int, int]]) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -51,9 +54,11 @@ def make(frames: list[tuple[int, int]]) -> tuple[bytes, list[tuple[bytes, bytes]
     return bytes(wire), want
 
 
-def read_all(decoder: FrameDecoder, wire: bytes, splits: list[int]) -> list[tuple[bytes, object]]:
+def read_all(
+    decoder: FrameDecoder, wire: bytes, splits: list[int]
+) -> list[tuple[bytes, memoryview]]:
     """Deliver ``wire`` through get_buffer/buffer_updated, each read at most the next split."""
-    got: list[tuple[bytes, object]] = []
+    got: list[tuple[bytes, memoryview]] = []
     pos = i = 0
     while pos < len(wire):
         buf = decoder.get_buffer()
@@ -68,6 +73,9 @@ def read_all(decoder: FrameDecoder, wire: bytes, splits: list[int]) -> list[tupl
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frames=frames_st, splits=splits_st)
+# A read that ends exactly after a prefix, of a small frame and of a large one.
+@example(frames=[(3, 10), (3, 10)], splits=[8, 13, 8])
+@example(frames=[(3, LARGE_PAYLOAD + 9)], splits=[8, 3, READ_SIZE])
 def test_any_read_split_gives_the_frames_back(
     frames: list[tuple[int, int]], splits: list[int]
 ) -> None:
@@ -76,7 +84,8 @@ def test_any_read_split_gives_the_frames_back(
     decoder = FrameDecoder(MAX, budget)
     got = read_all(decoder, wire, splits)
     # Checked only now, after every later read: a view that a read overwrote would show.
-    assert [(h, bytes(p)) for h, p in got] == want  # type: ignore[call-overload]
+    assert [(h, bytes(p)) for h, p in got] == want
+    assert all(p.readonly for _, p in got)
     assert not decoder.partial and decoder.buffered == 0 and budget.used == 0
     assert decoder.received == len(wire)
 
@@ -90,7 +99,7 @@ def test_feed_and_buffered_reads_mix(
     ``recv_into``, a test or a plain-Protocol caller feeds bytes)."""
     wire, want = make(frames)
     decoder = FrameDecoder(MAX)
-    got: list[tuple[bytes, object]] = []
+    got: list[tuple[bytes, memoryview]] = []
     pos = i = 0
     while pos < len(wire):
         n = min(splits[i % len(splits)], len(wire) - pos)
@@ -103,7 +112,7 @@ def test_feed_and_buffered_reads_mix(
             got += decoder.buffer_updated(n)
         pos += n
         i += 1
-    assert [(h, bytes(p)) for h, p in got] == want  # type: ignore[call-overload]
+    assert [(h, bytes(p)) for h, p in got] == want
     assert not decoder.partial
 
 
@@ -121,6 +130,7 @@ def test_a_large_payload_is_read_into_its_own_buffer() -> None:
     rest[:] = wire[READ_SIZE:]
     [(header, payload)] = decoder.buffer_updated(len(rest))
     assert header == b"hdr" and payload.obj is rest.obj and bytes(payload) == wire[11:]
+    assert payload.readonly
 
 
 def test_buffer_grows_with_arrived_bytes_and_charges_the_budget() -> None:
