@@ -172,3 +172,27 @@ def test_malformed_prefixes_raise_after_good_frames(
         decoder.buffer_updated(len(data))
     with pytest.raises(error):
         FrameDecoder(MAX).feed(data)
+
+
+def read_frame(decoder: FrameDecoder, wire: bytes) -> tuple[bytes, memoryview]:
+    [frame] = read_all(decoder, wire, [READ_SIZE // 2])
+    return frame
+
+
+def test_a_large_buffer_is_reused_only_once_nothing_refers_to_it() -> None:
+    """Payload buffers are kept for reuse (a fresh mapping costs a page fault per page), but
+    one is handed out again only when no view of it is left."""
+    decoder = FrameDecoder(MAX)
+    size = 2 * READ_SIZE
+    first_wire = frame_prefix(1, size) + b"h" + b"\1" * size
+    _, first = read_frame(decoder, first_wire)
+    held = id(first.obj)  # not a reference: one would keep the buffer in use
+    _, second = read_frame(decoder, frame_prefix(1, size) + b"h" + b"\2" * size)
+    assert id(second.obj) != held  # ``first`` is still referred to
+    assert bytes(first) == b"\1" * size and bytes(second) == b"\2" * size
+    view_of_second = second[10:20]
+    del first, second
+    _, third = read_frame(decoder, frame_prefix(1, size - 5) + b"h" + b"\3" * (size - 5))
+    assert id(third.obj) == held  # free again: reused, at the payload's own length
+    assert len(third) == size - 5 and bytes(third) == b"\3" * (size - 5)
+    assert bytes(view_of_second) == b"\2" * 10

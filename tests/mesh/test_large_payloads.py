@@ -46,7 +46,7 @@ async def test_request_reply_carries_large_payloads_intact(
             return data[::-1]
 
         await echo.serve("svc.reverse", reverse)
-        await echo.flush()
+        await echo.flush(timeout=60)
         await m.wait_interest("c1", "svc.reverse")
         for round_ in range(3):
             payload = os.urandom(size)
@@ -65,13 +65,13 @@ async def test_kept_payload_views_stay_valid_after_later_frames(mesh_nodes: Mesh
         pub = await stack.enter_async_context(connect("pub", m.url("c1")))
         subscriber = await stack.enter_async_context(connect("subscriber", m.url("c2")))
         sub = await subscriber.subscribe("blobs.>")
-        await subscriber.flush()
+        await subscriber.flush(timeout=60)
         await m.wait_interest("c1", "blobs.>")
         sizes = [MiB, 5, 8 * MiB, MiB + 1, 64 * 1024, 64 * 1024 - 1, 3, 2 * MiB - 7]
         sent = [os.urandom(n) for n in sizes]
         for i, data in enumerate(sent):
             await pub.publish(f"blobs.{i}", data)
-        await pub.flush()
+        await pub.flush(timeout=60)
         kept = [await sub.next(timeout=60) for _ in sent]
         # Another round on top, reusing whatever buffers the receivers have.
         for i, data in enumerate(sent):
