@@ -240,6 +240,13 @@ class FrameDecoder:
             # ``bytes`` copy of them; the start of a large payload goes from the read buffer
             # straight into that payload's own buffer (_feed, on the rest).
             scratch = self._scratch
+            if n <= LARGE_PAYLOAD:
+                # Too short to hold a large payload's first piece worth not copying twice:
+                # skip the look for where the whole frames end (most reads, on most hops).
+                frames = self._feed(scratch[:n].tobytes())
+                if self._budget is not None:
+                    self._charge()
+                return frames
             pos = 0
             while n - pos >= PREFIX_SIZE:
                 header_len, payload_len = _PREFIX.unpack_from(scratch, pos)

@@ -5,12 +5,17 @@ is given back when frames end (fabric/protocol/_framing.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fabric.errors import PayloadTooLarge, RemoteProtocolError
 from fabric.protocol import LARGE_PAYLOAD, READ_SIZE, FrameDecoder, PendingBudget, frame_prefix
+from fabric.protocol._framing import _PayloadBuffers
+from fabric.transports import StreamLink
 
 MAX = 4 * READ_SIZE
 
@@ -183,6 +188,8 @@ def test_a_large_buffer_is_reused_only_once_nothing_refers_to_it() -> None:
     """Payload buffers are kept for reuse (a fresh mapping costs a page fault per page), but
     one is handed out again only when no view of it is left."""
     decoder = FrameDecoder(MAX)
+    # Its own set of kept buffers: the thread's set holds what earlier tests left in it.
+    decoder._buffers = _PayloadBuffers()
     size = 2 * READ_SIZE
     first_wire = frame_prefix(1, size) + b"h" + b"\1" * size
     _, first = read_frame(decoder, first_wire)
@@ -196,3 +203,46 @@ def test_a_large_buffer_is_reused_only_once_nothing_refers_to_it() -> None:
     assert id(third.obj) == held  # free again: reused, at the payload's own length
     assert len(third) == size - 5 and bytes(third) == b"\3" * (size - 5)
     assert bytes(view_of_second) == b"\2" * 10
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, bytes]] = []
+        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self.arrived = asyncio.Event()
+
+    def frame_received(self, header: bytes, payload: memoryview) -> None:
+        self.frames.append((header, bytes(payload)))
+        self.arrived.set()
+
+    def link_lost(self, exc: BaseException | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("prefix", [frame_prefix(0, 10), frame_prefix(4, MAX + 1)])
+async def test_a_malformed_prefix_closes_only_its_link(prefix: bytes) -> None:
+    """Two links read by one loop (one read buffer): a bad length on one closes that one,
+    mid-way through a large payload on the other, which carries on whole."""
+    loop = asyncio.get_running_loop()
+    bad_sink, good_sink = _Sink(), _Sink()
+    bad_raw, bad_end = socket.socketpair()
+    good_raw, good_end = socket.socketpair()
+    await loop.connect_accepted_socket(lambda: StreamLink(MAX, bad_sink), bad_end)
+    _, good = await loop.connect_accepted_socket(lambda: StreamLink(MAX, good_sink), good_end)
+    big = bytes(range(256)) * (2 * READ_SIZE // 256)
+    wire = frame_prefix(1, len(big)) + b"h" + big
+    good_raw.setblocking(False)
+    await loop.sock_sendall(good_raw, wire[: READ_SIZE // 2])
+    bad_raw.sendall(prefix + b"\0" * 64)
+    assert isinstance(
+        await asyncio.wait_for(bad_sink.lost, 10), RemoteProtocolError | PayloadTooLarge
+    )
+    assert bad_sink.frames == []
+    await loop.sock_sendall(good_raw, wire[READ_SIZE // 2 :])
+    await asyncio.wait_for(good_sink.arrived.wait(), 10)
+    assert good_sink.frames == [(b"h", big)] and not good_sink.lost.done()
+    good.close()
+    for s in (bad_raw, good_raw):
+        s.close()
