@@ -2,11 +2,16 @@
 
 Measured against ZeroMQ ``ipc://`` on the same host, a plain Unix stream driven by uvloop's
 protocol callbacks saves a poller hop and a task switch per message (docs/architecture.md).
+
+The link is an ``asyncio.BufferedProtocol``: the event loop reads into the decoder's memory
+(``recv_into``), so the rest of a large payload lands in the one buffer the application (or
+the next hop) gets a view of (fabric/protocol/_framing.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -22,8 +27,10 @@ from ._batch import FrameBatch
 
 __all__ = ["StreamLink", "open_unix_link"]
 
+_UNIX_SNDBUF = 1 << 20
 
-class StreamLink(asyncio.Protocol, Link):
+
+class StreamLink(asyncio.BufferedProtocol, Link):
     """An asyncio protocol that speaks length-prefixed frames."""
 
     transport = "unix"
@@ -54,6 +61,8 @@ class StreamLink(asyncio.Protocol, Link):
         self._flush_scheduled = False
         self._vectored = False
         self._loop = asyncio.get_event_loop()
+        # The loop asks the decoder where to read, with no call in between (once per read).
+        self.get_buffer = self._decoder.get_buffer  # type: ignore[method-assign]
 
     # -- asyncio.Protocol ---------------------------------------------------------------
 
@@ -65,18 +74,48 @@ class StreamLink(asyncio.Protocol, Link):
         self._vectored = type(transport).__module__.startswith("uvloop") or (
             sys.version_info >= (3, 12)
         )
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family == socket.AF_UNIX:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _UNIX_SNDBUF)
         peer = transport.get_extra_info("peername")
         if peer:
             self._peer = f"{self.transport}:{peer}"
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._decoder.get_buffer()  # replaced per instance in __init__
+
+    def buffer_updated(self, nbytes: int) -> None:
         decoder = self._decoder
         try:
-            frames = decoder.feed(data)
+            frames = decoder.buffer_updated(nbytes)
         except FabricError as exc:
             # The stream is out of sync: no later byte can be trusted. Report and drop it.
             self._lose(exc)
             return
+        # _deliver, inlined: this runs once per read on every hop.
+        if self._stall_timer is None and self._stall_timeout is not None and decoder.partial:
+            self._stall_mark = decoder.received
+            self._stall_timer = self._loop.call_later(self._stall_timeout, self._check_stall)
+        handler = self.handler
+        if handler is None:
+            return
+        for header, payload in frames:
+            if self._closed:
+                return
+            handler.frame_received(header, payload)
+
+    def data_received(self, data: Buffer) -> None:
+        """Bytes read by someone else (tests, a plain-Protocol caller)."""
+        try:
+            frames = self._decoder.feed(data)
+        except FabricError as exc:
+            self._lose(exc)
+            return
+        self._deliver(frames)
+
+    def _deliver(self, frames: list[tuple[bytes, memoryview]]) -> None:
+        decoder = self._decoder
         if self._stall_timer is None and self._stall_timeout is not None and decoder.partial:
             self._stall_mark = decoder.received
             self._stall_timer = self._loop.call_later(self._stall_timeout, self._check_stall)
@@ -178,14 +217,14 @@ class StreamLink(asyncio.Protocol, Link):
             fd = self._transport.get_extra_info("socket").fileno()
             sock = self._poll_sock = socket.socket(fileno=os.dup(fd))
         try:
-            data = sock.recv(262144, socket.MSG_DONTWAIT)
+            n = sock.recv_into(self._decoder.get_buffer(), 0, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
             return False
-        if not data:
+        if not n:
             return False  # EOF: the event loop reports it through connection_lost
-        self.data_received(data)
+        self.buffer_updated(n)
         return True
 
     def buffered(self) -> int:
