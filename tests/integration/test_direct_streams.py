@@ -135,8 +135,12 @@ async def test_stale_direct_target_falls_back_to_the_node(node):
         await sub.aclose()
         await gone.flush()
         await stays.flush()
-        # Pretend the node's invalidation has not arrived yet: the old route is still used,
-        # its target answers "no responders", and the stream goes through the node instead.
+        await reader.flush()  # the node's invalidations reached us before its PONG
+        # Pretend they had not: the old route is still used, its target answers "no
+        # responders", and the stream goes through the node instead.
         direct._routes["svc.gen"] = route  # type: ignore[assignment]
-        got = [c.data async for c in reader.stream("svc.gen", b"", timeout=10)]
-        assert got == [b"x", b"y"]
+        stream = reader.stream("svc.gen", b"", timeout=10)
+        got = [c async for c in stream]
+        assert [c.data for c in got] == [b"x", b"y"]
+        assert stream._fell_back
+        assert got[0].sender is not None and got[0].sender.agent == "stays"
