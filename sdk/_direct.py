@@ -174,7 +174,7 @@ class DirectPaths:
     async def listen_tcp(self, host: str, welcome: Callable[[], dict[str, Any]]) -> str:
         """Open a TCP door for requesters on other hosts (they need a grant); returns its
         address for HELLO (``direct_tcp``)."""
-        self.door = GrantedDoor(self._on_frame, welcome, _MAX_PAYLOAD)
+        self.door = GrantedDoor(self._on_frame, welcome, _MAX_PAYLOAD, on_lost=self._on_lost)
         return await self.door.listen(host)
 
     def present(
@@ -201,6 +201,7 @@ class DirectPaths:
 
     def _inbound_lost(self, link: StreamLink) -> None:
         self._inbound.discard(link)
+        self._on_lost(link)  # streams we serve on it have lost their reader
 
     def name_of(self, link: StreamLink) -> str:
         """The agent we dialled on ``link`` ("" for a link we did not dial)."""

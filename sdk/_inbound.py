@@ -30,7 +30,7 @@ from fabric.transports import StreamLink
 from fabric.wire import Flags, Header, Kind, Status, decode_header, encode_header
 
 from ._msg import Sender, delivered
-from ._replies import RequestWaiter
+from ._replies import CreditGate, RequestWaiter, StreamReceiver
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -209,11 +209,27 @@ class Inbound:
                     core.stats.forged_replies += 1
 
     def direct_lost(self, link: StreamLink) -> None:
-        """A responder we sent requests to went away: they cannot be answered."""
+        """A direct link closed. A responder we sent requests or streams to went away: they
+        cannot be answered (a typed error now, not a timeout later). A requester reading a
+        stream we serve went away: its generator is cancelled, as if it had left."""
         for waiter in list(self._core.inbox.waiters.values()):
-            if isinstance(waiter, RequestWaiter) and link in waiter.via:
-                gone = ConnectionLost("the responder's process went away", subject=waiter.subject)
-                waiter.fail(gone)
+            if isinstance(waiter, RequestWaiter):
+                if link in waiter.via:
+                    gone = ConnectionLost(
+                        "the responder's process went away", subject=waiter.subject
+                    )
+                    waiter.fail(gone)
+            elif isinstance(waiter, StreamReceiver):
+                # Before the first chunk any target may still take the stream; after it,
+                # only the one it came from matters.
+                via = waiter.via
+                if via is link or (via is None and list(waiter.links) == [link]):
+                    gone = ConnectionLost(
+                        "the responder's process went away mid-stream", subject=waiter.subject
+                    )
+                    waiter.fail(gone)
+            elif isinstance(waiter, CreditGate) and link in waiter.links:
+                waiter.reader_gone()
 
 
 async def _await(result: Awaitable[Any]) -> None:

@@ -69,8 +69,16 @@ class _DoorEvents:
 class GrantedDoor:
     """The responder's TCP listener and the grants presented on each of its links."""
 
-    def __init__(self, on_frame: Frame, welcome: Callable[[], dict[str, object]], max_payload: int):
+    def __init__(
+        self,
+        on_frame: Frame,
+        welcome: Callable[[], dict[str, object]],
+        max_payload: int,
+        on_lost: Callable[[StreamLink], None] | None = None,
+    ):
         self._on_frame = on_frame
+        #: Told when a requester's link closes (the streams it was reading end).
+        self._on_lost = on_lost
         #: The current connection's WELCOME (its key changes when the node restarts).
         self._welcome = welcome
         self._max_payload = max_payload
@@ -100,6 +108,8 @@ class GrantedDoor:
 
     def lost(self, link: StreamLink) -> None:
         self._grants.pop(link, None)
+        if self._on_lost is not None:
+            self._on_lost(link)
 
     def _key(self) -> bytes | None:
         raw = self._welcome().get(WelcomeKey.GRANT_KEY)

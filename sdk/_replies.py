@@ -363,6 +363,16 @@ class CreditGate(ReplyWaiter):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def reader_gone(self) -> None:
+        """The direct link the stream was read on closed: nobody can grant or cancel any
+        more, so stop as a cancel would (at once, even mid-await in the generator)."""
+        if not self.cancelled:
+            self.cancelled = True
+            if self.on_cancel is not None:
+                self.on_cancel()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     async def take(self, deadline: float | None) -> None:
         """Wait for one credit.
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from fabric.errors import FabricError
+from fabric.errors import FabricError, NoResponders
 from fabric.wire import Flags, Status
 
 from ._chunks import BATCH_HEADER, BATCH_VERSION, CreditWindow
@@ -15,6 +15,8 @@ from ._msg import Msg
 from ._replies import ReplyWaiter, StreamReceiver
 
 if TYPE_CHECKING:
+    from fabric.transports import StreamLink
+
     from ._core import AgentCore
 
 __all__ = ["StreamReply"]
@@ -65,6 +67,8 @@ class StreamReply:
         self._n = 0
         self._deadline = 0.0
         self._finished = False
+        #: Already sent through the node after a direct target refused it.
+        self._fell_back = False
 
     def __aiter__(self) -> StreamReply:
         return self
@@ -73,10 +77,16 @@ class StreamReply:
         core = self._core
         self._deadline = effective_deadline(self._timeout, core.default_timeout)
         await core.ensure_connected(self._deadline)
-        receiver = StreamReceiver(self.subject, cancel=core.cancel_stream)
         direct = None
         if len(self._payload) < core.shared.threshold:
             direct = await core.direct_targets(self.subject, self._deadline)
+        return self._open(direct)
+
+    def _open(self, direct: tuple[list[StreamLink], list[int]] | None) -> StreamReceiver:
+        """Send the stream-open: straight to the responders ``direct`` names (chunks,
+        credits and the cancel then travel on that link), else through the node."""
+        core = self._core
+        receiver = StreamReceiver(self.subject, cancel=core.cancel_stream)
         self._n, reply = core.inbox.new(receiver)
         self._receiver = receiver
         if direct is not None:
@@ -99,6 +109,17 @@ class StreamReply:
         )
         return receiver
 
+    def _fall_back(self) -> None:
+        """A direct target refused the stream before its first chunk (its subscription
+        was gone, or its door wants a fresh grant): ask the node instead, once."""
+        core = self._core
+        direct = core.direct_paths()
+        if direct is not None:
+            direct.invalidate(self.subject)
+        core.inbox.pop(self._n)
+        self._fell_back = True
+        self._open(None)
+
     async def __anext__(self) -> Msg:
         if self._finished:
             raise StopAsyncIteration
@@ -109,6 +130,12 @@ class StreamReply:
         else:
             try:
                 chunk = await receiver.next(self._deadline)
+            except NoResponders:
+                if self._fell_back or not receiver.links or receiver.control:
+                    self._close(cancel=True)
+                    raise
+                self._fall_back()
+                return await self.__anext__()
             except BaseException:
                 self._close(cancel=True)
                 raise

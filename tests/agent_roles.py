@@ -100,6 +100,16 @@ async def streamer(url: str) -> None:
         await serve_forever(agent)
 
 
+async def stream_reader(url: str, count: str, window: str) -> None:
+    """Opens a stream of ``count`` chunks on llm.generate, reads one, says so, then stalls
+    (until it is killed: the responder must notice its reader went away)."""
+    async with connect("stream-reader", url) as agent:
+        stream = agent.stream("llm.generate", count, timeout=60, window=int(window))
+        first = await stream.__anext__()
+        say("reading", first.text())
+        await serve_forever(agent)
+
+
 async def subscriber(url: str, subject: str, queue: str = "") -> None:
     """Prints ``got <payload>`` for every message on ``subject``."""
     async with connect("subscriber", url) as agent:
@@ -279,6 +289,7 @@ ROLES = {
     "echo": echo,
     "reviewers": reviewers,
     "streamer": streamer,
+    "stream-reader": stream_reader,
     "subscriber": subscriber,
     "publisher": publisher,
 }

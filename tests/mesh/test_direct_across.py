@@ -255,3 +255,62 @@ async def test_gather_reaches_responders_on_both_nodes_directly(mesh_nodes: Mesh
             assert sorted(r.sender for r in replies) == expected
             assert sorted(replies.expected or []) == expected
         assert await _forwarded(m.url("c1")) == before
+
+
+async def test_streams_go_direct_across_hosts(mesh_nodes: MeshNodes) -> None:
+    m = mesh_nodes
+    await _two_nodes(m)
+    streamer = await start_agent("streamer", m.url("c2"), _tcp_env(m))
+    try:
+        await _stream_direct(m, streamer)
+    finally:
+        await streamer.stop()
+
+
+async def _stream_direct(m: MeshNodes, streamer: Any) -> None:
+    await m.wait_interest("c1", "llm.generate")
+    async with connect("reader", m.url("c1")) as reader:
+        warm = [c.text() async for c in reader.stream("llm.generate", b"3", timeout=10)]
+        assert warm == ["tok0", "tok1", "tok2"]
+        c1_before, c2_before = await _forwarded(m.url("c1")), await _forwarded(m.url("c2"))
+        in_before = (await _stats(m.url("c2")))["frames_in"]
+        # A small window: credit grants go back to the responder throughout.
+        stream = reader.stream("llm.generate", b"1000", timeout=30, window=4)
+        chunks = [c.text() async for c in stream]
+        assert chunks == [f"tok{i}" for i in range(1000)]
+        # Leaving early: the cancel reaches the generator over the same TCP link.
+        seen = 0
+        early = reader.stream("llm.generate", b"100000", timeout=30, window=8)
+        async for _ in early:
+            seen += 1
+            if seen == 10:
+                break
+        await early.aclose()
+        line = await streamer.wait_line("cancelled", timeout=20)
+        assert 10 <= int(line.split()[1]) <= 10 + 8 + 1
+        c1_after, c2_after = await _forwarded(m.url("c1")), await _forwarded(m.url("c2"))
+        in_after = (await _stats(m.url("c2")))["frames_in"]
+    # No open, chunk, credit or cancel crossed either node (the generator's one publish of
+    # events.stream is all c2 forwarded, had anyone on c1 been interested: nobody was).
+    assert c1_after == c1_before
+    assert c2_after == c2_before
+    assert in_after - in_before < 20
+
+
+async def test_responder_killed_mid_stream_across_hosts(mesh_nodes: MeshNodes) -> None:
+    m = mesh_nodes
+    await _two_nodes(m)
+    streamer = await start_agent("streamer", m.url("c2"), _tcp_env(m))
+    await m.wait_interest("c1", "llm.generate")
+    async with connect("reader", m.url("c1")) as reader:
+        stream = reader.stream("llm.generate", b"100000", timeout=30, window=8)
+        for i in range(5):
+            assert (await stream.__anext__()).text() == f"tok{i}"
+        os.kill(streamer.process.pid, signal.SIGKILL)
+
+        async def drain() -> None:
+            async for _ in stream:
+                pass
+
+        with pytest.raises(ConnectionLost):  # the TCP link's close ends it at once
+            await asyncio.wait_for(drain(), 20)
