@@ -165,7 +165,7 @@ def _migration(node: Node, bound: _SessionLink, header: Header, payload: memoryv
 
 
 async def _migration_step(node: Node, bound: _SessionLink, header: Header) -> None:
-    """``$agent.hold``: queue this session's deliveries (``Node._hold``). ``$agent.release``:
+    """``$agent.hold``: queue this session's deliveries (``_node_slow.hold``). ``$agent.release``:
     send what was held, in order, then answer (so the answer trails every held frame on the
     link). ``$node.barrier``: answer once every peer processed what this node sent it so far."""
     session = bound.session

@@ -11,24 +11,23 @@ copies and counts through ``forward`` and ``send_count``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Buffer
 
-from ..errors import ConfigError, ConnectionLost, FabricError, RemoteProtocolError, Timeout
+from ..errors import ConfigError, ConnectionLost, FabricError, RemoteProtocolError
 from ..private import decode_names, encode_names
 from ..router import PeerKind, PeerOrigin, Role
-from ..transports import Link, StreamLink, ZmqDealerLink, ZmqPeerLink
 from ..wire import MAX_HEADER_BYTES, Flags, Header, Kind, Status, decode_header, encode_header
+from ._barrier import _BARRIER_BASE, Barriers
+from ._dialing import _HANDSHAKE_S, Dialing, _curve_from, parse_peer_url
 from ._direct import RESOLVE, RESOLVED, MeshDirectory
+from ._end import _End, _Held, _Peer
 from ._host import MeshHost
-from ._links import CurveKeys, PeerListener, dial_peer
-from ._peer import LinkState, PeerLinkState
+from ._links import CurveKeys, PeerListener
+from ._peer import LinkState
 from ._peer_link import (
     DUPLICATE,
     NO_HANDSHAKE,
@@ -56,7 +55,8 @@ from ._protocol import (
     encode_announce,
     encode_info,
 )
-from ._tcp import dial_tcp, listen_tcp
+from ._status import mesh_status
+from ._tcp import listen_tcp
 
 if TYPE_CHECKING:
     from ..config import NodeSettings
@@ -65,93 +65,11 @@ __all__ = ["Mesh", "PeerOrigin", "parse_peer_url", "start_mesh"]
 
 log = logging.getLogger("fabric.mesh")
 
-_HANDSHAKE_S = 3.0
-#: Dials that fail this soon after the node started are counted as ``dial_retries``, not
-#: ``dial_failures``: nodes of a mesh start together and a peer may not listen yet.
-_START_GRACE_S = 10.0
-#: Largest frame a peer may send on the plain-TCP cluster port before its HELLO is accepted.
-_HANDSHAKE_MAX_PAYLOAD = 64 * 1024
 #: Frames held for a peer while it switches links (then sending fails as for a dead peer).
 _BACKLOG = 10_000
-#: How long a ZeroMQ dialer closed after a duplicate REFUSE keeps sending what it queued.
-_DUPLICATE_LINGER_MS = 2000
-#: Barrier pings number from here up, so they never collide with heartbeat sequence numbers.
-_BARRIER_BASE = 1 << 48
 
 
-def parse_peer_url(text: str) -> tuple[str, bytes | None]:
-    """``tcp://host:port[?key=Z85]`` -> (endpoint, server key or None)."""
-    url, sep, key = text.partition("?key=")
-    return url, (key.encode() if sep else None)
-
-
-@dataclass(eq=False, slots=True)
-class _End:
-    """One transport end of a peer link (a dialer, or one identity on the listener): a
-    ``Link`` and the mesh's view of it."""
-
-    link: Link
-    dialed: bool
-    #: The link's record in the lifecycle machine (``Mesh.peerlinks``): its state is there.
-    state: PeerLinkState
-    #: Set once the transport is closed (the link may live on as SWITCHING for a while).
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    #: Called once the peer's handshake is accepted (lifts the pre-handshake frame limit).
-    on_up: Callable[[], None] | None = None
-    #: Called when the end is closed (the mesh forgets it).
-    on_close: Callable[[], None] | None = None
-
-    @property
-    def peer(self) -> str:
-        return self.state.peer
-
-    def send(self, header: bytes, payload: Buffer = b"") -> bool:
-        """False when the link is closed or the peer is too far behind (``Link.limit``):
-        memory stays bounded, and the caller counts the refusal."""
-        return self.link.try_send(header, payload)
-
-    def close_transport(self) -> None:
-        if self.on_close is not None:
-            self.on_close()
-        link = self.link
-        if isinstance(link, ZmqDealerLink) and self.state.state is LinkState.SWITCHING:
-            # Entering SWITCHING, what we sent last on the link (our answer to the peer's
-            # REFUSE) must still go out: the peer drains it. Otherwise drop at once.
-            link.close(linger_ms=_DUPLICATE_LINGER_MS)
-        else:
-            link.close()
-
-
-class _EndHandler:
-    """Frames and the loss of one end's link, into the mesh."""
-
-    __slots__ = ("end", "mesh")
-
-    def __init__(self, mesh: Mesh, end: _End) -> None:
-        self.mesh = mesh
-        self.end = end
-
-    def frame_received(self, header: bytes, payload: memoryview) -> None:
-        self.mesh._frame(self.end, header, payload)
-
-    def link_lost(self, exc: BaseException | None) -> None:
-        self.mesh._transport_lost(self.end)
-
-
-#: A frame held for a peer that is switching links: (header, payload copy).
-_Held = tuple[bytes, bytes]
-
-
-@dataclass(eq=False, slots=True)
-class _Peer:
-    info: PeerInfo
-    kind: PeerKind
-    #: The end of the peer's link (UP, or SWITCHING while it moves to the link it kept).
-    end: _End
-    origin: PeerOrigin
-
-
-class Mesh:
+class Mesh(Dialing, Barriers):
     """A node's part in the mesh. Create with ``start_mesh``; ``close()`` to leave."""
 
     def __init__(self, host: MeshHost, settings: NodeSettings, curve: CurveKeys | None) -> None:
@@ -221,65 +139,6 @@ class Mesh:
             "stale": 0,
         }
 
-    # -- barriers -----------------------------------------------------------------------
-
-    async def barrier(self, timeout: float, *, came_from: str | None = None) -> None:
-        """Return once every node reachable from here has processed all this node sent it so
-        far (interest changes included) and everything forwarded here before that arrived.
-
-        Peer links are ordered, so a barrier PING sent after the interest changes is handled
-        only after them. A peer answers it only once its own barrier towards the peers it
-        passes that interest on to has returned (``_relay_barrier``), so the answer means
-        every node the interest travels to has it: a leaf's handler is known in the whole
-        cluster and at the other leaves. A peer that goes down meanwhile counts as done: it
-        forwards nothing more. ``came_from`` is the peer whose barrier this one relays: it is
-        not asked back, and only the peers its interest is exported to are asked.
-
-        Raises:
-            Timeout: a live peer did not answer within ``timeout`` seconds.
-        """
-        self.flush()
-        loop = asyncio.get_running_loop()
-        waits = []
-        source = self._peers.get(came_from) if came_from is not None else None
-        for name, peer in list(self._peers.items()):
-            if came_from is not None and (
-                name == came_from
-                or source is None
-                or not self.strategy.exports(source.kind, peer.kind)
-            ):
-                continue
-            self._barrier_seq += 1
-            fut: asyncio.Future[None] = loop.create_future()
-            self._barriers[self._barrier_seq] = (name, fut)
-            peer.end.send(encode_header(Header(Kind.PING, msg_id=self._barrier_seq)), b"")
-            waits.append(fut)
-        if not waits:
-            return
-        try:
-            await asyncio.wait_for(asyncio.gather(*waits), timeout)
-        except TimeoutError:
-            raise Timeout("a peer did not answer the barrier in time") from None
-        finally:
-            for seq in [s for s, (_, f) in self._barriers.items() if f in waits]:
-                del self._barriers[seq]
-
-    async def _relay_barrier(self, end: _End, seq: int) -> None:
-        """A peer's barrier PING: answer once our onward barrier returned (or not at all if it
-        times out, so the asker's barrier times out too rather than lying)."""
-        budget = max(1.0, 2 * self.settings.mesh_dead_after)
-        with contextlib.suppress(Timeout):
-            await self.barrier(budget, came_from=end.peer)
-            end.send(encode_header(Header(Kind.PONG, msg_id=seq)), b"")
-
-    def _barrier_answered(self, seq: int) -> bool:
-        entry = self._barriers.get(seq)
-        if entry is None:
-            return False
-        if not entry[1].done():
-            entry[1].set_result(None)
-        return True
-
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -337,126 +196,6 @@ class Mesh:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    # -- dialling -----------------------------------------------------------------------
-
-    def _end(self, link: Link, dialed: bool) -> _End:
-        """Wrap a new peer link, opened as a link in the lifecycle machine: its frames go to
-        ``_frame``, its loss to ``_transport_lost``."""
-        link.limit = self.settings.slow_consumer_bytes
-        state = self.peerlinks.open(dialed, self.clock())
-        end = _End(link, dialed, state)
-        self._ends[state.id] = end
-        link.handler = _EndHandler(self, end)
-        return end
-
-    def _tcp_end(self, link: StreamLink, dialed: bool) -> _End:
-        end = self._end(link, dialed)
-        end.on_close = lambda: self._tcp_ends.discard(end)
-        self._tcp_ends.add(end)
-        return end
-
-    def _accept_tcp(self, link: StreamLink) -> None:
-        # Until its HELLO is accepted a peer may send only small frames (docs/limits.md).
-        link.set_max_payload(_HANDSHAKE_MAX_PAYLOAD)
-        end = self._tcp_end(link, dialed=False)
-        end.on_up = lambda: link.set_max_payload(self.settings.max_payload)
-
-    def attach(self, link: Link, *, dialed: bool) -> None:
-        """A peer link over a ``Link`` the caller opened (in memory, in tests): its frames and
-        its loss reach the mesh through the link's handler. A dialled link says HELLO."""
-        end = self._end(link, dialed)
-        if dialed:
-            end.send(encode_header(Header(Kind.CONTROL, subject=HELLO)), encode_info(self.info))
-
-    async def _dial_once(self, text: str) -> _End | None:
-        """Dial, send HELLO until WELCOME or the handshake time runs out. Returns the end if
-        the peer said who it is (whatever became of the link since), else None."""
-        url, server_key = parse_peer_url(text)
-        if self.transport == "tcp":
-            try:
-                link = await dial_tcp(url, self.settings.max_payload, _HANDSHAKE_S)
-            except (OSError, TimeoutError, ConfigError) as exc:
-                log.debug("dial %s: %s", url, exc)
-                self._dial_failed()
-                return None
-            end = self._tcp_end(link, dialed=True)
-        else:
-            try:
-                end = self._end(dial_peer(url, self.curve, server_key), dialed=True)
-            except ConnectionLost as exc:
-                log.error("%s", exc)
-                return None
-        hello = encode_header(Header(Kind.CONTROL, subject=HELLO))
-        payload = encode_info(self.info)
-        loop = asyncio.get_running_loop()
-        until = loop.time() + _HANDSHAKE_S
-        sent = False
-        while end.state.state is LinkState.HANDSHAKE and not end.closed.is_set():
-            if loop.time() > until:
-                self._run(self.peerlinks.give_up(end.state, self.clock()))
-                break
-            # ZeroMQ drops sends until it has connected (IMMEDIATE), so HELLO repeats there;
-            # a TCP stream delivers the first one or fails.
-            if not sent or self.transport == "zmq":
-                sent = end.send(hello, payload)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(end.closed.wait(), 0.1)
-        if end.peer:
-            return end
-        if not end.state.refused:
-            self._dial_failed()
-        return None
-
-    def _dial_failed(self) -> None:
-        starting = self.clock() - self._started < _START_GRACE_S
-        self.stats["dial_retries" if starting else "dial_failures"] += 1
-
-    async def _dial_loop(self, seed: str) -> None:
-        delay = 0.1
-        while True:
-            end = await self._dial_once(seed)
-            if end is None:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
-            await end.closed.wait()
-            # Dial again once the peer is down here, not before: while it is up on another
-            # link (the one kept of a duplicate pair), a new link would only be refused.
-            while not self.peerlinks.may_redial(end.state):
-                await self._peers_moved.wait()
-            if end.state.refused not in ("", DUPLICATE):
-                await asyncio.sleep(delay)  # it took us, then refused us: do not hammer it
-                delay = min(delay * 2, 2.0)
-            else:
-                delay = 0.1
-
-    async def _hub_loop(self, urls: list[str]) -> None:
-        i = 0
-        delay = 0.1
-        while True:
-            end = await self._dial_once(urls[i % len(urls)])
-            if end is not None and end.state.state is LinkState.UP:
-                delay = 0.1
-                await end.closed.wait()
-            else:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-            i += 1  # after a loss or a failure, fail over to the next hub of the list
-
-    # -- inbound ------------------------------------------------------------------------
-
-    def _listener_frame(self, link: ZmqPeerLink) -> None:
-        """A new identity on the ZeroMQ listener (its first frame follows at once)."""
-        identity = link.identity
-        end = self._end(link, dialed=False)
-
-        def forget() -> None:
-            if self._ends_by_identity.get(identity) is end:
-                del self._ends_by_identity[identity]
-
-        end.on_close = forget
-        self._ends_by_identity[identity] = end
 
     def _frame(self, end: _End, raw: bytes, payload: memoryview) -> None:
         if end.closed.is_set():
@@ -720,29 +459,7 @@ class Mesh:
 
     def status(self) -> dict[str, Any]:
         """Peers, links, round trips and interest, for ``fabric mesh``."""
-        return {
-            "role": self.role.value,
-            "cluster": self.endpoint,
-            "peers": [
-                {
-                    "name": name,
-                    "kind": p.kind.value,
-                    "site": p.info.site,
-                    "labels": p.info.labels,
-                    "dialed": p.end.dialed,
-                    "rtt_ms": None if p.end.state.rtt is None else round(p.end.state.rtt * 1e3, 3),
-                    "state": p.end.state.state.value,
-                    "forwarded": self.forwarded_to.get(name, 0),
-                    "interest": sorted(
-                        [k[0], k[1]] for k in self.router.remote.remote_keys(name)
-                    ),
-                }
-                for name, p in sorted(self._peers.items())
-            ],
-            "local_interest": len(self.router.remote.local),
-            "open_tallies": len(self.router.tallies),
-            "stats": dict(self.stats),
-        }
+        return mesh_status(self)
 
 
 def _refuse_reason(payload: memoryview) -> str:
@@ -753,22 +470,6 @@ def _refuse_reason(payload: memoryview) -> str:
         return str(value.get("reason", "refused"))
     except Exception:
         return "refused"
-
-
-def _curve_from(settings: NodeSettings) -> CurveKeys | None:
-    from ..auth import load_keypair, resolve_public_key
-
-    if settings.curve_key is None:
-        if settings.curve_allowed:
-            raise ConfigError("curve_allowed needs curve_key (this node's own key pair)")
-        return None
-    public, secret = load_keypair(settings.curve_key)
-    allowed = frozenset(resolve_public_key(k) for k in settings.curve_allowed)
-    for url in [*settings.seeds, *settings.leaf_of]:
-        if parse_peer_url(url)[1] is None:
-            # Fail closed: without the server's key this link could only be plaintext.
-            raise ConfigError(f"curve_key is set but peer {url} has no ?key= server key")
-    return CurveKeys(public, secret, allowed)
 
 
 async def start_mesh(node: MeshHost, settings: NodeSettings) -> Mesh | None:
