@@ -93,8 +93,11 @@ async def test_killed_responder_ends_in_a_typed_error(mesh_nodes: MeshNodes) -> 
     await m.wait_interest("c1", "svc.slow", "echo")
     async with connect("client", m.url("c1")) as client:
         assert (await client.request("svc.echo", b"x", timeout=10)).text() == "x"
+        # svc.slow's route resolved and its direct link open, so the request below leaves
+        # on that link within a few turns of this process's own loop (no other process).
+        assert (await client.request("svc.slow", b"0", timeout=10)).text() == "slept"
         pending = asyncio.ensure_future(client.request("svc.slow", b"30", timeout=15))
-        await asyncio.sleep(0.3)  # let the request reach the responder
+        await asyncio.sleep(0.3)
         os.kill(proc.process.pid, signal.SIGKILL)
         with pytest.raises(ConnectionLost):  # the TCP link's close ends it at once
             await asyncio.wait_for(pending, 20)
