@@ -59,7 +59,7 @@ def tell_lost(node: Node, bound: _SessionLink) -> None:
     """STATUS SLOW_CONSUMER per subscription that lost messages, once the agent's backlog
     is back under the limit (no silent drop: the agent raises ``SlowConsumer``)."""
     link = bound.link
-    if link.buffered() > node.settings.slow_consumer_bytes:
+    if link.buffered() > link.limit:
         return
     lost, bound.session.lost = bound.session.lost, {}
     for sid, count in lost.items():

@@ -202,6 +202,8 @@ class Node:
         self._accept(link)
 
     def _accept(self, link: Link) -> None:
+        # One notion of "too far behind": the link's own limit, as on the mesh's links.
+        link.limit = self.settings.slow_consumer_bytes
         bound = _SessionLink(self, link)
         link.handler = bound
         self._links[bound.session] = bound
@@ -417,7 +419,7 @@ class Node:
         link = bound.link
         if link.closed:
             return False
-        if link.buffered() > self.settings.slow_consumer_bytes:
+        if link.buffered() > link.limit:
             _node_slow.dropped_slow(self, bound, sid)
             return False
         if bound.session.lost:
